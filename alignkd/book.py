@@ -1,0 +1,143 @@
+"""The book pipeline: MyST notebook → papermill with a profile's parameters → executed notebook → HTML.
+
+    notebooks/NN_name.md --jupytext--> .ipynb --papermill(params/<profile>.yaml)--> book/chapters/NN_name.ipynb
+    jupyter-book build . (execute_notebooks: off) --> _build/html/index.html
+
+Every profile is checked against every chapter's parameters before anything executes. A chapter whose
+notebook source, parameter values and library source are unchanged since its last execution is not
+executed again (its stamp matches); heavy results are cached separately by `alignkd.cache`, so even a
+re-executed chapter recomputes only what its changed parameters affect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+
+from .cache import REPO_ROOT
+from .chapters import Chapter, check_profile, chapters, resolve
+
+CHAPTERS_OUT = REPO_ROOT / "book" / "chapters"
+HTML_INDEX = REPO_ROOT / "_build" / "html" / "index.html"
+_STAMP_KEY = "alignkd_stamp"
+
+
+def _library_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "alignkd").rglob("*.py")):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def chapter_stamp(chapter: Chapter, values: dict[str, Any], library: str | None = None) -> str:
+    """What an executed chapter depends on: its source, its parameter values, the library."""
+    payload = {
+        "source": hashlib.sha256(chapter.path.read_bytes()).hexdigest(),
+        "parameters": values,
+        "library": library or _library_digest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _stamp_of(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        return nbformat.read(path, as_version=4).metadata.get(_STAMP_KEY)
+    except Exception:  # an unreadable notebook is simply stale
+        return None
+
+
+def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
+                    progress: bool = True) -> Path:
+    """Execute one chapter with checked parameter values into `output` (written only on success)."""
+    import papermill
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / f"{chapter.name}.ipynb"
+        executed = Path(scratch) / f"{chapter.name}.executed.ipynb"
+        notebook = jupytext.read(chapter.path)
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        jupytext.write(notebook, source)
+        papermill.execute_notebook(
+            str(source), str(executed), parameters=values, kernel_name="python3",
+            cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
+        )
+        result = nbformat.read(executed, as_version=4)
+        result.metadata[_STAMP_KEY] = stamp
+        result.metadata.pop("jupytext", None)
+        nbformat.write(result, executed)
+        shutil.move(executed, output)
+    return output
+
+
+def execute_profile(profile: str, only: list[str] | None = None, force: bool = False) -> list[tuple[str, str, float]]:
+    """Execute every chapter (or `only` those) for a profile; returns (chapter, 'ran'|'cached', seconds)."""
+    values = check_profile(profile)  # fails before anything runs
+    library = _library_digest()
+    report = []
+    for name, chapter in chapters().items():
+        if only and name not in only:
+            continue
+        output = CHAPTERS_OUT / f"{name}.ipynb"
+        stamp = chapter_stamp(chapter, values[name], library) + f":{profile}"
+        if not force and _stamp_of(output) == stamp:
+            report.append((name, "cached", 0.0))
+            print(f"[book] {name}: unchanged, not re-executed", flush=True)
+            continue
+        print(f"[book] {name}: executing with profile '{profile}' {values[name]}", flush=True)
+        start = time.perf_counter()
+        execute_chapter(chapter, values[name], output, stamp=stamp)
+        elapsed = time.perf_counter() - start
+        report.append((name, "ran", elapsed))
+        print(f"[book] {name}: done in {elapsed:.1f} s", flush=True)
+    stale = {p.stem for p in CHAPTERS_OUT.glob("*.ipynb")} - set(chapters())
+    for name in stale:  # a chapter renamed or removed must not linger in the book
+        (CHAPTERS_OUT / f"{name}.ipynb").unlink()
+    return report
+
+
+def render_html() -> Path:
+    """Render the executed chapters and the prose pages with jupyter-book (execution off)."""
+    command = [sys.executable, "-m", "jupyter_book", "build", str(REPO_ROOT), "--builder", "html", "--warningiserror"]
+    env = dict(os.environ)
+    subprocess.run(command, check=True, cwd=REPO_ROOT, env=env)
+    return HTML_INDEX
+
+
+def build(profile: str = "default", force: bool = False) -> Path:
+    """The main job: execute every chapter for `profile`, then render the HTML book."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong on the terminal, not in the book
+    start = time.perf_counter()
+    report = execute_profile(profile, force=force)
+    index = render_html()
+    total = time.perf_counter() - start
+    for name, status, seconds in report:
+        print(f"  {name:<28} {status:<7} {seconds:8.1f} s")
+    print(f"book built in {total:.0f} s with profile '{profile}'")
+    print(index)
+    return index
+
+
+def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], output: Path | None = None) -> Path:
+    """Run one chapter with overrides; parameters are checked before anything executes."""
+    from .chapters import find_chapter
+
+    chapter = find_chapter(name_or_number)
+    values = resolve(chapter, profile, overrides)
+    output = Path(output) if output else REPO_ROOT / "_build" / "runs" / f"{chapter.name}.{profile}.ipynb"
+    return execute_chapter(chapter, values, output)

@@ -1,0 +1,121 @@
+"""Every closed form of alignkd.theory against torch autograd or an independent computation."""
+
+import math
+
+import pytest
+import torch
+
+from alignkd import theory
+
+
+
+@pytest.fixture(autouse=True)
+def double_precision():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # closed forms are compared at 1e-8, not float32 noise
+    yield
+    torch.set_default_dtype(previous)
+
+
+def test_dpo_decomposition_adds_up_to_the_standard_dpo_logit():
+    lw, ll, rw, rl = map(torch.tensor, (-1.2, -0.7, -3.0, -0.5))
+    beta = 0.7
+    model_term, offset = theory.dpo_decomposition(lw, ll, rw, rl, beta)
+    standard = beta * ((lw - rw) - (ll - rl))  # β[log π(y_w)/π_ref(y_w) − log π(y_l)/π_ref(y_l)]
+    assert torch.allclose(model_term + offset, standard)
+    assert offset.item() == pytest.approx(0.7 * 2.5)
+
+
+def test_dpo_loss_is_minus_log_sigmoid_by_hand():
+    loss = theory.dpo_loss(torch.tensor(-1.0), torch.tensor(-2.0), torch.tensor(-1.5), torch.tensor(-1.0), 0.5)
+    z = 0.5 * (1.0 + 0.5)
+    assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-z))))
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.7, 2.0])
+def test_dpo_gradient_closed_form_matches_autograd(beta):
+    policy_w = torch.tensor([-0.3, -2.0, -5.0, -0.1], requires_grad=True)
+    policy_l = torch.tensor([-0.9, -0.4, -1.0, -3.0])
+    ref_w = torch.log(torch.tensor([1e-6, 0.05, 0.3, 0.6]))
+    ref_l = torch.log(torch.tensor([0.3, 0.3, 0.3, 0.1]))
+    loss = theory.dpo_loss(policy_w, policy_l, ref_w, ref_l, beta).sum()
+    (autograd,) = torch.autograd.grad(loss, policy_w)  # ∂L/∂log π(y_w) = ∂L/∂Δ_θ
+    z = theory.dpo_logit(policy_w, policy_l, ref_w, ref_l, beta)
+    assert torch.allclose(autograd, theory.dpo_gradient_wrt_model_logratio(z, beta))
+
+
+def test_dpo_gradient_saturates_as_reference_loses_the_winner():
+    ref_w = torch.logspace(-1, -12, 12)
+    z = theory.dpo_logit(torch.zeros(12), torch.zeros(12), torch.log(ref_w), torch.log(torch.tensor(0.3)), 1.0)
+    gradient = theory.dpo_gradient_wrt_model_logratio(z, 1.0).abs()
+    assert torch.all(gradient[1:] < gradient[:-1])
+    # with Δθ = 0, σ(−z) = π_ref(y_w) / (π_ref(y_w) + π_ref(y_l)) exactly
+    assert torch.allclose(gradient, ref_w / (ref_w + 0.3))
+
+
+def test_shaped_reward_gradient_matches_autograd_of_the_kl_objective():
+    logits = torch.tensor([0.2, -1.0, 0.5], requires_grad=True)
+    reference = torch.tensor([0.7, 0.29, 0.01])
+    reward = torch.tensor([0.0, 1.0, 5.0])
+    beta = 0.7
+    policy = torch.softmax(logits, -1)
+    objective = theory.regularised_objective(policy, reward, reference, beta, "reverse")
+    (autograd,) = torch.autograd.grad(objective, logits)
+    # policy gradient with the shaped reward: Σ π (r' − E_π r') ∇ log π, exact for a softmax policy
+    with torch.no_grad():
+        shaped = theory.shaped_reward(reward, torch.log(policy), torch.log(reference), beta)
+        by_formula = policy * (shaped - (policy * shaped).sum())
+    assert torch.allclose(autograd, by_formula)
+
+
+def test_kl_penalty_diverges_as_reference_mass_vanishes():
+    ref = torch.tensor([1e-1, 1e-4, 1e-8, 1e-16])
+    penalty = theory.kl_penalty(torch.log(torch.tensor(0.05)), torch.log(ref), 0.7)
+    assert torch.all(penalty[1:] < penalty[:-1])
+    assert penalty[-1].item() == pytest.approx(-0.7 * math.log(0.05 / 1e-16))
+
+
+def test_kl_divergence_matches_torch_distributions():
+    p = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    q = torch.tensor([[0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]])
+    expected = torch.distributions.kl_divergence(torch.distributions.Categorical(p), torch.distributions.Categorical(q))
+    assert torch.allclose(theory.kl_divergence(p, q), expected)
+
+
+def _optimise(reward, reference, beta, direction, steps=4000):
+    logits = torch.zeros_like(reference, requires_grad=True)
+    optimiser = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = -theory.regularised_objective(torch.softmax(logits, -1), reward, reference, beta, direction)
+        loss.backward()
+        optimiser.step()
+    return torch.softmax(logits, -1).detach()
+
+
+@pytest.mark.parametrize("direction", ["reverse", "forward"])
+def test_closed_form_optima_match_gradient_ascent(direction):
+    reference = torch.tensor([0.6, 0.3, 0.08, 0.02])
+    reward = torch.tensor([0.0, 0.5, 1.0, 2.0])
+    beta = 0.8
+    closed = (theory.reverse_kl_optimum if direction == "reverse" else theory.forward_kl_optimum)(reward, reference, beta)
+    assert torch.allclose(closed, _optimise(reward, reference, beta, direction), atol=2e-3)
+    best = theory.regularised_objective(closed, reward, reference, beta, direction)
+    for other in (reference, torch.softmax(torch.randn(4, generator=torch.Generator().manual_seed(0)), -1)):
+        assert best >= theory.regularised_objective(other, reward, reference, beta, direction)
+
+
+def test_forward_kl_optimum_keeps_the_rare_mode_reverse_loses_it():
+    reference = theory.two_outcome_reference(torch.tensor([1e-2, 1e-4, 1e-8]))
+    reward = torch.tensor([0.0, 1.0])
+    reverse = theory.reverse_kl_optimum(reward, reference, 0.5)[:, 1]
+    forward = theory.forward_kl_optimum(reward, reference, 0.5)[:, 1]
+    assert reverse[-1] < 1e-6  # π_ref·e^{R/β}: e^2 cannot rescue a 1e-8 mode
+    assert torch.all(forward > 0.45)  # → 1 − β as π_ref(y*) → 0
+
+
+def test_beta_must_be_positive():
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        theory.shaped_reward(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.0), 0.0)
+    with pytest.raises(ValueError, match="direction must be one of"):
+        theory.regularised_objective(torch.ones(2) / 2, torch.ones(2), torch.ones(2) / 2, 1.0, "sideways")
