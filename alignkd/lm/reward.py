@@ -1,14 +1,18 @@
 """The reward oracle of the LLM experiments: NLL under p_target, folded (paper App. C.3, eqs. 9–10).
 
-    oracle = RewardOracle.from_target_samples(target_logprob, target_ids, target_mask)   # τ_f from p_target
-    oracle.nll(token_ids, mask)      # [B] per-token average NLL of the masked (response) tokens
-    oracle.base_reward(token_ids, mask)   # R_base = 10·exp(−0.5·NLL)                      (eq. 9)
-    oracle.reward(token_ids, mask)   # R = R_base if R_base ≤ τ_f else 2τ_f − R_base          (eq. 10)
-    oracle.prefer(a, b)              # [B] bool: a = (ids, mask) is chosen over b (lower NLL; App. C.3)
+    oracle = RewardOracle.from_model(p_target, target_samples)   # τ_f from p_target's own samples
+    oracle = RewardOracle.from_target_samples(target_logprob, target_samples)   # any scorer
+    oracle.nll(samples)          # [B] per-token average NLL of the response tokens under p_target
+    oracle.base_reward(samples)  # R_base = 10·exp(−0.5·NLL)                                (eq. 9)
+    oracle.reward(samples)       # R = R_base if R_base ≤ τ_f else 2τ_f − R_base           (eq. 10)
+    oracle.prefer(a, b)          # [B] bool: response a is chosen over b (lower NLL; App. C.3)
 
-`target_logprob(token_ids, mask) -> [B]` is any scorer of p_target that returns, per sequence, the
-*per-token average* log-probability of the tokens where `mask` is 1 (the response tokens; the prompt
-is masked out, since NLL(y | x) conditions on it). `token_ids` and `mask` are [B, T] tensors.
+`samples` are `alignkd.lm.generation.Samples` (right-padded prompt + response). The scorer
+`target_logprob(token_ids, mask) -> [B]` is any function returning, per sequence, the *per-token
+average* log-probability under p_target of the tokens where `mask` is True; the oracle passes the
+response mask (`samples.response_mask`: the response and its EOS; not the prompt, since
+NLL(y | x) conditions on x; not padding). With right padding the attention mask is recoverable from it
+(every position up to the last response token), which is what `scorer_from_model` does.
 
 Normalisation. NLL is the per-token average, not the sum. The paper's threshold τ_f = 8.4636 means
 R_base = 8.46 at the 90th percentile of p_target's own samples, i.e. NLL = −2·ln(0.84636) = 0.33 nats.
@@ -27,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from .generation import Samples, token_logprobs
 
 TargetLogprob = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -98,43 +104,72 @@ class RewardOracle:
 
     @classmethod
     def from_target_samples(
-        cls,
-        target_logprob: TargetLogprob,
-        token_ids: torch.Tensor,
-        mask: torch.Tensor,
-        quantile: float = FOLD_QUANTILE,
-        **kwargs,
+        cls, target_logprob: TargetLogprob, target_samples: Samples, quantile: float = FOLD_QUANTILE, **kwargs
     ) -> "RewardOracle":
-        """The oracle whose τ_f is the `quantile` of R_base over p_target's own samples (`token_ids`, `mask`)."""
-        unfolded = cls(target_logprob, None, **kwargs)
-        threshold = fold_threshold(unfolded.base_reward(token_ids, mask), quantile)
+        """The oracle whose τ_f is the `quantile` of R_base over p_target's own samples."""
+        threshold = fold_threshold(cls(target_logprob, None, **kwargs).base_reward(target_samples), quantile)
         return cls(target_logprob, threshold, **kwargs)
 
+    @classmethod
+    def from_model(
+        cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, **kwargs
+    ) -> "RewardOracle":
+        """The oracle of a causal LM p_target; τ_f from `target_samples` (drawn from p_target), if given."""
+        scorer = scorer_from_model(p_target)
+        if target_samples is None:
+            return cls(scorer, None, **kwargs)
+        return cls.from_target_samples(scorer, target_samples, quantile, **kwargs)
+
     @torch.no_grad()
-    def nll(self, token_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B] per-token average NLL of the masked tokens under p_target (float32 on CPU)."""
-        logprob = self.target_logprob(token_ids, mask)
+    def nll(self, samples: Samples) -> torch.Tensor:
+        """[B] per-token average NLL of the response tokens under p_target (float32 on CPU)."""
+        logprob = self.target_logprob(samples.tokens, samples.response_mask)
         logprob = torch.as_tensor(logprob).detach().float().cpu()
-        if logprob.shape != (token_ids.shape[0],):
+        if logprob.shape != (len(samples),):
             raise ValueError(
-                f"target_logprob returned shape {tuple(logprob.shape)}; expected one value per sequence "
-                f"({token_ids.shape[0]},)"
+                f"target_logprob returned shape {tuple(logprob.shape)}; expected one value per sequence ({len(samples)},)"
             )
         return -logprob
 
-    def base_reward(self, token_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def base_reward(self, samples: Samples) -> torch.Tensor:
         """[B] R_base = scale·exp(−c·NLL) (eq. 9)."""
-        return base_reward_from_nll(self.nll(token_ids, mask), self.scale, self.c)
+        return base_reward_from_nll(self.nll(samples), self.scale, self.c)
 
     def reward_from_nll(self, nll: torch.Tensor) -> torch.Tensor:
         """[B] folded reward from precomputed NLLs (so one scoring pass serves reward and preference)."""
         return fold(base_reward_from_nll(nll, self.scale, self.c), self.fold_threshold)
 
-    def reward(self, token_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def reward(self, samples: Samples) -> torch.Tensor:
         """[B] the folded reward R of eq. 10 (R_base when `fold_threshold` is None)."""
-        return self.reward_from_nll(self.nll(token_ids, mask))
+        return self.reward_from_nll(self.nll(samples))
 
-    def prefer(self, a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """[B] bool: response a = (token_ids, mask) is preferred to b, i.e. has the lower NLL (App. C.3)."""
-        a_is_chosen, _ = pair_preferences(self.nll(*a), self.nll(*b))
+    def prefer(self, a: Samples, b: Samples) -> torch.Tensor:
+        """[B] bool: response a[i] is preferred to b[i], i.e. has the lower NLL under p_target (App. C.3).
+
+        Preferences follow the NLL, not the folded reward, as in the paper's DPO labelling."""
+        a_is_chosen, _ = pair_preferences(self.nll(a), self.nll(b))
         return a_is_chosen
+
+
+def scorer_from_model(model, batch_size: int = 256) -> TargetLogprob:
+    """`target_logprob(token_ids, response_mask)` of a causal LM: per-token average log-prob of the
+    masked tokens. Sequences are right-padded, so every position up to the last masked one is real."""
+
+    @torch.no_grad()
+    def target_logprob(token_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        device = next(model.parameters()).device
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        last = torch.where(response_mask, positions, -1).max(1).values
+        real = positions[None, :] <= last[:, None]
+        was_training = model.training
+        model.eval()
+        out = []
+        for start in range(0, token_ids.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            per_position = token_logprobs(model, token_ids[rows].to(device), real[rows].to(device)).cpu()
+            keep = response_mask[rows, 1:].cpu()
+            out.append((per_position * keep).sum(1) / keep.sum(1).clamp(min=1))
+        model.train(was_training)
+        return torch.cat(out)
+
+    return target_logprob

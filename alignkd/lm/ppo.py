@@ -1,0 +1,277 @@
+"""PPO against a fixed reference, with a value head and per-token KL shaping (paper §3.1, App. C.3).
+
+    run = train_ppo(policy, reference, oracle, PPOConfig(), prompt_ids=[bos], seed=0)
+    run.trajectory, run.checkpoints, run.selected_step     # see alignkd.lm.selection
+
+TRL 1.16 no longer ships PPO, so this is ours, in the shape of the TRL 0.9.6 `PPOTrainer` the paper
+used (App. C.3: `AutoModelForCausalLMWithValueHead`, lr 1e-5, β 0.7, batch 64, mini-batch 8, 1 epoch).
+One iteration:
+
+1. sample `batch_size` responses from the current policy (prompt `prompt_ids`, τ = 1, no top-k/top-p);
+2. score them: folded oracle reward R (App. C.3), old log-probs and values, reference log-probs;
+3. per-token rewards. `kl_form = "reward"` (the paper's PPO, eq. 3): r_t = −β·(log π_old − log π_ref)_t
+   at every response token, plus R at the last one; the optimum of this objective is
+   π ∝ π_ref·exp(R/β) (exact reverse KL). `kl_form = "k3"`: r_t = R at the last token only, and
+   β·k3 (k3 = e^{ref−θ} − (ref−θ) − 1, per token) is added to the loss as GRPO does; SPEC §4 found
+   this behaves like a forward KL, whose optimum depends much less on the reference's mass;
+4. advantages by GAE (γ, λ), whitened over the batch's response tokens; returns = A + V_old;
+5. `ppo_epochs` passes over shuffled mini-batches: clipped-ratio policy loss + vf_coef · clipped
+   value loss (+ β·k3), token-averaged.
+
+Value head: a linear layer on the policy's last hidden state, sharing the trunk, as
+`AutoModelForCausalLMWithValueHead` does in the paper's setup. A separate critic would double the
+forward/backward cost and the memory (a second 360M model at paper scale) and would not be the
+paper's method; the cost of sharing is that the value loss also moves the policy's trunk, which
+`vf_coef` = 0.1 (TRL's default) keeps small. The head is zero-initialised (V ≡ 0 at the start), so
+a run is a deterministic function of the policy, the seed and the config.
+
+The KL coefficient is fixed (TRL 0.9.6 adapted it by default; the paper's analysis, §3.3, and its
+β sweeps assume a fixed β).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .generation import Samples, sample, token_logprobs
+from .reward import RewardOracle
+from .selection import (AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_ppo,
+                        snapshot)
+
+KL_FORMS = ("reward", "k3")
+
+
+@dataclass
+class PPOConfig:
+    n_iterations: int = 300
+    """Rollout-and-update iterations (the paper's PPO trajectories, App. Fig. 13, run a few hundred)."""
+    batch_size: int = 64
+    """Responses sampled per iteration (App. C.3: PPO batch size 64)."""
+    mini_batch_size: int = 8
+    """Responses per gradient step (App. C.3: mini-batch 8, so batch_size / mini_batch_size steps per epoch)."""
+    ppo_epochs: int = 1
+    """Passes over each batch (App. C.3: 1 PPO epoch per batch)."""
+    learning_rate: float = 1e-5
+    """Adam learning rate (App. C.3)."""
+    beta: float = 0.7
+    """KL coefficient β of the anchor to the reference (App. C.3: 0.7)."""
+    kl_form: str = "reward"
+    """"reward": −β·log(π/π_ref) per token in the shaped reward (paper eq. 3, reverse KL);
+    "k3": β·k3 per token in the loss (GRPO-style; SPEC §4 probe)."""
+    max_new_tokens: int = 128
+    """Response length cap (App. C.3: max_length 128)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (App. C.3: τ = 1.0)."""
+    cliprange: float = 0.2
+    """PPO ratio clip ε (TRL 0.9.6 default, the version App. C.3 used)."""
+    cliprange_value: float = 0.2
+    """Value clip around the old values (TRL 0.9.6 default)."""
+    vf_coef: float = 0.1
+    """Weight of the value loss (TRL 0.9.6 default)."""
+    gamma: float = 1.0
+    """Discount (TRL 0.9.6 default: undiscounted episodes)."""
+    lam: float = 0.95
+    """GAE λ (TRL 0.9.6 default); λ = 1 gives Monte-Carlo returns minus the value baseline."""
+    whiten_advantages: bool = True
+    """Normalise advantages over the batch's response tokens (TRL 0.9.6 does)."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm at this value; 0 = no clipping (TRL 0.9.6 default)."""
+    eval_every: int = 10
+    """Record a trajectory row and a checkpoint every this many iterations (and at 0 and the end)."""
+    device: str = "auto"
+    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
+    bf16: bool = False
+    """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
+
+    def __post_init__(self):
+        for name in ("n_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"PPOConfig.{name} = {value!r}: must be an integer >= 1")
+        if self.batch_size % self.mini_batch_size:
+            raise ValueError(f"PPOConfig.mini_batch_size = {self.mini_batch_size} must divide batch_size = {self.batch_size}")
+        for name in ("learning_rate", "beta", "temperature", "cliprange", "cliprange_value"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PPOConfig.{name} = {getattr(self, name)!r}: must be > 0")
+        if self.kl_form not in KL_FORMS:
+            raise ValueError(f"PPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
+        if self.vf_coef < 0 or self.max_grad_norm < 0:
+            raise ValueError(f"PPOConfig.vf_coef = {self.vf_coef!r}, max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
+        if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise ValueError(f"PPOConfig.gamma = {self.gamma!r} must be in (0, 1], lam = {self.lam!r} in [0, 1]")
+        check_device(self.device, self.bf16, "PPOConfig")
+
+    @classmethod
+    def paper(cls, **overrides) -> "PPOConfig":
+        """App. C.3 at the paper's scale: bf16 on a GPU."""
+        return cls(**{"device": "cuda", "bf16": True, **overrides})
+
+
+class ValueHead(torch.nn.Module):
+    """V(s_t) = w·h_t + b on the policy's last hidden state h_t (zero-initialised)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float())[..., 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces of the PPO loss, on per-token tensors of shape [B, T] with a 0/1 response mask.
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x − mean) / std over the masked entries (unbiased variance, as TRL's `masked_whiten`)."""
+    mean = masked_mean(values, mask)
+    n = mask.sum()
+    var = (((values - mean) ** 2) * mask).sum() / (n - 1).clamp(min=1)
+    return (values - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def k3(logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(π ‖ π_ref) on samples of π: e^{ref−θ} − (ref−θ) − 1 ≥ 0."""
+    log_ratio = ref_logprob - logprob
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def shaped_rewards(score: torch.Tensor, logprob: torch.Tensor, ref_logprob: torch.Tensor, mask: torch.Tensor,
+                   beta: float, kl_form: str) -> torch.Tensor:
+    """Per-token rewards [B, T]: the sequence score R at each sequence's last response token, and for
+    kl_form "reward" also −β·(log π − log π_ref) at every response token (eq. 3, per token)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask.bool(), positions, -1).max(1).values
+    rewards = torch.zeros_like(logprob)
+    if kl_form == "reward":
+        rewards = -beta * (logprob - ref_logprob) * mask
+    return rewards.scatter_add(1, last[:, None], score[:, None].to(rewards.dtype))
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float):
+    """Generalised advantage estimation over each response; returns (advantages, returns), both [B, T].
+
+    Positions outside the response have value and reward 0, so the value after the last response
+    token is 0 (the episode ends there)."""
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    next_value = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        advantages[:, t] = next_advantage
+        next_value = values[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def ppo_losses(logprob, old_logprob, advantages, values, old_values, returns, mask, cliprange, cliprange_value):
+    """(policy loss, value loss) of PPO, token-averaged over `mask` (TRL 0.9.6 `PPOTrainer.loss`):
+
+    policy: mean_t max(−A·ρ, −A·clip(ρ, 1 ± ε)), ρ = exp(log π − log π_old);
+    value:  ½ mean_t max((V − G)², (clip(V, V_old ± ε_v) − G)²)."""
+    ratio = torch.exp(logprob - old_logprob)
+    policy_loss = masked_mean(torch.max(-advantages * ratio,
+                                        -advantages * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)), mask)
+    clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    value_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped_values - returns) ** 2), mask)
+    return policy_loss, value_loss
+
+
+# ---------------------------------------------------------------------------------------------
+
+def policy_logprobs_and_values(policy, value_head, tokens, mask):
+    """Per-token log π(x_t | x_<t) and V(x_<t), both [B, T-1], from one forward pass."""
+    out = policy(input_ids=tokens, attention_mask=mask.long(), output_hidden_states=True)
+    logprob = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, tokens[:, 1:, None])[..., 0]
+    return logprob, value_head(out.hidden_states[-1][:, :-1])
+
+
+def rollout_row(iteration: int, reward: torch.Tensor, nll: torch.Tensor, logprob, ref_logprob, mask) -> dict:
+    """One trajectory row from a batch of samples of the policy."""
+    return {
+        "iteration": iteration,
+        "reward_mean": float(reward.mean()),
+        "reward_std": float(reward.std()),
+        "nll_mean": float(nll.mean()),
+        "kl": float(((logprob - ref_logprob) * mask).sum(1).mean()),
+    }
+
+
+def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, prompt_ids, seed: int,
+              progress: bool = True, on_eval=None) -> AlignmentRun:
+    """Align `policy` to `oracle` with PPO anchored to the frozen `reference` (both HF causal LMs).
+
+    `policy` is trained in place; `reference` is frozen. Returns the trajectory (one row per
+    evaluation step, from that step's rollout batch, before its update), the checkpoints (CPU
+    state_dicts, or `on_eval(step, policy)` results) and the step chosen by `select_ppo` (App. C.4).
+    """
+    if not isinstance(config, PPOConfig):
+        raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
+    device = resolve_device(config.device)
+    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    policy.to(device)
+    reference.to(device).eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    value_head = ValueHead(policy.config.hidden_size).to(device)
+    optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=config.learning_rate)
+    shuffle = torch.Generator().manual_seed(seed)
+    rows, checkpoints = [], {}
+
+    for iteration in tqdm(range(config.n_iterations + 1), desc="PPO", disable=not progress):
+        samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.temperature,
+                                  eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
+                                  seed=iteration_seed(seed, iteration)).to(device)
+        tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
+        nll = oracle.nll(samples)
+        score = oracle.reward_from_nll(nll)
+        policy.eval()
+        with torch.no_grad(), autocast(device, config.bf16):
+            old_logprob, old_values = policy_logprobs_and_values(policy, value_head, tokens, attention)
+            ref_logprob = token_logprobs(reference, tokens, attention)
+        old_logprob, old_values, ref_logprob = old_logprob.float(), old_values.float(), ref_logprob.float()
+
+        if iteration % config.eval_every == 0 or iteration == config.n_iterations:
+            rows.append(rollout_row(iteration, score, nll, old_logprob, ref_logprob, mask))
+            checkpoints[iteration] = snapshot(iteration, policy, on_eval)
+        if iteration == config.n_iterations:
+            break  # the last rollout only evaluates the final policy
+
+        rewards = shaped_rewards(score.to(device), old_logprob, ref_logprob, mask, config.beta, config.kl_form)
+        advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
+        if config.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        policy.train()
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(config.batch_size, generator=shuffle).to(device)
+            for start in range(0, config.batch_size, config.mini_batch_size):
+                rows_mb = order[start:start + config.mini_batch_size]
+                with autocast(device, config.bf16):
+                    logprob, values = policy_logprobs_and_values(policy, value_head, tokens[rows_mb], attention[rows_mb])
+                logprob, values = logprob.float(), values.float()
+                policy_loss, value_loss = ppo_losses(logprob, old_logprob[rows_mb], advantages[rows_mb], values,
+                                                     old_values[rows_mb], returns[rows_mb], mask[rows_mb],
+                                                     config.cliprange, config.cliprange_value)
+                loss = policy_loss + config.vf_coef * value_loss
+                if config.kl_form == "k3":
+                    loss = loss + config.beta * masked_mean(k3(logprob, ref_logprob[rows_mb]), mask[rows_mb])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_([*policy.parameters(), *value_head.parameters()], config.max_grad_norm)
+                optimizer.step()
+
+    policy.eval()
+    trajectory = pd.DataFrame(rows)
+    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "ppo")
