@@ -1,0 +1,185 @@
+"""On-policy DPO against a fixed reference (paper §3.2, App. C.3).
+
+    run = train_dpo(policy, reference, oracle, DPOConfig(), prompt_ids=[bos], seed=0)
+    run.trajectory, run.checkpoints, run.selected_step     # see alignkd.lm.selection
+
+One iteration (App. C.3):
+
+1. the current policy generates 2·n_pairs responses (128) from the prompt, τ = 1;
+2. they are paired (response i with response i + n_pairs: independent samples, so a fixed pairing
+   is a random one) and labelled by the oracle: the lower NLL under p_target is chosen (y_w);
+   exact ties (identical responses, once the policy collapses) carry no preference and are dropped;
+3. reference log-probs of every response are computed once;
+4. `grad_steps` (16) Adam steps on mini-batches of `pairs_per_step` pairs (8 = the paper's
+   mini-batch 4 × 2 accumulation steps), cycling over reshuffled pairs: 16 × 8 = 2 passes over 64.
+
+Loss (eq. 2): −log σ(z), z = β·[(log π_θ(y_w) − log π_ref(y_w)) − (log π_θ(y_l) − log π_ref(y_l))],
+sequence log-probs summed over the response tokens only (the prompt is masked, App. C.3), as TRL's
+`DPOTrainer` (loss_type "sigmoid") computes them. Its gradient in Δθ = log π_θ(y_w)/π_θ(y_l) is
+−β·σ(−z) (§3.3), which saturates when the reference offset makes z ≫ 0.
+
+Why not TRL's `DPOTrainer`: the on-policy loop needs a fresh dataset every iteration (2000 of them),
+and a Trainer per iteration re-tokenises, re-wraps the model and re-creates the optimiser (losing
+Adam's state) each time; the loss is the five lines of `dpo_loss`, tested against eq. 2 and its
+closed-form gradient. The logged quantities are TRL's (`rewards/chosen`, `rewards/rejected`,
+`rewards/margins`, `rewards/accuracies`: implicit rewards β·log π_θ/π_ref), which are the four
+series of App. Fig. 14 that the model selection of App. C.4 reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .generation import Samples, sample, token_logprobs
+from .reward import RewardOracle, pair_preferences
+from .selection import AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_dpo, snapshot
+
+
+@dataclass
+class DPOConfig:
+    n_iterations: int = 2000
+    """Online iterations, each with freshly generated pairs (App. C.3: 2000)."""
+    n_pairs: int = 64
+    """Preference pairs per iteration, from 2·n_pairs generated responses (App. C.3: 128 → 64)."""
+    grad_steps: int = 16
+    """Gradient updates per iteration on that iteration's pairs (App. C.3: 16)."""
+    pairs_per_step: int = 8
+    """Pairs per gradient update (App. C.3: mini-batch 4 × 2 gradient-accumulation steps)."""
+    learning_rate: float = 5e-6
+    """Adam learning rate (App. C.3)."""
+    beta: float = 0.7
+    """DPO coefficient β (App. C.3: 0.7)."""
+    max_new_tokens: int = 128
+    """Response length cap (App. C.3: max_length 128)."""
+    temperature: float = 1.0
+    """Sampling temperature (App. C.3: τ = 1.0)."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm at this value; 0 = no clipping."""
+    eval_every: int = 10
+    """Record a trajectory row and a checkpoint every this many iterations (and at 0 and the end)."""
+    device: str = "auto"
+    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
+    bf16: bool = False
+    """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
+
+    def __post_init__(self):
+        for name in ("n_iterations", "n_pairs", "grad_steps", "pairs_per_step", "max_new_tokens", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"DPOConfig.{name} = {value!r}: must be an integer >= 1")
+        if self.pairs_per_step > self.n_pairs:
+            raise ValueError(f"DPOConfig.pairs_per_step = {self.pairs_per_step} must be <= n_pairs = {self.n_pairs}")
+        for name in ("learning_rate", "beta", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DPOConfig.{name} = {getattr(self, name)!r}: must be > 0")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"DPOConfig.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
+        check_device(self.device, self.bf16, "DPOConfig")
+
+    @classmethod
+    def paper(cls, **overrides) -> "DPOConfig":
+        """App. C.3 at the paper's scale: bf16 on a GPU."""
+        return cls(**{"device": "cuda", "bf16": True, **overrides})
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float):
+    """Per-pair DPO loss −log σ(z) of eq. 2 and the implicit rewards β·log π_θ/π_ref of y_w and y_l.
+
+    All inputs are [N] summed response log-probs. z = β·(Δθ + log π_ref(y_l)/π_ref(y_w))."""
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    return -F.logsigmoid(chosen_reward - rejected_reward), chosen_reward, rejected_reward
+
+
+def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+    """[N] log-prob of each response (sum over response tokens; prompt and padding masked)."""
+    return (token_logprobs(model, tokens, attention).float() * response).sum(1)
+
+
+def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, prompt_ids, seed: int,
+              progress: bool = True, on_eval=None) -> AlignmentRun:
+    """Align `policy` by on-policy DPO with oracle preferences, anchored to the frozen `reference`.
+
+    `policy` is trained in place. Trajectory rows are measured on each evaluation iteration's fresh
+    pairs before its updates: TRL's implicit-reward series (chosen/rejected reward, margin,
+    accuracy), the oracle's rewards of chosen and rejected responses, and the reward mean/std and
+    KL of all 2·n_pairs responses. The selected step is the peak margin (`select_dpo`, App. C.4).
+    """
+    if not isinstance(config, DPOConfig):
+        raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
+    device = resolve_device(config.device)
+    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    policy.to(device)
+    reference.to(device).eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    shuffle = torch.Generator().manual_seed(seed)
+    n = config.n_pairs
+    rows, checkpoints = [], {}
+
+    for iteration in tqdm(range(config.n_iterations + 1), desc="DPO", disable=not progress):
+        samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.temperature,
+                                  eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
+                                  seed=iteration_seed(seed, iteration)).to(device)
+        tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
+        nll = oracle.nll(samples)
+        reward = oracle.reward_from_nll(nll)
+        first_is_chosen, tie = pair_preferences(nll[:n], nll[n:])
+        keep = (~tie).nonzero()[:, 0]
+        chosen = torch.where(first_is_chosen, torch.arange(n), torch.arange(n) + n)[keep].to(device)
+        rejected = torch.where(first_is_chosen, torch.arange(n) + n, torch.arange(n))[keep].to(device)
+        with torch.no_grad(), autocast(device, config.bf16):
+            ref_logprob = response_logprobs(reference, tokens, attention, response)
+
+        if iteration % config.eval_every == 0 or iteration == config.n_iterations:
+            policy.eval()
+            with torch.no_grad(), autocast(device, config.bf16):
+                logprob = response_logprobs(policy, tokens, attention, response)
+            _, chosen_reward, rejected_reward = dpo_loss(logprob[chosen], logprob[rejected], ref_logprob[chosen],
+                                                         ref_logprob[rejected], config.beta)
+            rows.append({
+                "iteration": iteration,
+                "reward_mean": float(reward.mean()),
+                "reward_std": float(reward.std()),
+                "nll_mean": float(nll.mean()),
+                "kl": float((logprob - ref_logprob).mean()),
+                "chosen_reward": float(chosen_reward.mean()),
+                "rejected_reward": float(rejected_reward.mean()),
+                "margin": float((chosen_reward - rejected_reward).mean()),
+                "accuracy": float((chosen_reward > rejected_reward).float().mean()),
+                "chosen_oracle_reward": float(reward[chosen.cpu()].mean()),
+                "rejected_oracle_reward": float(reward[rejected.cpu()].mean()),
+                "n_pairs": int(len(keep)),
+            })
+            checkpoints[iteration] = snapshot(iteration, policy, on_eval)
+        if iteration == config.n_iterations or len(keep) == 0:
+            if iteration == config.n_iterations:
+                break
+            continue  # every pair tied (a collapsed policy): nothing to learn from this batch
+
+        policy.train()
+        order = torch.empty(0, dtype=torch.long)
+        for _ in range(config.grad_steps):
+            if len(order) == 0:  # a new pass over the pairs (the last mini-batch of a pass may be smaller)
+                order = torch.randperm(len(keep), generator=shuffle)
+            batch, order = order[:config.pairs_per_step].to(device), order[config.pairs_per_step:]
+            w, l = chosen[batch], rejected[batch]
+            rows_wl = torch.cat([w, l])
+            with autocast(device, config.bf16):
+                logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl])
+            loss, _, _ = dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], config.beta)
+            optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+
+    policy.eval()
+    trajectory = pd.DataFrame(rows)
+    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory), "dpo")
