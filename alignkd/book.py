@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -28,9 +29,10 @@ import nbformat
 from .cache import REPO_ROOT
 from .chapters import Chapter, check_profile, chapters, resolve
 
-CHAPTERS_OUT = REPO_ROOT / "book" / "chapters"
-HTML_INDEX = REPO_ROOT / "_build" / "html" / "index.html"
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
+# papermill reads "# >= 10" spec comments as type hints and warns on each; the spec is ours, not a hint
+logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 
 
 def _library_digest() -> str:
@@ -85,15 +87,34 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
     return output
 
 
-def execute_profile(profile: str, only: list[str] | None = None, force: bool = False) -> list[tuple[str, str, float]]:
+def chapters_dir(book_root: Path = REPO_ROOT) -> Path:
+    """Where executed chapters land; `_toc.yml` points here."""
+    return Path(book_root) / "book" / "chapters"
+
+
+def stage_book(destination: Path) -> Path:
+    """Copy the book's sources (config, toc, prose pages) to `destination`, to build a book elsewhere."""
+    destination = Path(destination)
+    for name in BOOK_SOURCES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("chapters"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def execute_profile(profile: str, only: list[str] | None = None, force: bool = False,
+                    book_root: Path = REPO_ROOT) -> list[tuple[str, str, float]]:
     """Execute every chapter (or `only` those) for a profile; returns (chapter, 'ran'|'cached', seconds)."""
     values = check_profile(profile)  # fails before anything runs
     library = _library_digest()
+    out_dir = chapters_dir(book_root)
     report = []
     for name, chapter in chapters().items():
         if only and name not in only:
             continue
-        output = CHAPTERS_OUT / f"{name}.ipynb"
+        output = out_dir / f"{name}.ipynb"
         stamp = chapter_stamp(chapter, values[name], library) + f":{profile}"
         if not force and _stamp_of(output) == stamp:
             report.append((name, "cached", 0.0))
@@ -105,26 +126,40 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
         elapsed = time.perf_counter() - start
         report.append((name, "ran", elapsed))
         print(f"[book] {name}: done in {elapsed:.1f} s", flush=True)
-    stale = {p.stem for p in CHAPTERS_OUT.glob("*.ipynb")} - set(chapters())
+    stale = {p.stem for p in out_dir.glob("*.ipynb")} - set(chapters())
     for name in stale:  # a chapter renamed or removed must not linger in the book
-        (CHAPTERS_OUT / f"{name}.ipynb").unlink()
+        (out_dir / f"{name}.ipynb").unlink()
     return report
 
 
-def render_html() -> Path:
+def render_html(book_root: Path = REPO_ROOT) -> Path:
     """Render the executed chapters and the prose pages with jupyter-book (execution off)."""
-    command = [sys.executable, "-m", "jupyter_book", "build", str(REPO_ROOT), "--builder", "html", "--warningiserror"]
-    env = dict(os.environ)
-    subprocess.run(command, check=True, cwd=REPO_ROOT, env=env)
-    return HTML_INDEX
+    book_root = Path(book_root)
+    missing = [f for f in _toc_files(book_root) if not any((book_root / f).parent.glob(Path(f).name + ".*"))]
+    if missing:
+        raise FileNotFoundError(f"_toc.yml lists pages that do not exist (chapters not executed?): {missing}")
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_root), "--builder", "html",
+               "--warningiserror", "--quiet"]
+    subprocess.run(command, check=True, cwd=book_root)
+    return book_root / "_build" / "html" / "index.html"
 
 
-def build(profile: str = "default", force: bool = False) -> Path:
+def _toc_files(book_root: Path) -> list[str]:
+    import yaml
+
+    toc = yaml.safe_load((Path(book_root) / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [entry["file"] for entry in part.get("chapters", [])]
+    return files
+
+
+def build(profile: str = "default", force: bool = False, book_root: Path = REPO_ROOT) -> Path:
     """The main job: execute every chapter for `profile`, then render the HTML book."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong on the terminal, not in the book
     start = time.perf_counter()
-    report = execute_profile(profile, force=force)
-    index = render_html()
+    report = execute_profile(profile, force=force, book_root=book_root)
+    index = render_html(book_root)
     total = time.perf_counter() - start
     for name, status, seconds in report:
         print(f"  {name:<28} {status:<7} {seconds:8.1f} s")

@@ -1,0 +1,116 @@
+"""Chapter parameters: the grammar of the parameters cell, profile files, and the CLI's checks."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from alignkd import chapters as ch
+from alignkd.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CELL = textwrap.dedent('''\
+    profile = "default"  # one of: quick, default, paper
+    n_trials = 20  # >= 1; independent seeds per setting
+    beta = 1.0  # > 0
+    betas = [0.1, 0.5]  # each > 0, <= 10
+    algorithm = "ppo"  # one of: ppo, grpo, dpo_on, dpo_off
+    verbose = False  # print more
+''')
+
+
+@pytest.fixture
+def parameters():
+    return ch.parse_parameters(CELL)
+
+
+def test_parse_types_specs_and_descriptions(parameters):
+    assert list(parameters) == ["profile", "n_trials", "beta", "betas", "algorithm", "verbose"]
+    assert parameters["n_trials"].conditions == ((">=", 1.0),)
+    assert parameters["n_trials"].description == "independent seeds per setting"
+    assert parameters["betas"].conditions == ((">", 0.0), ("<=", 10.0))
+    assert parameters["algorithm"].choices == ("ppo", "grpo", "dpo_on", "dpo_off")
+    assert parameters["verbose"].description == "print more" and not parameters["verbose"].conditions
+    assert parameters["betas"].kind == "list[float]"
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("n_trials", 0, "'n_trials' = 0: must be >= 1"),
+    ("n_trials", 2.5, "'n_trials' = 2.5: expected int"),
+    ("n_trials", True, "expected int"),
+    ("beta", -1.0, "must be > 0"),
+    ("beta", "big", "expected float"),
+    ("betas", [0.5, 0.0], "'betas' = 0.0: must be > 0"),
+    ("betas", 0.5, "expected a list"),
+    ("algorithm", "trpo", "must be one of ppo, grpo, dpo_on, dpo_off"),
+])
+def test_bad_values_name_the_parameter_and_the_rule(parameters, name, value, message):
+    with pytest.raises(ch.ParameterError, match=message.replace("(", r"\(")) as error:
+        parameters[name].check(value)
+    assert "allowed:" in str(error.value)
+
+
+def test_good_values_are_coerced(parameters):
+    assert parameters["beta"].check(2) == 2.0 and isinstance(parameters["beta"].check(2), float)
+    assert parameters["betas"].check([1, 2]) == [1.0, 2.0]
+
+
+def test_a_default_that_breaks_its_own_spec_is_rejected():
+    with pytest.raises(ch.ParameterError, match="'beta' = 0.0"):
+        ch.parse_parameters("beta = 0.0  # > 0\n")
+    with pytest.raises(ValueError, match="only `name = value` lines"):
+        ch.parse_parameters("import os\n")
+
+
+def test_every_chapter_parses_and_every_profile_checks():
+    available = ch.chapters()
+    assert "01_theory" in available
+    for chapter in available.values():
+        assert "profile" in chapter.parameters, f"{chapter.name} has no profile parameter"
+        assert chapter.parameters["profile"].choices == ch.PROFILES
+    for profile in ch.PROFILES:
+        checked = ch.check_profile(profile)
+        assert set(checked) == set(available)
+        assert all(values["profile"] == profile for values in checked.values())
+
+
+def test_toc_lists_every_chapter_once():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    listed = sorted(Path(f).name for f in files if f.startswith("book/chapters/"))
+    assert listed == sorted(ch.chapters())
+
+
+def test_find_chapter_by_number_stem_or_name():
+    assert ch.find_chapter("1").name == "01_theory"
+    assert ch.find_chapter("01_theory").name == "01_theory"
+    assert ch.find_chapter("theory").name == "01_theory"
+    with pytest.raises(ch.ParameterError, match="no chapter 'nope'"):
+        ch.find_chapter("nope")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("nope=1", "has no parameter 'nope'"),
+    ("grid_points=2.5", "'grid_points' = 2.5: expected int"),
+    ("grid_points=3", "'grid_points' = 3: must be >= 10"),
+    ("betas=[0.5, -1]", "'betas' = -1.0: must be > 0"),
+    ("profile=huge", "must be one of quick, default, paper"),
+])
+def test_cli_rejects_bad_overrides_before_running_and_writes_nothing(tmp_path, capsys, override, message):
+    output = tmp_path / "out.ipynb"
+    assert main(["run", "01", "--profile", "quick", "-p", override, "-o", str(output)]) == 2
+    assert message in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_cli_lists_chapters_and_parameters():
+    listing = subprocess.run([sys.executable, "-m", "alignkd", "list"], capture_output=True, text=True, check=True)
+    assert "01_theory" in listing.stdout and "betas = [0.1, 0.7, 2.0]" in listing.stdout
+    params = subprocess.run([sys.executable, "-m", "alignkd", "params", "01", "--profile", "quick"],
+                            capture_output=True, text=True, check=True)
+    assert "grid_points" in params.stdout and "int, >= 10" in params.stdout
