@@ -1,0 +1,277 @@
+"""GRPO against a fixed reference: critic-free, batch-mean baseline, KL to π_ref (paper App. A, B.1).
+
+    run = train_grpo(policy, reference, oracle, GRPOConfig(), prompt_ids=[bos], seed=0)
+    run = train_grpo(..., GRPOConfig(backend="trl"), tokenizer=tok)   # through trl.GRPOTrainer
+
+Every response starts from the same prompt, so the whole batch of `num_generations` responses is
+one GRPO group and the group-mean baseline is the paper's batch-mean baseline (App. A: "advantage =
+reward − batch-mean reward"; hence `scale_rewards = "none"`, no division by the std).
+
+Two KL forms (SPEC §4 found they change the mechanism, so both are named and reported):
+- `kl_form = "k3"` (GRPO as published and as TRL implements it): A_i = R_i − mean R, and β·k3 per
+  token is added to the loss, k3 = e^{ref−θ} − (ref−θ) − 1. Its gradient pulls like a forward KL,
+  whose optimum depends much less on how little mass π_ref puts on the target.
+- `kl_form = "reward"`: the KL is folded into the sequence reward, R'_i = R_i − β·Σ_t log π/π_ref,
+  A_i = R'_i − mean R'. This is REINFORCE on the exact reverse-KL objective E[R] − β·KL(π ‖ π_ref),
+  whose optimum is π ∝ π_ref·e^{R/β}: the paper's trap (§3.3) in its purest form.
+Per-token losses are summed and divided by num_generations × max_completion_length (TRL's
+"dr_grpo" aggregation), so a response's log-prob enters with its full sum, as the objective asks.
+
+Backends. `backend = "trl"` runs `trl.GRPOTrainer` (TRL 1.16) with `beta` > 0; TRL supports only
+the k3 form. Two things make it fit our API: (1) with β > 0 GRPOTrainer builds its reference model by
+`from_pretrained(policy.config._name_or_path)`, so the frozen `reference` is saved to a temporary
+folder and the policy's `_name_or_path` points there for the trainer's construction (a hub id is
+never passed); (2) TRL tokenises text prompts, so a `tokenizer` whose encoding of the decoded prompt
+gives back `prompt_ids` is required. The default `backend = "ours"` is a batched ~60-line loop with
+the same config names, both KL forms, one scored forward pass per step and none of the Trainer's
+per-step overhead (on a 2-core CPU with a tiny Llama the TRL step is several times slower).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .generation import Samples, sample, token_logprobs
+from .ppo import k3, rollout_row
+from .reward import RewardOracle
+from .selection import (AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_ppo,
+                        snapshot)
+
+KL_FORMS = ("k3", "reward")
+BACKENDS = ("ours", "trl")
+SCALE_REWARDS = ("none", "group")
+
+
+@dataclass
+class GRPOConfig:
+    """Names follow `trl.GRPOConfig`. The paper has no LLM GRPO run; the defaults are its PPO's (App. C.3)."""
+
+    max_steps: int = 300
+    """Generate-and-update iterations (TRL's `max_steps`)."""
+    num_generations: int = 64
+    """Responses per step, one group (App. C.3 PPO batch 64; App. A: batch-mean baseline)."""
+    learning_rate: float = 1e-5
+    """Adam learning rate (App. C.3's PPO value)."""
+    beta: float = 0.7
+    """KL coefficient β (App. C.3's PPO value); must be > 0: the reference anchor is the point."""
+    kl_form: str = "k3"
+    """"k3": β·k3 per token in the loss (GRPO, TRL); "reward": β·log π/π_ref in the sequence reward."""
+    epsilon: float = 0.2
+    """Ratio clip ε (TRL default); inactive when num_iterations = 1 (the ratio is 1)."""
+    num_iterations: int = 1
+    """Updates per generated batch, μ (TRL default 1: purely on-policy)."""
+    scale_rewards: str = "none"
+    """"none": A = R − mean R (App. A); "group": also divide by the group's std (TRL's default)."""
+    max_completion_length: int = 128
+    """Response length cap (App. C.3: max_length 128)."""
+    temperature: float = 1.0
+    """Sampling temperature (App. C.3: τ = 1.0); no top-k, no top-p."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm at this value; 0 = no clipping."""
+    eval_every: int = 10
+    """Record a trajectory row and a checkpoint every this many steps (and at 0 and the end)."""
+    backend: str = "ours"
+    """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs `tokenizer`)."""
+    device: str = "auto"
+    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
+    bf16: bool = False
+    """bf16 autocast (the paper trains in bf16); needs a CUDA GPU."""
+
+    def __post_init__(self):
+        for name in ("max_steps", "num_generations", "num_iterations", "max_completion_length", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GRPOConfig.{name} = {value!r}: must be an integer >= 1")
+        if self.num_generations < 2:
+            raise ValueError(f"GRPOConfig.num_generations = {self.num_generations}: must be >= 2 (a baseline needs a group)")
+        for name in ("learning_rate", "beta", "epsilon", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"GRPOConfig.{name} = {getattr(self, name)!r}: must be > 0")
+        if self.kl_form not in KL_FORMS:
+            raise ValueError(f"GRPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"GRPOConfig.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
+        if self.backend == "trl" and self.kl_form != "k3":
+            raise ValueError("GRPOConfig.kl_form = 'reward' needs backend = 'ours': trl.GRPOTrainer has only the k3 form")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"GRPOConfig.scale_rewards = {self.scale_rewards!r}: must be one of {', '.join(SCALE_REWARDS)}")
+        if self.max_grad_norm < 0:
+            raise ValueError(f"GRPOConfig.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
+        check_device(self.device, self.bf16, "GRPOConfig")
+
+    @classmethod
+    def paper(cls, **overrides) -> "GRPOConfig":
+        """The App. C.3 settings at the paper's scale: bf16 on a GPU."""
+        return cls(**{"device": "cuda", "bf16": True, **overrides})
+
+
+def group_advantages(rewards: torch.Tensor, scale_rewards: str = "none") -> torch.Tensor:
+    """A_i = R_i − mean(R) (App. A), divided by std(R) + 1e-4 when scale_rewards = "group" (TRL)."""
+    advantages = rewards - rewards.mean()
+    if scale_rewards == "group":
+        advantages = advantages / (rewards.std() + 1e-4)
+    return advantages
+
+
+def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_completion_length):
+    """The GRPO loss on per-token [B, T] tensors (advantages [B]), "dr_grpo" aggregation:
+    Σ_{i,t} [−min(ρ A_i, clip(ρ, 1 ± ε) A_i) + β·k3_t (k3 form only)] / (B · max_completion_length)."""
+    ratio = torch.exp(logprob - old_logprob)
+    advantages = advantages[:, None]
+    per_token = -torch.min(ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages)
+    if kl_form == "k3":
+        per_token = per_token + beta * k3(logprob, ref_logprob)
+    return (per_token * mask).sum() / (mask.shape[0] * max_completion_length)
+
+
+def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, prompt_ids, seed: int,
+               progress: bool = True, on_eval=None, tokenizer=None) -> AlignmentRun:
+    """Align `policy` with GRPO anchored to the frozen `reference` (both HF causal LMs), in place.
+
+    Trajectory rows come from each evaluation step's batch (before its update) for backend "ours",
+    and from a separate batch of `num_generations` samples drawn at the step for backend "trl".
+    The selected step follows the PPO rule (`select_ppo`: App. C.4 gives none for GRPO; both
+    maximise a reward and collapse the same way). `tokenizer` is needed only by backend "trl".
+    """
+    if not isinstance(config, GRPOConfig):
+        raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
+    if config.backend == "trl":
+        return _train_grpo_trl(policy, reference, oracle, config, prompt_ids=list(prompt_ids), seed=seed,
+                               progress=progress, on_eval=on_eval, tokenizer=tokenizer)
+    device = resolve_device(config.device)
+    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    policy.to(device)
+    reference.to(device).eval().requires_grad_(False)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    rows, checkpoints = [], {}
+
+    for step in tqdm(range(config.max_steps + 1), desc="GRPO", disable=not progress):
+        samples: Samples = sample(policy, prompt_ids, config.num_generations, config.max_completion_length,
+                                  config.temperature, eos_id=eos_id, pad_id=pad_id, batch_size=config.num_generations,
+                                  seed=iteration_seed(seed, step)).to(device)
+        tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
+        nll = oracle.nll(samples)
+        score = oracle.reward_from_nll(nll).to(device)
+        with torch.no_grad(), autocast(device, config.bf16):
+            ref_logprob = token_logprobs(reference, tokens, attention).float()
+        policy.train()
+        with autocast(device, config.bf16):
+            logprob = token_logprobs(policy, tokens, attention).float()
+        old_logprob = logprob.detach()
+
+        if step % config.eval_every == 0 or step == config.max_steps:
+            rows.append(rollout_row(step, score, nll, old_logprob, ref_logprob, mask))
+            checkpoints[step] = snapshot(step, policy, on_eval)
+        if step == config.max_steps:
+            break
+
+        shaped = score
+        if config.kl_form == "reward":
+            shaped = score - config.beta * ((old_logprob - ref_logprob) * mask).sum(1)
+        advantages = group_advantages(shaped, config.scale_rewards)
+        for update in range(config.num_iterations):
+            if update > 0:
+                with autocast(device, config.bf16):
+                    logprob = token_logprobs(policy, tokens, attention).float()
+            loss = grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, config.beta, config.kl_form,
+                             config.epsilon, config.max_completion_length)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+
+    policy.eval()
+    trajectory = pd.DataFrame(rows)
+    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "grpo")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend "trl": the same run through trl.GRPOTrainer.
+
+def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, progress, on_eval, tokenizer):
+    if tokenizer is None:
+        raise ValueError("GRPOConfig.backend = 'trl' needs tokenizer=: trl.GRPOTrainer tokenises text prompts")
+    prompt_text = tokenizer.decode(prompt_ids)
+    if tokenizer(prompt_text)["input_ids"] != prompt_ids:
+        raise ValueError(f"GRPOConfig.backend = 'trl': the tokenizer encodes the decoded prompt {prompt_text!r} as "
+                         f"{tokenizer(prompt_text)['input_ids']}, not prompt_ids = {prompt_ids}; use backend = 'ours'")
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
+
+    device = resolve_device(config.device)
+    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    policy.to(device)
+    reference.to(device).eval().requires_grad_(False)
+    rows, checkpoints = [], {}
+    prompt = torch.tensor(prompt_ids)
+
+    def to_samples(completion_ids: list[list[int]]) -> Samples:
+        width = max(1, max(len(c) for c in completion_ids))
+        tokens = torch.full((len(completion_ids), len(prompt_ids) + width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(tokens, dtype=torch.bool)
+        for i, completion in enumerate(completion_ids):
+            tokens[i, :len(prompt_ids)] = prompt
+            tokens[i, len(prompt_ids):len(prompt_ids) + len(completion)] = torch.tensor(completion, dtype=torch.long)
+            mask[i, :len(prompt_ids) + len(completion)] = True
+        return Samples(tokens, mask, len(prompt_ids))
+
+    def oracle_reward(prompts, completions, completion_ids, **kwargs):
+        return oracle.reward(to_samples(completion_ids)).tolist()
+
+    def evaluate(step: int):
+        was_training = policy.training
+        samples = sample(policy, prompt_ids, config.num_generations, config.max_completion_length, config.temperature,
+                         eos_id=eos_id, pad_id=pad_id, batch_size=config.num_generations,
+                         seed=iteration_seed(seed, step)).to(device)
+        attention, mask = samples.mask, samples.response_mask[:, 1:].float()
+        with torch.no_grad(), autocast(device, config.bf16):
+            logprob = token_logprobs(policy, samples.tokens, attention).float()
+            ref_logprob = token_logprobs(reference, samples.tokens, attention).float()
+        nll = oracle.nll(samples)
+        rows.append(rollout_row(step, oracle.reward_from_nll(nll), nll, logprob, ref_logprob, mask))
+        checkpoints[step] = snapshot(step, policy, on_eval)
+        policy.train(was_training)
+
+    class Evaluate(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            evaluate(0)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % config.eval_every == 0 or state.global_step == config.max_steps:
+                evaluate(state.global_step)
+
+    with tempfile.TemporaryDirectory() as folder:
+        reference.save_pretrained(f"{folder}/reference")
+        trl_config = TRLGRPOConfig(
+            output_dir=f"{folder}/out", max_steps=config.max_steps, learning_rate=config.learning_rate,
+            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
+            per_device_train_batch_size=config.num_generations, gradient_accumulation_steps=1,
+            num_generations=config.num_generations, generation_batch_size=config.num_generations,
+            num_iterations=config.num_iterations, beta=config.beta, epsilon=config.epsilon,
+            scale_rewards=config.scale_rewards, loss_type="dr_grpo", max_completion_length=config.max_completion_length,
+            temperature=config.temperature, top_p=1.0, top_k=0, seed=seed, data_seed=seed,
+            bf16=config.bf16, use_cpu=device.type == "cpu", report_to="none", save_strategy="no",
+            logging_steps=config.eval_every, disable_tqdm=not progress, shuffle_dataset=False,
+        )
+        dataset = Dataset.from_dict({"prompt": [prompt_text] * config.max_steps})
+        name_or_path = policy.config._name_or_path
+        policy.config._name_or_path = f"{folder}/reference"  # GRPOTrainer loads its reference from here
+        try:
+            trainer = GRPOTrainer(model=policy, reward_funcs=oracle_reward, args=trl_config, train_dataset=dataset,
+                                  processing_class=tokenizer, callbacks=[Evaluate()])
+        finally:
+            policy.config._name_or_path = name_or_path
+        trainer.train()
+
+    policy.eval()
+    trajectory = pd.DataFrame(rows)
+    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "grpo")
