@@ -1,0 +1,21 @@
+"""The Mixture-of-Gaussians testbed (paper §4.1, App. A–B): exact ground truth, a batched mixture
+model, SFT/KD, four alignment algorithms, the K-A and A-K pipelines and the four metrics.
+
+Public building blocks (stable; the PAD chapter builds on them):
+
+- `groundtruth`: MODE_CENTERS, SINGLE_TARGET, MULTI_TARGET, log_p_star, log_p_target, reward, sample_p_star
+- `mixture.Mixture` (rows = settings × trials; log_prob, sample, sharpened, repeat, rows, cat, to/from_frame),
+  `mixture.generators(seed, stage, trials, n_settings)`, `mixture.uniforms`
+- `sft.SFTConfig`, `sft.fit`, `sft.fit_p_star`; `kd.KDConfig`, `kd.distil`, `kd.sharpen_weights`
+- `metrics.evaluate(q, targets, seed, trials, n_samples)` -> DataFrame of the four metrics
+- `pipelines.Setup`, `high_recall`, `low_recall`, `align`, `distil_rows`, `Sweep`, `run_sweep`
+"""
+
+from . import alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, metrics, mixture, pipelines, ppo, sft
+from .alignment import ALGORITHMS
+from .mixture import Mixture
+from .pipelines import Setup, Sweep, align, distil_rows, high_recall, low_recall, run_sweep
+
+__all__ = ["ALGORITHMS", "Mixture", "Setup", "Sweep", "align", "distil_rows", "high_recall", "low_recall",
+           "run_sweep", "alignment", "dpo_offline", "dpo_online", "groundtruth", "grpo", "kd", "metrics",
+           "mixture", "pipelines", "ppo", "sft"]

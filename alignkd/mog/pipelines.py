@@ -1,0 +1,203 @@
+"""The two pipelines of §3.5 on the MoG testbed, and the batched sweeps that feed every figure.
+
+Building blocks (public, used by the PAD chapter too):
+
+- `high_recall(setup)`        p' per trial: `setup.n_high_recall` components fit to p* by SFT;
+- `low_recall(p', setup)`     p'' per trial: p' distilled with β_KD sharpening into `setup.n_low_recall`;
+- `align(...)`                any of the four algorithms on rows = β settings × trials, with snapshots;
+- `distil_rows(...)`          the last step of Pipeline A-K: distil aligned rows with the same KD settings.
+
+Pipeline K-A aligns p'' (reference p''); Pipeline A-K aligns p' (reference p') and distils the
+result. `run_sweep` does both for one algorithm over a β grid at the final iteration and, from the
+same run, over iteration checkpoints at one β, and scores everything with the four metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from . import dpo_offline, dpo_online, grpo, ppo
+from .alignment import ALGORITHMS, AlignConfig, check_algorithm, check_betas, check_checkpoints
+from .groundtruth import N_MODES, SINGLE_TARGET, check_targets
+from .kd import KDConfig, distil
+from .metrics import N_EVAL_SAMPLES, evaluate
+from .mixture import Mixture
+from .sft import SFTConfig, fit_p_star
+
+MODULES = {"ppo": ppo, "grpo": grpo, "dpo_online": dpo_online, "dpo_offline": dpo_offline}
+CONFIGS = {"ppo": ppo.PPOConfig, "grpo": grpo.GRPOConfig, "dpo_online": dpo_online.DPOOnlineConfig,
+           "dpo_offline": dpo_offline.DPOOfflineConfig}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The shared starting models of every MoG experiment (App. A.1)."""
+
+    n_trials: int = 20
+    """Independent trials (App. A.1: N_TRIALS = 20); trial t uses streams seeded from (seed, stage, t)."""
+    seed: int = 0
+    """Base seed of every random stream."""
+    n_high_recall: int = 6
+    """Components of p' (App. A.1: N_SFT_MODES = 6)."""
+    n_low_recall: int = 4
+    """Components of p'' and of Pipeline A-K's final model (App. A.1: N_FINAL_MODES, 4 or 3)."""
+    beta_kd: float = 1.25
+    """KD weight sharpening β_KD (App. A.1: 1.25 in the sweeps; Figure 1 uses 10)."""
+    sft_iterations: int = 2000
+    """SFT steps for p' (App. A.1: 2000)."""
+    kd_iterations: int = 2000
+    """KD steps for p'' and for A-K's final distillation (App. A.1: 2000)."""
+    eval_samples: int = N_EVAL_SAMPLES
+    """Monte-Carlo samples per expectation of every metric."""
+
+    def __post_init__(self):
+        for name in ("n_trials", "n_high_recall", "n_low_recall", "sft_iterations", "kd_iterations", "eval_samples"):
+            value = getattr(self, name)
+            minimum = 0 if name.endswith("iterations") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} = {value!r}: must be an integer >= {minimum}")
+        if self.n_high_recall > N_MODES:
+            raise ValueError(f"n_high_recall = {self.n_high_recall}: must be <= {N_MODES}, the modes of p*")
+        if self.n_low_recall > self.n_high_recall:
+            raise ValueError(f"n_low_recall = {self.n_low_recall}: must be <= n_high_recall = {self.n_high_recall}")
+        if not self.beta_kd > 0:
+            raise ValueError(f"beta_kd = {self.beta_kd!r}: must be > 0 (the paper uses >= 1)")
+
+    @property
+    def trials(self) -> list[int]:
+        return list(range(self.n_trials))
+
+    def sft_config(self) -> SFTConfig:
+        return SFTConfig(n_components=self.n_high_recall, n_iterations=self.sft_iterations)
+
+    def kd_config(self, n_components: int | None = None, beta_kd: float | None = None) -> KDConfig:
+        return KDConfig(n_components=n_components or self.n_low_recall,
+                        beta_kd=self.beta_kd if beta_kd is None else beta_kd, n_iterations=self.kd_iterations)
+
+
+def high_recall(setup: Setup, progress: bool = False) -> Mixture:
+    """p': one row per trial, `setup.n_high_recall` components fit to p* by SFT."""
+    return fit_p_star(setup.sft_config(), setup.seed, setup.trials, stage="p_prime", progress=progress)
+
+
+def low_recall(teacher: Mixture, setup: Setup, n_components: int | None = None, beta_kd: float | None = None,
+               progress: bool = False) -> Mixture:
+    """p'': each trial's p' distilled with β_KD sharpening (defaults from `setup`)."""
+    config = setup.kd_config(n_components, beta_kd)
+    return distil(teacher, config, setup.seed, setup.trials,
+                  stage=f"p_low/{config.n_components}/{config.beta_kd!r}", progress=progress)
+
+
+def align(algorithm: str, start: Mixture, setup: Setup, betas: Sequence[float], config: AlignConfig | None = None,
+          targets: Sequence[int] = SINGLE_TARGET, checkpoints: Sequence[int] = (), stage: str = "",
+          progress: bool = False) -> dict[int, Mixture]:
+    """Align `start` ([trials] rows) once per β, all β in one batched run, against `start` itself.
+
+    Returns {iteration: Mixture with rows = len(betas) × trials, β-major}.
+    """
+    check_algorithm(algorithm)
+    betas = check_betas(betas)
+    config = config or CONFIGS[algorithm]()
+    if not isinstance(config, CONFIGS[algorithm]):
+        raise TypeError(f"config for {algorithm} must be a {CONFIGS[algorithm].__name__}")
+    rows = start.repeat(len(betas))
+    row_betas = torch.tensor(betas).repeat_interleave(setup.n_trials)
+    return MODULES[algorithm].train(rows, rows, config, setup.seed, setup.trials, targets=targets, betas=row_betas,
+                                    checkpoints=checkpoints, stage=f"{algorithm}/{stage}", progress=progress)
+
+
+def distil_rows(aligned: Mixture, setup: Setup, stage: str, progress: bool = False) -> Mixture:
+    """Pipeline A-K's last step: distil aligned rows (settings × trials) with the setup's KD settings."""
+    return distil(aligned, setup.kd_config(), setup.seed, setup.trials, stage=f"ak_kd/{stage}", progress=progress)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One algorithm's β sweep at a fixed budget plus its iteration sweep at one β (Figs 3, 4, 6, 7, 10–12)."""
+
+    algorithm: str = "ppo"
+    """One of ppo, grpo, dpo_online, dpo_offline."""
+    betas: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)
+    """β grid of panel (a)."""
+    checkpoints: tuple[int, ...] = (100, 200, 400)
+    """Iteration grid of panel (b); the largest is panel (a)'s budget."""
+    iteration_beta: float = 1.0
+    """β of panel (b) (paper: 1.0); added to the run if it is not in `betas`."""
+    targets: tuple[int, ...] = SINGLE_TARGET
+    """Target modes (single: (7,), multi: (7, 6))."""
+    config: dict = field(default_factory=dict)
+    """Extra algorithm hyperparameters (fields of the algorithm's config dataclass)."""
+
+    def __post_init__(self):
+        check_algorithm(self.algorithm)
+        check_betas(list(self.betas) + [self.iteration_beta])
+        check_targets(self.targets)
+        if not self.checkpoints or min(self.checkpoints) < 1:
+            raise ValueError(f"checkpoints = {self.checkpoints!r}: need iteration counts >= 1")
+        self.align_config()  # validates the algorithm's fields before any compute
+
+    @property
+    def n_iterations(self) -> int:
+        return max(self.checkpoints)
+
+    def run_betas(self) -> list[float]:
+        betas = list(self.betas)
+        return betas if self.iteration_beta in betas else betas + [self.iteration_beta]
+
+    def align_config(self) -> AlignConfig:
+        return CONFIGS[self.algorithm](n_iterations=self.n_iterations, **self.config)
+
+
+def run_sweep(sweep: Sweep, setup: Setup, p_high: Mixture, p_low: Mixture, progress: bool = False) -> pd.DataFrame:
+    """Both pipelines for one algorithm; one line per (pipeline, panel, β, iterations, trial) with the metrics.
+
+    Columns: algorithm, pipeline ("K-A", "A-K", "A (p'_AK)"), panel ("beta" or "iterations"), beta,
+    iterations, trial and the four metrics. "A (p'_AK)" is A-K's aligned model before distillation.
+    """
+    betas = sweep.run_betas()
+    config = sweep.align_config()
+    n = setup.n_trials
+    i_beta = betas.index(sweep.iteration_beta)
+    it_points = sorted(set(sweep.checkpoints))
+    frames = []
+
+    def score(models: Mixture, pipeline: str, panel: str, labels: list[tuple[float, int]]) -> None:
+        metrics = evaluate(models, sweep.targets, setup.seed, setup.trials, setup.eval_samples)
+        metrics.insert(0, "iterations", [it for (_, it) in labels for _ in range(n)])
+        metrics.insert(0, "beta", [b for (b, _) in labels for _ in range(n)])
+        metrics.insert(0, "panel", panel)
+        metrics.insert(0, "pipeline", pipeline)
+        metrics.insert(0, "algorithm", sweep.algorithm)
+        frames.append(metrics.drop(columns="row"))
+
+    for pipeline, start in (("K-A", p_low), ("A-K", p_high)):
+        snaps = align(sweep.algorithm, start, setup, betas, config, sweep.targets, it_points,
+                      stage=pipeline, progress=progress)
+        final = snaps[sweep.n_iterations]
+        beta_rows = [i for i, b in enumerate(betas) if b in sweep.betas]
+        beta_labels = [(betas[i], sweep.n_iterations) for i in beta_rows]
+        panel_a = Mixture.cat([final.rows(slice(i * n, (i + 1) * n)) for i in beta_rows])
+        panel_b = Mixture.cat([snaps[it].rows(slice(i_beta * n, (i_beta + 1) * n)) for it in it_points])
+        it_labels = [(sweep.iteration_beta, it) for it in it_points]
+        if pipeline == "A-K":
+            score(panel_a, "A (p'_AK)", "beta", beta_labels)
+            # Panel (b)'s last checkpoint is panel (a)'s model at iteration_beta: distil it once.
+            shared = sweep.iteration_beta in sweep.betas
+            early = panel_b.rows(slice(0, (len(it_points) - 1) * n)) if shared else panel_b
+            distilled = distil_rows(Mixture.cat([panel_a, early]), setup,
+                                    stage=f"{sweep.algorithm}/{sweep.targets}", progress=progress)
+            panel_a = distilled.rows(slice(0, panel_a.n_rows))
+            panel_b = distilled.rows(slice(panel_a.n_rows, None))
+            if shared:
+                j = beta_rows.index(i_beta)
+                panel_b = Mixture.cat([panel_b, panel_a.rows(slice(j * n, (j + 1) * n))])
+        score(panel_a, pipeline, "beta", beta_labels)
+        score(panel_b, pipeline, "iterations", it_labels)
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["ALGORITHMS", "Setup", "Sweep", "high_recall", "low_recall", "align", "distil_rows", "run_sweep"]
