@@ -1,6 +1,7 @@
 """The reward oracle of the LLM experiments: NLL under p_target, folded (paper App. C.3, eqs. 9–10).
 
     oracle = RewardOracle.from_model(p_target, target_samples)   # τ_f from p_target's own samples
+    oracle = RewardOracle.from_language_model(p_target_lm, target_samples)   # groundtruth.LanguageModel
     oracle = RewardOracle.from_target_samples(target_logprob, target_samples)   # any scorer
     oracle.nll(samples)          # [B] per-token average NLL of the response tokens under p_target
     oracle.base_reward(samples)  # R_base = 10·exp(−0.5·NLL)                                (eq. 9)
@@ -120,6 +121,17 @@ class RewardOracle:
             return cls(scorer, None, **kwargs)
         return cls.from_target_samples(scorer, target_samples, quantile, **kwargs)
 
+    @classmethod
+    def from_language_model(
+        cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, **kwargs
+    ) -> "RewardOracle":
+        """The oracle of any `alignkd.lm.groundtruth.LanguageModel` (exact `markov_mixture` densities,
+        HF models): its `log_prob(samples).per_token` is the score; τ_f from `target_samples`, if given."""
+        scorer = scorer_from_language_model(p_target)
+        if target_samples is None:
+            return cls(scorer, None, **kwargs)
+        return cls.from_target_samples(scorer, target_samples, quantile, **kwargs)
+
     @torch.no_grad()
     def nll(self, samples: Samples) -> torch.Tensor:
         """[B] per-token average NLL of the response tokens under p_target (float32 on CPU)."""
@@ -171,5 +183,25 @@ def scorer_from_model(model, batch_size: int = 256) -> TargetLogprob:
             out.append((per_position * keep).sum(1) / keep.sum(1).clamp(min=1))
         model.train(was_training)
         return torch.cat(out)
+
+    return target_logprob
+
+
+def _real_mask_and_prompt_length(response_mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Undo `Samples.response_mask` for right-padded rows sharing one prompt: the real-token mask is
+    every position up to the last response token; the prompt ends where the first response begins."""
+    positions = torch.arange(response_mask.shape[1], device=response_mask.device)
+    last = torch.where(response_mask, positions, -1).max(1).values
+    first = torch.where(response_mask, positions, response_mask.shape[1]).min(1).values
+    return positions[None, :] <= last[:, None], int(first.min())
+
+
+def scorer_from_language_model(p_target) -> TargetLogprob:
+    """`target_logprob(token_ids, response_mask)` of a `groundtruth.LanguageModel` (per-token average)."""
+
+    @torch.no_grad()
+    def target_logprob(token_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        real, prompt_length = _real_mask_and_prompt_length(response_mask.bool())
+        return p_target.log_prob(Samples(token_ids, real, prompt_length)).per_token
 
     return target_logprob
