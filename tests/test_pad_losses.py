@@ -189,3 +189,16 @@ def test_bad_inputs_fail_with_the_parameter_named():
         pad_loss("kl", scores, scores)
     with pytest.raises(ValueError, match="n "):
         plackett_luce_log_probs(torch.zeros(11))
+
+
+def test_jsd_closed_form_gradient_matches_autograd_of_the_definition():
+    log_p = torch.log_softmax(_scores(3, 24, seed=15), -1).requires_grad_(True)
+    log_q = torch.log_softmax(_scores(3, 24, seed=16), -1).requires_grad_(True)
+    weights = _scores(3, seed=17)
+    (jensen_shannon(log_p, log_q) * weights).sum().backward()
+    p, q = log_p.detach().clone().requires_grad_(True), log_q.detach().clone().requires_grad_(True)
+    m = 0.5 * (p.exp() + q.exp())
+    plain = 0.5 * (p.exp() * (p - m.log())).sum(-1) + 0.5 * (q.exp() * (q - m.log())).sum(-1)
+    (plain * weights).sum().backward()
+    assert torch.allclose(log_p.grad, p.grad, atol=1e-12) and torch.allclose(log_q.grad, q.grad, atol=1e-12)
+    assert torch.allclose(jensen_shannon(log_p, log_q), plain, atol=1e-12)

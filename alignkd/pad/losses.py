@@ -104,12 +104,13 @@ def plackett_luce_log_probs(scores: torch.Tensor, beta: float = 1.0) -> torch.Te
     flat = subsets.reshape(-1, subsets.shape[-1])
     # Position 0's suffix set is every item: one constant, folded into the numerator sum.
     log_probs = (scaled.sum(-1) - subsets[..., -1]).reshape(-1, 1).expand(-1, suffix_sets.shape[1]).clone()
+    # In-place subtraction: autograd needs neither operand of a difference, so only one gathered
+    # `[rows, n!]` term is alive next to the accumulator.
     for position in range(1, n - 1):  # the last position's term (a singleton) cancels its own numerator
-        index = suffix_sets[position].expand(flat.shape[0], -1)
-        log_probs = log_probs - torch.gather(flat, 1, index)
+        log_probs.sub_(torch.gather(flat, 1, suffix_sets[position].expand(flat.shape[0], -1)))
     if n > 1:
         last_items = ranking_table(n)[:, -1].to(scores.device).expand(flat.shape[0], -1)
-        log_probs = log_probs - torch.gather(scaled.reshape(-1, n), 1, last_items)
+        log_probs.sub_(torch.gather(scaled.reshape(-1, n), 1, last_items))
     return log_probs.reshape(*scores.shape[:-1], suffix_sets.shape[1])
 
 
@@ -139,12 +140,34 @@ def sorted_ranking(scores: torch.Tensor) -> torch.Tensor:
     return torch.sort(scores, dim=-1, descending=True, stable=True).indices
 
 
+class _JensenShannon(torch.autograd.Function):
+    """JSD with its closed-form gradient, ∂JSD/∂log p_i = ½ p_i (log p_i − log m_i), so that backward
+    keeps only the two input log-distributions instead of every `[..., n!]` intermediate autograd would save."""
+
+    @staticmethod
+    def forward(ctx, log_p, log_q):
+        log_m = torch.logaddexp(log_p, log_q).sub_(math.log(2.0))
+        kl_pm = (log_p - log_m).mul_(log_p.exp()).sum(-1)
+        kl_qm = (log_q - log_m).mul_(log_q.exp()).sum(-1)
+        ctx.save_for_backward(log_p, log_q)
+        return 0.5 * (kl_pm + kl_qm)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        log_p, log_q = ctx.saved_tensors
+        log_m = torch.logaddexp(log_p, log_q).sub_(math.log(2.0))
+        scale = 0.5 * grad_out.unsqueeze(-1)
+        grad_p = (log_p - log_m).mul_(log_p.exp()).mul_(scale) if ctx.needs_input_grad[0] else None
+        grad_q = (log_q - log_m).mul_(log_q.exp()).mul_(scale) if ctx.needs_input_grad[1] else None
+        return grad_p, grad_q
+
+
 def jensen_shannon(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """JSD(P, Q) = ½ KL(P‖M) + ½ KL(Q‖M), M = (P+Q)/2, over the last dim of two log-distributions. In [0, log 2]."""
-    log_m = torch.logaddexp(log_p, log_q) - math.log(2.0)
-    kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
-    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
-    return 0.5 * (kl_pm + kl_qm)
+    """JSD(P, Q) = ½ KL(P‖M) + ½ KL(Q‖M), M = (P+Q)/2, over the last dim of two log-distributions. In [0, log 2].
+
+    Differentiable in both arguments (first order).
+    """
+    return _JensenShannon.apply(log_p, log_q)
 
 
 def decompose(scores: torch.Tensor, group_size: int | None) -> torch.Tensor:
