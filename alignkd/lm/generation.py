@@ -118,6 +118,7 @@ def sample(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    suppress_ids: Sequence[int] = (),
 ) -> Samples:
     """Draw `n` ancestral samples `prompt + response` from a causal LM at temperature τ.
 
@@ -131,6 +132,8 @@ def sample(
         batch_size: sequences generated in parallel.
         seed: samples are a deterministic function of (model, seed, batch_size) on CPU.
         progress: show a tqdm bar over batches.
+        suppress_ids: tokens that are not part of the language (e.g. <bos>, <pad>); they get
+            probability 0, and `sequence_logprobs(..., suppress_ids=...)` renormalises the same way.
 
     Returns:
         `Samples` with tokens [n, len(prompt) + L] where L <= max_new_tokens is the longest response.
@@ -147,6 +150,7 @@ def sample(
     was_training = model.training
     model.eval()
     parts = []
+    suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=device)
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="sampling", disable=not progress, leave=False):
         b = min(batch_size, n - start)
@@ -157,6 +161,8 @@ def sample(
         new_tokens, new_mask = [], []
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float() / temperature
+            if len(suppress):
+                logits[:, suppress] = -torch.inf
             next_token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
             next_token = torch.where(alive, next_token, torch.full_like(next_token, pad_id))
             new_tokens.append(next_token)
@@ -174,15 +180,18 @@ def sample(
     return Samples.cat(parts, pad_id).trim()
 
 
-def token_logprobs(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def token_logprobs(model, tokens: torch.Tensor, mask: torch.Tensor, suppress_ids: Sequence[int] = ()) -> torch.Tensor:
     """log p(x_t | x_<t) for t = 1..T-1 under `model`, shape [n, T-1], zero where `mask[:, 1:]` is False.
 
-    Differentiable (call under `torch.no_grad()` when scoring only). Log-softmax is taken in float32.
+    Differentiable (call under `torch.no_grad()` when scoring only). Log-softmax is taken in float32,
+    over the vocabulary minus `suppress_ids` (as in `sample`).
     """
     logits = model(input_ids=tokens, attention_mask=mask.long()).logits[:, :-1].float()
+    if len(suppress_ids):
+        logits[..., list(suppress_ids)] = -torch.inf
     targets = tokens[:, 1:]
     picked = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
-    return picked * mask[:, 1:]
+    return torch.where(mask[:, 1:], picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
 
 
 class SequenceScores(NamedTuple):
@@ -193,7 +202,8 @@ class SequenceScores(NamedTuple):
     n_tokens: torch.Tensor  # number of response tokens
 
 
-def sequence_logprobs(model, samples: Samples, *, batch_size: int = 256, grad: bool = False) -> SequenceScores:
+def sequence_logprobs(model, samples: Samples, *, batch_size: int = 256, grad: bool = False,
+                      suppress_ids: Sequence[int] = ()) -> SequenceScores:
     """Summed and per-token-average log-probability of each response under a causal LM.
 
     Only response tokens count (the prompt is conditioned on); EOS counts; padding does not.
@@ -206,9 +216,9 @@ def sequence_logprobs(model, samples: Samples, *, batch_size: int = 256, grad: b
     with torch.set_grad_enabled(grad):
         for start in range(0, len(samples), batch_size):
             part = samples[start:start + batch_size].trim().to(device)
-            per_position = token_logprobs(model, part.tokens, part.mask)
+            per_position = token_logprobs(model, part.tokens, part.mask, suppress_ids)
             keep = part.response_mask[:, 1:]
-            totals.append((per_position * keep).sum(1))
+            totals.append(torch.where(keep, per_position, torch.zeros((), device=device)).sum(1))
     total = torch.cat(totals).to(samples.tokens.device)
     n_tokens = response.sum(1)
     return SequenceScores(total, total / n_tokens.clamp(min=1), n_tokens)

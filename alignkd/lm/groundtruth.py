@@ -42,6 +42,7 @@ class LanguageModel:
     pad_id: int
     vocab_size: int
     exact: bool = False  # True when log_prob is an exact density (not a trained network)
+    suppress_ids: list[int] = []  # tokens outside the language (students never sample or score them)
 
     def sample(self, n: int, max_new_tokens: int, temperature: float = 1.0, *, seed: int = 0,
                batch_size: int = 256, progress: bool = False) -> Samples:
@@ -53,7 +54,8 @@ class LanguageModel:
     def wrap(self, model) -> "HFLanguageModel":
         """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt and ids."""
         check_vocabulary(model, self.vocab_size, where="student")
-        return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id)
+        return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id,
+                               suppress_ids=self.suppress_ids)
 
 
 def check_vocabulary(model, vocab_size: int, where: str = "model") -> None:
@@ -80,18 +82,20 @@ def check_tokenizers(teacher_tokenizer, student_tokenizer) -> None:
 class HFLanguageModel(LanguageModel):
     """A `transformers` causal LM with its tokenizer and the prompt every sample starts from."""
 
-    def __init__(self, model, tokenizer, prompt_ids, *, eos_id: int, pad_id: int):
+    def __init__(self, model, tokenizer, prompt_ids, *, eos_id: int, pad_id: int, suppress_ids=()):
         self.model, self.tokenizer = model, tokenizer
+        self.suppress_ids = list(suppress_ids)
         self.prompt_ids, self.eos_id, self.pad_id = list(prompt_ids), int(eos_id), int(pad_id)
         self.vocab_size = len(tokenizer) if tokenizer is not None else model.config.vocab_size
 
     def sample(self, n, max_new_tokens, temperature=1.0, *, seed=0, batch_size=256, progress=False):
         return sample(self.model, self.prompt_ids, n, max_new_tokens, temperature, eos_id=self.eos_id,
-                      pad_id=self.pad_id, batch_size=batch_size, seed=seed, progress=progress)
+                      pad_id=self.pad_id, batch_size=batch_size, seed=seed, progress=progress,
+                      suppress_ids=self.suppress_ids)
 
     def log_prob(self, samples, *, batch_size=256):
         self.model.eval()
-        return sequence_logprobs(self.model, samples, batch_size=batch_size)
+        return sequence_logprobs(self.model, samples, batch_size=batch_size, suppress_ids=self.suppress_ids)
 
 
 # --------------------------------------------------------------------------- markov_mixture
@@ -113,6 +117,9 @@ class MarkovMixtureConfig:
     """Dirichlet concentration of each initial/transition row: small = peaked rows, topics easy to tell apart."""
     eos_prob: float = 1 / 12
     """Probability of EOS at every step after the first (mean response length 12 without a cap)."""
+    smoothing: float = 0.01
+    """Mass of every row spread uniformly over all words (and EOS at the first step): full support, so
+    the precision of a student's sample is finite."""
     seed: int = 0
     """Draws the chains."""
 
@@ -125,6 +132,8 @@ class MarkovMixtureConfig:
             raise ValueError(f"target_topic = {self.target_topic}: must be in -{self.n_topics}..{self.n_topics - 1}")
         if self.concentration <= 0 or self.zipf < 0:
             raise ValueError(f"concentration = {self.concentration} must be > 0 and zipf = {self.zipf} >= 0")
+        if not 0 < self.smoothing < 1:
+            raise ValueError(f"smoothing = {self.smoothing}: must be in (0, 1)")
         if not 0 < self.eos_prob < 1:
             raise ValueError(f"eos_prob = {self.eos_prob}: must be in (0, 1)")
 
@@ -159,6 +168,7 @@ class MarkovMixture(LanguageModel):
         self.vocab_size = log_init.shape[1]
         self.tokenizer = tokenizer if tokenizer is not None else markov_tokenizer(self.vocab_size)
         self.prompt_ids, self.eos_id, self.pad_id = [BOS], EOS, PAD
+        self.suppress_ids = [BOS, PAD, UNK]  # not part of the language: p* gives them probability 0
 
     @staticmethod
     def from_config(config: MarkovMixtureConfig) -> "MarkovMixture":
@@ -168,8 +178,10 @@ class MarkovMixture(LanguageModel):
         rng = np.random.default_rng(config.seed)
         rows = torch.from_numpy(rng.gamma(config.concentration, size=(K, V + 1, words))).clamp_min(1e-300)
         rows = rows / rows.sum(-1, keepdim=True)
+        rows = (1 - config.smoothing) * rows + config.smoothing / words
         init = torch.zeros(K, V, dtype=torch.float64)
-        init[:, 4:] = rows[:, V]
+        init[:, 4:] = rows[:, V] * (1 - config.smoothing / (words + 1))
+        init[:, EOS] = config.smoothing / (words + 1)
         trans = torch.zeros(K, V, V, dtype=torch.float64)
         trans[:, :, 4:] = (1 - config.eos_prob) * rows[:, :V]
         trans[:, :, EOS] = config.eos_prob
