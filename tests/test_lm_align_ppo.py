@@ -1,0 +1,134 @@
+"""Our PPO (App. C.3): the loss pieces by hand, and a short run on a toy oracle."""
+
+import math
+
+import pytest
+import torch
+
+from alignkd.lm.ppo import (PPOConfig, ValueHead, gae, k3, masked_whiten, policy_logprobs_and_values, ppo_losses,
+                            shaped_rewards, train_ppo)
+from alignkd.lm.reward import RewardOracle
+from alignkd.lm.students import tiny_llama
+
+V = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is as fast and does not fight the rest of the suite for 2 cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fives_logprob(tokens, mask):
+    """Toy p_target: log-prob −0.1 for token 5, −3 otherwise, so the reward grows with the share of 5s."""
+    return (torch.where(tokens == 5, -0.1, -3.0) * mask).sum(1) / mask.sum(1)
+
+
+def toy_run(seed=0, **overrides):
+    settings = dict(n_iterations=16, batch_size=32, mini_batch_size=8, learning_rate=3e-3, beta=0.05,
+                    max_new_tokens=12, eval_every=4, device="cpu")
+    config = PPOConfig(**{**settings, **overrides})
+    policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
+    return train_ppo(policy, reference, RewardOracle(fives_logprob), config, prompt_ids=[0], seed=seed,
+                     progress=False), policy
+
+
+def test_clipped_policy_loss_and_value_loss_by_hand():
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third position is padding: its wild values must not count
+    logprob = torch.tensor([[math.log(1.5), math.log(0.5), 5.0]])
+    old_logprob = torch.zeros(1, 3)
+    advantages = torch.tensor([[1.0, -1.0, 100.0]])
+    values, old_values = torch.tensor([[1.0, 0.0, 50.0]]), torch.tensor([[0.5, 0.5, 0.0]])
+    returns = torch.tensor([[2.0, 1.0, -50.0]])
+    policy_loss, value_loss = ppo_losses(logprob, old_logprob, advantages, values, old_values, returns, mask, 0.2, 0.2)
+    # ρ = 1.5 with A = 1: max(−1.5, −1.2) = −1.2;  ρ = 0.5 with A = −1: max(0.5, 0.8) = 0.8
+    assert float(policy_loss) == pytest.approx((-1.2 + 0.8) / 2)
+    # clipped values 0.7, 0.3: max((1−2)², (0.7−2)²) = 1.69;  max((0−1)², (0.3−1)²) = 1
+    assert float(value_loss) == pytest.approx(0.5 * (1.69 + 1.0) / 2)
+
+
+def test_gae_by_hand():
+    # one prompt position (masked), three response tokens, one padding position
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]])
+    rewards = torch.tensor([[9.0, 0.0, 0.0, 1.0, 9.0]])
+    values = torch.tensor([[9.0, 0.5, 0.6, 0.7, 9.0]])
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=0.5)
+    # δ = [0.6−0.5, 0.7−0.6, 1−0.7] = [0.1, 0.1, 0.3]; A_t = δ_t + 0.5·A_{t+1}
+    torch.testing.assert_close(advantages, torch.tensor([[0.0, 0.225, 0.25, 0.3, 0.0]]))
+    torch.testing.assert_close(returns, torch.tensor([[0.0, 0.725, 0.85, 1.0, 0.0]]))
+    # λ = γ = 1: Monte-Carlo return minus the value
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    torch.testing.assert_close(returns, torch.tensor([[0.0, 1.0, 1.0, 1.0, 0.0]]))
+
+
+def test_shaped_rewards_put_the_kl_on_every_token_and_the_score_on_the_last():
+    mask = torch.tensor([[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+    logprob = torch.tensor([[0.0, -1.0, -2.0, 0.0], [0.0, -1.0, -1.0, -1.0]])
+    ref_logprob = torch.tensor([[0.0, -2.0, -1.0, 0.0], [0.0, -1.5, -1.0, -3.0]])
+    score = torch.tensor([4.0, 6.0])
+    rewards = shaped_rewards(score, logprob, ref_logprob, mask, beta=0.5, kl_form="reward")
+    torch.testing.assert_close(rewards, torch.tensor([[0.0, -0.5, 0.5 + 4.0, 0.0], [0.0, -0.25, 0.0, -1.0 + 6.0]]))
+    rewards = shaped_rewards(score, logprob, ref_logprob, mask, beta=0.5, kl_form="k3")
+    torch.testing.assert_close(rewards, torch.tensor([[0.0, 0.0, 4.0, 0.0], [0.0, 0.0, 0.0, 6.0]]))
+
+
+def test_k3_is_an_unbiased_kl_estimator():
+    pi = torch.tensor([0.5, 0.3, 0.2])
+    ref = torch.tensor([0.2, 0.2, 0.6])
+    expected_k3 = (pi * k3(pi.log(), ref.log())).sum()  # E_{x~π}[k3(x)]
+    assert float(expected_k3) == pytest.approx(float((pi * (pi / ref).log()).sum()), rel=1e-6)
+    assert float(k3(torch.tensor(-1.0), torch.tensor(-1.0))) == 0.0
+
+
+def test_whitening_and_zero_initialised_value_head():
+    values = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    torch.testing.assert_close(masked_whiten(values, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6, rtol=0)
+    model = tiny_llama(V, seed=0)
+    tokens = torch.tensor([[0, 5, 6, 7]])
+    logprob, values = policy_logprobs_and_values(model, ValueHead(model.config.hidden_size), tokens, torch.ones_like(tokens))
+    assert logprob.shape == values.shape == (1, 3) and torch.all(values == 0)
+
+
+def test_short_run_raises_reward_and_is_reproducible():
+    run, policy = toy_run()
+    trajectory = run.trajectory
+    assert list(trajectory.iteration) == [0, 4, 8, 12, 16]
+    assert trajectory.reward_mean.iloc[-1] > trajectory.reward_mean.iloc[0] + 1.0
+    assert trajectory.kl.iloc[0] == 0.0 and trajectory.kl.iloc[-1] > 0.0  # the policy starts at the reference
+    assert run.selected_step in set(trajectory.iteration)
+    assert all(torch.equal(a, b) for a, b in zip(run.checkpoints[16].values(), policy.state_dict().values()))
+    # same seed → identical numbers; a shorter run is exactly the first part of a longer one
+    prefix, _ = toy_run(n_iterations=4)
+    assert prefix.trajectory.equals(trajectory.iloc[:2])
+    other_seed, _ = toy_run(seed=1, n_iterations=4)
+    assert not other_seed.trajectory.equals(trajectory.iloc[:2])
+
+
+def test_k3_form_also_raises_reward_and_on_eval_replaces_checkpoints():
+    calls = []
+    settings = dict(n_iterations=16, batch_size=32, mini_batch_size=8, learning_rate=3e-3, beta=0.05,
+                    max_new_tokens=12, eval_every=8, device="cpu", kl_form="k3")
+    policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
+    run = train_ppo(policy, reference, RewardOracle(fives_logprob), PPOConfig(**settings), prompt_ids=[0], seed=0,
+                    progress=False, on_eval=lambda step, model: calls.append(step) or f"metrics@{step}")
+    assert calls == [0, 8, 16] and run.checkpoints == {s: f"metrics@{s}" for s in calls}
+    assert run.trajectory.reward_mean.iloc[-1] > run.trajectory.reward_mean.iloc[0] + 1.0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("bf16", True, "bf16"),
+    ("device", "cuda", "device"),
+    ("device", "tpu", "device"),
+    ("mini_batch_size", 7, "mini_batch_size"),
+    ("kl_form", "forward", "kl_form"),
+    ("beta", 0.0, "beta"),
+])
+def test_bad_config_fails_on_construction_naming_the_field(field, value, message):
+    if torch.cuda.is_available() and field in ("bf16", "device") and value != "tpu":
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match=message):
+        PPOConfig(**{field: value})
