@@ -1,0 +1,105 @@
+"""GRPO (App. A, B.1): advantages and loss by hand, both KL forms, and trl.GRPOTrainer with β > 0."""
+
+import pytest
+import torch
+
+from alignkd.lm.grpo import GRPOConfig, group_advantages, grpo_loss, train_grpo
+from alignkd.lm.ppo import k3
+from alignkd.lm.reward import RewardOracle
+from alignkd.lm.students import tiny_llama
+
+V = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fives_logprob(tokens, mask):
+    return (torch.where(tokens == 5, -0.1, -3.0) * mask).sum(1) / mask.sum(1)
+
+
+def test_batch_mean_baseline():
+    rewards = torch.tensor([1.0, 2.0, 6.0])
+    torch.testing.assert_close(group_advantages(rewards), torch.tensor([-2.0, -1.0, 3.0]))
+    torch.testing.assert_close(group_advantages(rewards, "group"), torch.tensor([-2.0, -1.0, 3.0]) / (rewards.std() + 1e-4))
+
+
+def test_loss_and_its_gradient_by_hand():
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    logprob = torch.tensor([[-1.0, -2.0, -9.0], [-0.5, -9.0, -9.0]], requires_grad=True)
+    ref_logprob = torch.tensor([[-1.5, -1.0, 0.0], [-0.5, 0.0, 0.0]])
+    advantages = torch.tensor([2.0, -1.0])
+    beta, length = 0.3, 4
+    loss = grpo_loss(logprob, logprob.detach(), ref_logprob, advantages, mask, beta, "reward", 0.2, length)
+    # ratio 1: loss = −Σ_i A_i·(number of tokens of i) / (B·L); its gradient is REINFORCE's −A_i/(B·L) per token
+    assert float(loss) == pytest.approx(-(2.0 * 2 - 1.0 * 1) / (2 * length))
+    loss.backward()
+    torch.testing.assert_close(logprob.grad, -advantages[:, None] * mask / (2 * length))
+    logprob.grad = None
+    loss = grpo_loss(logprob, logprob.detach(), ref_logprob, advantages, mask, beta, "k3", 0.2, length)
+    penalty = beta * (k3(logprob.detach(), ref_logprob) * mask).sum() / (2 * length)
+    assert float(loss) == pytest.approx(-(2.0 * 2 - 1.0 * 1) / (2 * length) + float(penalty))
+    loss.backward()  # ∂k3/∂θ = 1 − e^{ref−θ}
+    expected = (-advantages[:, None] + beta * (1 - torch.exp(ref_logprob - logprob.detach()))) * mask / (2 * length)
+    torch.testing.assert_close(logprob.grad, expected)
+
+
+def test_clipping_stops_the_gradient_of_a_moved_ratio():
+    mask = torch.ones(1, 1)
+    logprob = torch.tensor([[0.5]], requires_grad=True)  # ρ = e^0.5 > 1.2 with A > 0: clipped, no gradient
+    grpo_loss(logprob, torch.zeros(1, 1), torch.zeros(1, 1), torch.tensor([1.0]), mask, 0.1, "reward", 0.2, 1).backward()
+    assert float(logprob.grad) == 0.0
+
+
+def toy_run(seed=0, tokenizer=None, **overrides):
+    settings = dict(max_steps=12, num_generations=32, learning_rate=1e-2, beta=0.05, max_completion_length=12,
+                    eval_every=4, device="cpu")
+    policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
+    return train_grpo(policy, reference, RewardOracle(fives_logprob), GRPOConfig(**{**settings, **overrides}),
+                      prompt_ids=[0], seed=seed, progress=False, tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("kl_form", ["k3", "reward"])
+def test_short_run_raises_reward_and_is_reproducible(kl_form):
+    run = toy_run(kl_form=kl_form)
+    trajectory = run.trajectory
+    assert list(trajectory.iteration) == [0, 4, 8, 12]
+    assert trajectory.reward_mean.iloc[-1] > trajectory.reward_mean.iloc[0] + 1.0
+    assert toy_run(kl_form=kl_form, max_steps=4).trajectory.equals(trajectory.iloc[:2])
+
+
+def test_trl_grpo_trainer_with_beta_raises_reward():
+    from alignkd.lm.groundtruth import markov_tokenizer
+
+    tokenizer = markov_tokenizer(V)  # <bos>=0 <eos>=1 <pad>=2, as tiny_llama's ids
+    run = toy_run(backend="trl", tokenizer=tokenizer, max_steps=8)
+    trajectory = run.trajectory
+    assert list(trajectory.iteration) == [0, 4, 8]
+    assert trajectory.reward_mean.iloc[-1] > trajectory.reward_mean.iloc[0] + 1.0
+    assert trajectory.kl.iloc[-1] > 0
+
+
+def test_trl_backend_inputs_fail_before_work():
+    with pytest.raises(ValueError, match="kl_form"):
+        GRPOConfig(backend="trl", kl_form="reward")
+    with pytest.raises(ValueError, match="tokenizer"):
+        toy_run(backend="trl", tokenizer=None)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("bf16", True, "bf16"),
+    ("num_generations", 1, "num_generations"),
+    ("beta", 0.0, "beta"),
+    ("scale_rewards", "batch", "scale_rewards"),
+    ("backend", "vllm", "backend"),
+])
+def test_bad_config_fails_on_construction_naming_the_field(field, value, message):
+    if torch.cuda.is_available() and field == "bf16":
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match=message):
+        GRPOConfig(**{field: value})
