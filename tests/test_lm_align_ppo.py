@@ -7,6 +7,7 @@ import torch
 
 from alignkd.lm.ppo import (PPOConfig, ValueHead, gae, k3, masked_whiten, policy_logprobs_and_values, ppo_losses,
                             shaped_rewards, train_ppo)
+from alignkd.lm.generation import token_logprobs
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
 
@@ -93,6 +94,17 @@ def test_whitening_and_zero_initialised_value_head():
     assert logprob.shape == values.shape == (1, 3) and torch.all(values == 0)
 
 
+def test_policy_scores_match_token_logprobs_with_suppressed_tokens():
+    model = tiny_llama(V, seed=0)
+    tokens = torch.tensor([[0, 5, 6, 1, 2], [0, 7, 8, 9, 1]])  # the first row is padded with 2
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]).bool()
+    head = ValueHead(model.config.hidden_size)
+    with torch.no_grad():
+        logprob, _ = policy_logprobs_and_values(model, head, tokens, mask, suppress_ids=[0, 2, 3])
+        torch.testing.assert_close(logprob, token_logprobs(model, tokens, mask, [0, 2, 3]))
+    assert torch.isfinite(logprob).all() and logprob[0, -1] == 0.0  # padding (a suppressed id) scores 0, not −inf
+
+
 def test_short_run_raises_reward_and_is_reproducible():
     run, policy = toy_run()
     trajectory = run.trajectory
@@ -114,8 +126,10 @@ def test_k3_form_also_raises_reward_and_on_eval_replaces_checkpoints():
                     max_new_tokens=12, eval_every=8, device="cpu", kl_form="k3")
     policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
     run = train_ppo(policy, reference, RewardOracle(fives_logprob), PPOConfig(**settings), prompt_ids=[0], seed=0,
-                    progress=False, on_eval=lambda step, model: calls.append(step) or f"metrics@{step}")
+                    progress=False, on_eval=lambda step, model: calls.append(step) or f"metrics@{step}",
+                    suppress_ids=[0, 2, 3])  # <bos>, <pad>, <unk> are not words: as the markov_mixture runs
     assert calls == [0, 8, 16] and run.checkpoints == {s: f"metrics@{s}" for s in calls}
+    assert run.trajectory.notna().all().all()
     assert run.trajectory.reward_mean.iloc[-1] > run.trajectory.reward_mean.iloc[0] + 1.0
 
 

@@ -97,19 +97,22 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     return -F.logsigmoid(chosen_reward - rejected_reward), chosen_reward, rejected_reward
 
 
-def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor,
+                      suppress_ids=()) -> torch.Tensor:
     """[N] log-prob of each response (sum over response tokens; prompt and padding masked)."""
-    return (token_logprobs(model, tokens, attention).float() * response).sum(1)
+    logprob = token_logprobs(model, tokens, attention, suppress_ids).float()
+    return torch.where(response.bool(), logprob, torch.zeros((), device=logprob.device)).sum(1)
 
 
 def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, prompt_ids, seed: int,
-              progress: bool = True, on_eval=None) -> AlignmentRun:
+              progress: bool = True, on_eval=None, suppress_ids=()) -> AlignmentRun:
     """Align `policy` by on-policy DPO with oracle preferences, anchored to the frozen `reference`.
 
     `policy` is trained in place. Trajectory rows are measured on each evaluation iteration's fresh
     pairs before its updates: TRL's implicit-reward series (chosen/rejected reward, margin,
     accuracy), the oracle's rewards of chosen and rejected responses, and the reward mean/std and
     KL of all 2·n_pairs responses. The selected step is the peak margin (`select_dpo`, App. C.4).
+    `suppress_ids`: tokens outside the language, excluded from sampling and scoring (as in `sample`).
     """
     if not isinstance(config, DPOConfig):
         raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
@@ -126,7 +129,7 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
     for iteration in tqdm(range(config.n_iterations + 1), desc="DPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.temperature,
                                   eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
-                                  seed=iteration_seed(seed, iteration)).to(device)
+                                  seed=iteration_seed(seed, iteration), suppress_ids=suppress_ids).to(device)
         tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         reward = oracle.reward_from_nll(nll)
@@ -135,12 +138,12 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
         chosen = torch.where(first_is_chosen, torch.arange(n), torch.arange(n) + n)[keep].to(device)
         rejected = torch.where(first_is_chosen, torch.arange(n) + n, torch.arange(n))[keep].to(device)
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = response_logprobs(reference, tokens, attention, response)
+            ref_logprob = response_logprobs(reference, tokens, attention, response, suppress_ids)
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
             policy.eval()
             with torch.no_grad(), autocast(device, config.bf16):
-                logprob = response_logprobs(policy, tokens, attention, response)
+                logprob = response_logprobs(policy, tokens, attention, response, suppress_ids)
             _, chosen_reward, rejected_reward = dpo_loss(logprob[chosen], logprob[rejected], ref_logprob[chosen],
                                                          ref_logprob[rejected], config.beta)
             rows.append({
@@ -172,7 +175,8 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
             w, l = chosen[batch], rejected[batch]
             rows_wl = torch.cat([w, l])
             with autocast(device, config.bf16):
-                logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl])
+                logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl],
+                                            suppress_ids)
             loss, _, _ = dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], config.beta)
             optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()

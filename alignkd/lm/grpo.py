@@ -131,19 +131,22 @@ def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form
 
 
 def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, prompt_ids, seed: int,
-               progress: bool = True, on_eval=None, tokenizer=None) -> AlignmentRun:
+               progress: bool = True, on_eval=None, suppress_ids=(), tokenizer=None) -> AlignmentRun:
     """Align `policy` with GRPO anchored to the frozen `reference` (both HF causal LMs), in place.
 
     Trajectory rows come from each evaluation step's batch (before its update) for backend "ours",
     and from a separate batch of `num_generations` samples drawn at the step for backend "trl".
     The selected step follows the PPO rule (`select_ppo`: App. C.4 gives none for GRPO; both
     maximise a reward and collapse the same way). `tokenizer` is needed only by backend "trl".
+    `suppress_ids`: tokens outside the language, excluded from sampling and scoring (as in `sample`);
+    with backend "trl" they are excluded from generation (`suppress_tokens`) but TRL's loss scores
+    with the full softmax, which differs by the (small) mass the model puts on them.
     """
     if not isinstance(config, GRPOConfig):
         raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
     if config.backend == "trl":
         return _train_grpo_trl(policy, reference, oracle, config, prompt_ids=list(prompt_ids), seed=seed,
-                               progress=progress, on_eval=on_eval, tokenizer=tokenizer)
+                               progress=progress, on_eval=on_eval, tokenizer=tokenizer, suppress_ids=suppress_ids)
     device = resolve_device(config.device)
     eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
     policy.to(device)
@@ -155,15 +158,15 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
     for step in tqdm(range(config.max_steps + 1), desc="GRPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, config.num_generations, config.max_completion_length,
                                   config.temperature, eos_id=eos_id, pad_id=pad_id, batch_size=config.num_generations,
-                                  seed=iteration_seed(seed, step)).to(device)
+                                  seed=iteration_seed(seed, step), suppress_ids=suppress_ids).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll).to(device)
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = token_logprobs(reference, tokens, attention).float()
+            ref_logprob = token_logprobs(reference, tokens, attention, suppress_ids).float()
         policy.train()
         with autocast(device, config.bf16):
-            logprob = token_logprobs(policy, tokens, attention).float()
+            logprob = token_logprobs(policy, tokens, attention, suppress_ids).float()
         old_logprob = logprob.detach()
 
         if step % config.eval_every == 0 or step == config.max_steps:
@@ -179,7 +182,7 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
         for update in range(config.num_iterations):
             if update > 0:
                 with autocast(device, config.bf16):
-                    logprob = token_logprobs(policy, tokens, attention).float()
+                    logprob = token_logprobs(policy, tokens, attention, suppress_ids).float()
             loss = grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, config.beta, config.kl_form,
                              config.epsilon, config.max_completion_length)
             optimizer.zero_grad(set_to_none=True)
@@ -196,7 +199,7 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
 # ---------------------------------------------------------------------------------------------
 # Backend "trl": the same run through trl.GRPOTrainer.
 
-def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, progress, on_eval, tokenizer):
+def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, progress, on_eval, tokenizer, suppress_ids):
     if tokenizer is None:
         raise ValueError("GRPOConfig.backend = 'trl' needs tokenizer=: trl.GRPOTrainer tokenises text prompts")
     prompt_text = tokenizer.decode(prompt_ids)
@@ -232,11 +235,11 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
         was_training = policy.training
         samples = sample(policy, prompt_ids, config.num_generations, config.max_completion_length, config.temperature,
                          eos_id=eos_id, pad_id=pad_id, batch_size=config.num_generations,
-                         seed=iteration_seed(seed, step)).to(device)
+                         seed=iteration_seed(seed, step), suppress_ids=suppress_ids).to(device)
         attention, mask = samples.mask, samples.response_mask[:, 1:].float()
         with torch.no_grad(), autocast(device, config.bf16):
-            logprob = token_logprobs(policy, samples.tokens, attention).float()
-            ref_logprob = token_logprobs(reference, samples.tokens, attention).float()
+            logprob = token_logprobs(policy, samples.tokens, attention, suppress_ids).float()
+            ref_logprob = token_logprobs(reference, samples.tokens, attention, suppress_ids).float()
         nll = oracle.nll(samples)
         rows.append(rollout_row(step, oracle.reward_from_nll(nll), nll, logprob, ref_logprob, mask))
         checkpoints[step] = snapshot(step, policy, on_eval)
@@ -261,6 +264,7 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
             scale_rewards=config.scale_rewards, loss_type="dr_grpo", max_completion_length=config.max_completion_length,
             temperature=config.temperature, top_p=1.0, top_k=0, seed=seed, data_seed=seed,
             bf16=config.bf16, use_cpu=device.type == "cpu", report_to="none", save_strategy="no",
+            generation_kwargs={"suppress_tokens": list(suppress_ids)} if len(suppress_ids) else None,
             logging_strategy="steps" if progress else "no", logging_steps=config.eval_every,
             disable_tqdm=not progress, shuffle_dataset=False,
         )

@@ -190,10 +190,16 @@ def ppo_losses(logprob, old_logprob, advantages, values, old_values, returns, ma
 
 # ---------------------------------------------------------------------------------------------
 
-def policy_logprobs_and_values(policy, value_head, tokens, mask):
-    """Per-token log π(x_t | x_<t) and V(x_<t), both [B, T-1], from one forward pass."""
+def policy_logprobs_and_values(policy, value_head, tokens, mask, suppress_ids=()):
+    """Per-token log π(x_t | x_<t) and V(x_<t), both [B, T-1], from one forward pass; 0 off `mask[:, 1:]`.
+
+    The softmax excludes `suppress_ids`, as `generation.sample` and `token_logprobs` do."""
     out = policy(input_ids=tokens, attention_mask=mask.long(), output_hidden_states=True)
-    logprob = torch.log_softmax(out.logits[:, :-1].float(), -1).gather(-1, tokens[:, 1:, None])[..., 0]
+    logits = out.logits[:, :-1].float()
+    if len(suppress_ids):
+        logits[..., list(suppress_ids)] = -torch.inf
+    logprob = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None])[..., 0]
+    logprob = torch.where(mask[:, 1:].bool(), logprob, torch.zeros((), dtype=logprob.dtype, device=logprob.device))
     return logprob, value_head(out.hidden_states[-1][:, :-1])
 
 
@@ -209,12 +215,14 @@ def rollout_row(iteration: int, reward: torch.Tensor, nll: torch.Tensor, logprob
 
 
 def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, prompt_ids, seed: int,
-              progress: bool = True, on_eval=None) -> AlignmentRun:
+              progress: bool = True, on_eval=None, suppress_ids=()) -> AlignmentRun:
     """Align `policy` to `oracle` with PPO anchored to the frozen `reference` (both HF causal LMs).
 
     `policy` is trained in place; `reference` is frozen. Returns the trajectory (one row per
     evaluation step, from that step's rollout batch, before its update), the checkpoints (CPU
     state_dicts, or `on_eval(step, policy)` results) and the step chosen by `select_ppo` (App. C.4).
+    `suppress_ids`: tokens outside the language (the ground truth's `suppress_ids`); the policy and
+    the reference are the models' distributions renormalised without them, in sampling and scoring.
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
@@ -231,14 +239,14 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
     for iteration in tqdm(range(config.n_iterations + 1), desc="PPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.temperature,
                                   eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                                  seed=iteration_seed(seed, iteration)).to(device)
+                                  seed=iteration_seed(seed, iteration), suppress_ids=suppress_ids).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll)
         policy.eval()
         with torch.no_grad(), autocast(device, config.bf16):
-            old_logprob, old_values = policy_logprobs_and_values(policy, value_head, tokens, attention)
-            ref_logprob = token_logprobs(reference, tokens, attention)
+            old_logprob, old_values = policy_logprobs_and_values(policy, value_head, tokens, attention, suppress_ids)
+            ref_logprob = token_logprobs(reference, tokens, attention, suppress_ids)
         old_logprob, old_values, ref_logprob = old_logprob.float(), old_values.float(), ref_logprob.float()
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
@@ -258,7 +266,8 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
             for start in range(0, config.batch_size, config.mini_batch_size):
                 rows_mb = order[start:start + config.mini_batch_size]
                 with autocast(device, config.bf16):
-                    logprob, values = policy_logprobs_and_values(policy, value_head, tokens[rows_mb], attention[rows_mb])
+                    logprob, values = policy_logprobs_and_values(policy, value_head, tokens[rows_mb], attention[rows_mb],
+                                                                 suppress_ids)
                 logprob, values = logprob.float(), values.float()
                 policy_loss, value_loss = ppo_losses(logprob, old_logprob[rows_mb], advantages[rows_mb], values,
                                                      old_values[rows_mb], returns[rows_mb], mask[rows_mb],

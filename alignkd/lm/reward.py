@@ -113,10 +113,11 @@ class RewardOracle:
 
     @classmethod
     def from_model(
-        cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, **kwargs
+        cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, *,
+        suppress_ids=(), **kwargs
     ) -> "RewardOracle":
         """The oracle of a causal LM p_target; τ_f from `target_samples` (drawn from p_target), if given."""
-        scorer = scorer_from_model(p_target)
+        scorer = scorer_from_model(p_target, suppress_ids=suppress_ids)
         if target_samples is None:
             return cls(scorer, None, **kwargs)
         return cls.from_target_samples(scorer, target_samples, quantile, **kwargs)
@@ -163,7 +164,7 @@ class RewardOracle:
         return a_is_chosen
 
 
-def scorer_from_model(model, batch_size: int = 256) -> TargetLogprob:
+def scorer_from_model(model, batch_size: int = 256, suppress_ids=()) -> TargetLogprob:
     """`target_logprob(token_ids, response_mask)` of a causal LM: per-token average log-prob of the
     masked tokens. Sequences are right-padded, so every position up to the last masked one is real."""
 
@@ -178,9 +179,10 @@ def scorer_from_model(model, batch_size: int = 256) -> TargetLogprob:
         out = []
         for start in range(0, token_ids.shape[0], batch_size):
             rows = slice(start, start + batch_size)
-            per_position = token_logprobs(model, token_ids[rows].to(device), real[rows].to(device)).cpu()
-            keep = response_mask[rows, 1:].cpu()
-            out.append((per_position * keep).sum(1) / keep.sum(1).clamp(min=1))
+            per_position = token_logprobs(model, token_ids[rows].to(device), real[rows].to(device), suppress_ids).cpu()
+            keep = response_mask[rows, 1:].bool().cpu()
+            picked = torch.where(keep, per_position, torch.zeros((), dtype=per_position.dtype))
+            out.append(picked.sum(1) / keep.sum(1).clamp(min=1))
         model.train(was_training)
         return torch.cat(out)
 
