@@ -1,0 +1,79 @@
+"""MoG speed: batched engine vs a loop over trials, and the wall time of the MoG chapters.
+
+    python benchmarks/mog_speed.py                 # both measurements
+    python benchmarks/mog_speed.py --ratio-only    # only the batched-vs-loop ratio
+
+1. One sweep (PPO, Pipeline K-A, 4 β × 20 trials, `--iterations` steps) trained once as a batch of
+   80 rows and once as a Python loop over the 80 (β, trial) rows with the same code; prints both wall
+   times, their ratio (goal ≥ 20×) and the largest parameter difference between the two.
+2. The MoG chapters (02, 03, 04) executed in the `default` profile into an empty results folder, one
+   after another; prints each chapter's wall time and the total (goal ≤ 300 s on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from alignkd.mog import ppo
+from alignkd.mog.mixture import Mixture
+from alignkd.mog.sft import SFTConfig, fit_p_star
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ["02_mog_setup", "03_mog_alignment", "04_mog_multi_target"]
+
+
+def ratio(iterations: int) -> None:
+    torch.set_num_threads(1)
+    trials, betas = list(range(20)), [0.1, 0.5, 1.0, 2.0]
+    start = fit_p_star(SFTConfig(n_components=4, n_iterations=200), seed=0, trials=trials)
+    rows = start.repeat(len(betas))
+    row_betas = torch.tensor(betas).repeat_interleave(len(trials))
+    config = ppo.PPOConfig(n_iterations=iterations)
+    t0 = time.perf_counter()
+    batched = ppo.train(rows, rows, config, 0, trials, betas=row_betas)[iterations]
+    t_batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lone = []
+    for s, beta in enumerate(betas):
+        for t in trials:
+            one = start.rows([t])
+            lone.append(ppo.train(one, one, config, 0, [t], betas=[beta])[iterations])
+    t_loop = time.perf_counter() - t0
+    looped = Mixture.cat(lone)
+    diff = max((a - b).abs().max().item() for a, b in zip(batched.parameters(), looped.parameters()))
+    print(f"one sweep, PPO K-A, {len(betas)} β × {len(trials)} trials × {iterations} iterations:")
+    print(f"  batched: {t_batched:.2f} s   loop over the {rows.n_rows} rows: {t_loop:.2f} s   "
+          f"ratio: {t_loop / t_batched:.1f}×  (goal >= 20×)   max |batched − loop| = {diff:.2e}")
+
+
+def chapters() -> None:
+    total = 0.0
+    with tempfile.TemporaryDirectory() as results:
+        env = {**os.environ, "ALIGNKD_RESULTS": results}
+        for chapter in CHAPTERS:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "alignkd", "run", chapter, "--profile", "default", "-o",
+                            str(Path(results) / f"{chapter}.ipynb")], cwd=ROOT, env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - t0
+            total += seconds
+            print(f"  {chapter}: {seconds:.0f} s", flush=True)
+    print(f"MoG chapters, default profile, empty cache: {total:.0f} s  (goal <= 300 s on 2 CPU cores)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratio-only", action="store_true")
+    parser.add_argument("--iterations", type=int, default=50)
+    args = parser.parse_args()
+    ratio(args.iterations)
+    if not args.ratio_only:
+        chapters()
