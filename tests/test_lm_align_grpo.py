@@ -82,6 +82,7 @@ def test_trl_grpo_trainer_with_beta_raises_reward():
     assert list(trajectory.iteration) == [0, 4, 8]
     assert trajectory.reward_mean.iloc[-1] > trajectory.reward_mean.iloc[0] + 1.0
     assert trajectory.kl.iloc[-1] > 0
+    assert toy_run(backend="trl", tokenizer=tokenizer, max_steps=8).trajectory.equals(trajectory)  # same seed
 
 
 def test_trl_backend_inputs_fail_before_work():
