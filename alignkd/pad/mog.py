@@ -254,5 +254,117 @@ def run_comparison(comparison: Comparison, setup: Setup, p_high: Mixture | None 
     return frame
 
 
+def cached_comparison(store, setup: Setup, comparison: Comparison, progress: bool = True) -> pd.DataFrame:
+    """`run_comparison` through the result store, with p' and p'' shared with the MoG chapters' cache.
+
+    The table carries a `seconds` column: the wall time of the comparison when it was computed.
+    """
+    import dataclasses
+    import time
+
+    from ..mog.experiments import cached_high_recall, cached_low_recall
+
+    key = {"setup": dataclasses.asdict(setup), "comparison": dataclasses.asdict(comparison)}
+
+    def compute() -> pd.DataFrame:
+        p_high = cached_high_recall(store, setup, progress)
+        p_low = cached_low_recall(store, setup, progress=progress)
+        start = time.perf_counter()
+        frame = run_comparison(comparison, setup, p_high, p_low, progress)
+        frame["seconds"] = time.perf_counter() - start
+        return frame
+
+    return store.frame("pad_mog_comparison", key, compute)
+
+
+METRIC_COLUMNS = ("reward", "target_precision", "overall_recall", "overall_precision")
+
+
+def final_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each pipeline's final model only (PAD at its last iteration), in a fixed display order."""
+    last_pad = frame[frame.pipeline.str.startswith("A→PAD")].groupby("pipeline").iterations.transform("max")
+    keep = ~frame.pipeline.str.startswith("A→PAD")
+    keep |= frame.pipeline.str.startswith("A→PAD") & (frame.iterations == last_pad.reindex(frame.index))
+    order = ["p'", "p''", "K-A", "A (p'_AK)", "A-K"] + sorted(p for p in frame.pipeline.unique() if p.startswith("A→PAD"))
+    out = frame[keep].copy()
+    out["pipeline"] = pd.Categorical(out.pipeline, categories=[o for o in order if o in set(out.pipeline)], ordered=True)
+    return out.sort_values(["pipeline", "trial"])
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over trials of the four metrics for every final model."""
+    return final_models(frame).groupby("pipeline", observed=True)[list(METRIC_COLUMNS)].agg(["mean", "std"])
+
+
+def comparison_boxplots(frame: pd.DataFrame, title: str = ""):
+    """Seaborn boxplots of the four metrics, one box per final model (trials as points)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from ..mog.metrics import METRIC_LABELS
+
+    data = final_models(frame)
+    fig, axes = plt.subplots(1, len(METRIC_COLUMNS), figsize=(4.4 * len(METRIC_COLUMNS), 4.2))
+    for ax, metric in zip(axes, METRIC_COLUMNS):
+        sns.boxplot(data=data, x="pipeline", y=metric, hue="pipeline", ax=ax, fliersize=2, linewidth=0.8,
+                    palette="tab10", legend=False)
+        ax.set_title(METRIC_LABELS[metric], fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=60, labelsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_plot(frame: pd.DataFrame, x: str = "overall_recall", y: str = "target_precision"):
+    """Every PAD variant's trial-mean path in (recall, target precision) over PAD iterations, with
+    K-A, A-K and the teacher p'_AK as reference points (the analogue of the paper's Figure 5)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from ..mog.metrics import METRIC_LABELS
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    pad = frame[frame.pipeline.str.startswith("A→PAD")]
+    path = pad.groupby(["pipeline", "iterations"], as_index=False)[[x, y]].mean()
+    sns.lineplot(data=path, x=x, y=y, hue="pipeline", marker="o", sort=False, ax=ax)
+    for _, row in path.groupby("pipeline").tail(1).iterrows():
+        ax.annotate(f"{int(row.iterations)}", (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    others = frame[frame.pipeline.isin(["p'", "p''", "K-A", "A-K", "A (p'_AK)"])]
+    points = others.groupby("pipeline", as_index=False)[[x, y]].mean()
+    sns.scatterplot(data=points, x=x, y=y, style="pipeline", color="k", s=70, ax=ax)
+    ax.set_xlabel(METRIC_LABELS[x])
+    ax.set_ylabel(METRIC_LABELS[y])
+    ax.legend(fontsize=7)
+    ax.set_title("PAD students over training (trial means; last PAD iteration annotated)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def escape_verdict(frame: pd.DataFrame) -> str:
+    """The chapter's answer in numbers: did each PAD student reach the target, and what did it cost in recall?"""
+    table = final_models(frame).groupby("pipeline", observed=True)[list(METRIC_COLUMNS)].mean()
+    spread = final_models(frame).groupby("pipeline", observed=True)["reward"].std()
+    lines = []
+    ka, ak, teacher = table.loc["K-A"], table.loc["A-K"], table.loc["A (p'_AK)"]
+    lines.append(f"K-A reaches a mean reward of {ka.reward:.2f} (target precision {ka.target_precision:.1f}, recall "
+                 f"{ka.overall_recall:.2f}); A-K {ak.reward:.2f} ({ak.target_precision:.1f}, {ak.overall_recall:.2f}); "
+                 f"the shared teacher p'_AK {teacher.reward:.2f}.")
+    for name in (p for p in table.index if p.startswith("A→PAD")):
+        row = table.loc[name]
+        start = "p''" if "p_low" in name else "a fresh compact model"
+        escaped = row.reward > ka.reward
+        lines.append(
+            f"{name}, starting from {start}: mean reward {row.reward:.2f} ± {spread[name]:.2f} "
+            f"({'above' if escaped else 'not above'} K-A's {ka.reward:.2f}; {row.reward - ak.reward:+.2f} against A-K), "
+            f"target precision {row.target_precision:.1f} ({row.target_precision - ka.target_precision:+.1f} against K-A), "
+            f"recall {row.overall_recall:.2f} ({row.overall_recall - ka.overall_recall:+.2f} against K-A, "
+            f"{row.overall_recall - ak.overall_recall:+.2f} against A-K).")
+    return "\n".join(lines)
+
+
 __all__ = ["PADConfig", "PADRun", "Comparison", "tempered", "fresh_student", "pad_step_loss", "train",
-           "align_then_pad", "pad_label", "run_comparison"]
+           "align_then_pad", "pad_label", "run_comparison", "cached_comparison", "final_models", "summary_table",
+           "comparison_boxplots", "trajectory_plot", "escape_verdict"]
