@@ -83,14 +83,17 @@ def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, tri
     snapshots = {0: policy.detach()} if 0 in points else {}
     for it in tqdm(range(1, config.n_iterations + 1), desc=f"PPO {stage}", disable=not progress, leave=False):
         x = policy.sample(config.batch_size, gens)
+        logp = policy.log_prob(x)  # the first epoch's log π_θ is log π_old: compute it once
         with torch.no_grad():
-            logp_old = policy.log_prob(x)
+            logp_old = logp.detach()
             returns = shaped_reward(reward(x, targets), logp_old, reference.log_prob(x), beta)
             advantages = returns - value
             if config.normalize_advantages:
                 advantages = (advantages - advantages.mean(-1, keepdim=True)) / (advantages.std(-1, keepdim=True) + 1e-8)
-        for _ in range(config.update_epochs):
-            policy_loss = clipped_surrogate(policy.log_prob(x), logp_old, advantages, config.clip)
+        for epoch in range(config.update_epochs):
+            if epoch > 0:
+                logp = policy.log_prob(x)
+            policy_loss = clipped_surrogate(logp, logp_old, advantages, config.clip)
             value_loss = 0.5 * ((value - returns) ** 2).mean(-1)
             loss = (policy_loss + config.value_coef * value_loss).sum()
             optimizer.zero_grad(set_to_none=True)
