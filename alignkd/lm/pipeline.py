@@ -255,7 +255,7 @@ def align(setup: Setup, reference_name: str, algorithm: str, algorithm_config, s
             key)
 
 
-def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[int], *,
+def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[int], *, label: str | None = None,
                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """K-A and A-K for one algorithm and several seeds: (metrics table, selection trajectories).
 
@@ -264,7 +264,7 @@ def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[in
     model (p*, p', p'', p_target, p''_KA, p'_AK, p''_AK), final_tau (A-K's last KD), and the metrics.
     """
     config, store = setup.config, setup.store
-    key = {"setup": setup.keys, "algorithm": algorithm, "config": algorithm_config, "seeds": list(seeds),
+    key = {"setup": setup.keys, "algorithm": algorithm, "label": label, "config": algorithm_config, "seeds": list(seeds),
            "final_taus": list(config.final_taus), "metrics": config.metrics, "n_recall": config.n_recall_samples,
            "gt": config.ground_truth, "markov": config.markov if config.exact else None}
     trajectories: list[pd.DataFrame] = []
@@ -287,14 +287,14 @@ def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[in
                 final, _ = distil(store, ak, ak_key, stage, p_star=setup.p_star, name="p''_AK", progress=progress)
                 rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau, **setup.evaluate(final)})
         frame = pd.DataFrame(rows)
-        frame.insert(0, "algorithm", algorithm)
+        frame.insert(0, "algorithm", label or algorithm)
         return frame
 
     metrics = store.frame("lm_pipeline_metrics", key, compute)
     for seed in seeds:  # cached: reading them back is free
         for pipeline, reference in (("K-A", "p''"), ("A-K", "p'")):
             _, trajectory, selected, _ = align(setup, reference, algorithm, algorithm_config, seed, progress=False)
-            trajectories.append(trajectory.assign(algorithm=algorithm, seed=seed, pipeline=pipeline))
+            trajectories.append(trajectory.assign(algorithm=label or algorithm, seed=seed, pipeline=pipeline))
     return metrics, pd.concat(trajectories, ignore_index=True)
 
 

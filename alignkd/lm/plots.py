@@ -1,0 +1,69 @@
+"""Figures of the LLM chapter: Figure 5 / 15 (pipeline trajectories) and Figures 13–14 (selection)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+COLORS = {"K-A": "tab:red", "A-K": "tab:blue"}
+PATHS = {"K-A": ["p''", "p''_KA"], "A-K": ["p'", "p'_AK", "p''_AK"]}
+
+
+def pipeline_points(metrics: pd.DataFrame, algorithm: str, y: str, final_tau: float | None = None) -> pd.DataFrame:
+    """Mean and cross-seed std of recall and `y` for each model on the K-A and A-K paths."""
+    frame = metrics[metrics["algorithm"] == algorithm]
+    if final_tau is not None:
+        frame = frame[(frame["model"] != "p''_AK") | np.isclose(frame["final_tau"].astype(float), final_tau)]
+    rows = []
+    for pipeline, models in PATHS.items():
+        for order, model in enumerate(models):
+            part = frame[frame["model"] == model]
+            rows.append({"pipeline": pipeline, "model": model, "order": order,
+                         "recall": part["recall"].mean(), y: part[y].mean(),
+                         "std": float(np.nan_to_num(part[[y, "recall"]].std().mean()))})
+    return pd.DataFrame(rows)
+
+
+def trajectory_figure(metrics: pd.DataFrame, algorithms: list[str], y: str = "target_precision",
+                      final_tau: float | None = None, title: str = "Figure 5"):
+    """Recall (x) against a target metric (y), K-A red and A-K blue, arrows along each pipeline,
+    marker size ∝ the cross-seed standard deviation (instability), as in the paper's Figures 5 and 15."""
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(5.2 * len(algorithms), 4.2), squeeze=False)
+    for ax, algorithm in zip(axes[0], algorithms):
+        points = pipeline_points(metrics, algorithm, y, final_tau)
+        scale = 400 / max(points["std"].max(), 1e-9)
+        for pipeline, part in points.groupby("pipeline", sort=False):
+            part = part.sort_values("order")
+            ax.scatter(part["recall"], part[y], s=30 + scale * part["std"], color=COLORS[pipeline], alpha=0.6,
+                       label=pipeline, edgecolor="k")
+            for (_, a), (_, b) in zip(part.iloc[:-1].iterrows(), part.iloc[1:].iterrows()):
+                ax.annotate("", xy=(b["recall"], b[y]), xytext=(a["recall"], a[y]),
+                            arrowprops=dict(arrowstyle="->", color=COLORS[pipeline]))
+            for _, row in part.iterrows():
+                ax.annotate(row["model"], (row["recall"], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set(xlabel="overall recall (per-token log-lik.)", ylabel=y.replace("_", " "), title=f"{title}: {algorithm}")
+        ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def selection_figure(trajectories: pd.DataFrame, algorithm: str):
+    """App. C.4: PPO/GRPO mean and std of reward (Fig. 13), DPO chosen/rejected/margin/accuracy (Fig. 14),
+    one line per seed and pipeline, the selected step dashed."""
+    frame = trajectories[trajectories["algorithm"] == algorithm]
+    if algorithm == "dpo" and "margin" in frame:
+        columns = [c for c in ("chosen_reward", "rejected_reward", "margin", "accuracy") if c in frame]
+    else:
+        columns = ["reward_mean", "reward_std"]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.8 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        sns.lineplot(frame, x="iteration", y=column, hue="pipeline", units="seed", estimator=None,
+                     palette=COLORS, ax=ax, legend=column == columns[0])
+        for (pipeline, seed), part in frame.groupby(["pipeline", "seed"]):
+            ax.axvline(part["selected_step"].iloc[0], color=COLORS[pipeline], ls="--", lw=0.8)
+        ax.set_title(column.replace("_", " "))
+    fig.suptitle(f"Model selection trajectories ({algorithm}; dashed: selected checkpoint)")
+    fig.tight_layout()
+    return fig
