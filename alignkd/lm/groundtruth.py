@@ -52,8 +52,12 @@ class LanguageModel:
         raise NotImplementedError
 
     def wrap(self, model) -> "HFLanguageModel":
-        """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt and ids."""
+        """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt and ids.
+
+        Tokens outside the language (`suppress_ids`) get logit −∞ inside the model itself, so any
+        code that samples or scores it (alignment included) sees the same distribution."""
         check_vocabulary(model, self.vocab_size, where="student")
+        suppress_tokens(model, self.suppress_ids)
         return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id,
                                suppress_ids=self.suppress_ids)
 
@@ -64,6 +68,20 @@ def check_vocabulary(model, vocab_size: int, where: str = "model") -> None:
     if model_vocab < vocab_size:
         raise ValueError(f"{where} has {model_vocab} token embeddings but the ground truth's tokenizer has "
                          f"{vocab_size} tokens: teacher and student tokenizers are incompatible")
+
+
+def suppress_tokens(model, ids) -> None:
+    """Give `ids` logit −∞ in every forward pass of `model` (a hook on its output layer; idempotent)."""
+    ids = list(ids)
+    if not ids or getattr(model, "_alignkd_suppressed", None) == ids:
+        return
+    index = torch.tensor(ids)
+
+    def hook(module, inputs, output):
+        return output.index_fill(-1, index.to(output.device), float("-inf"))
+
+    model.get_output_embeddings().register_forward_hook(hook)
+    model._alignkd_suppressed = ids
 
 
 def check_tokenizers(teacher_tokenizer, student_tokenizer) -> None:
