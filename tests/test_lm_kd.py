@@ -74,7 +74,7 @@ def test_eos_is_learned_not_masked():
     logits = model(tokens).logits[0, :-1]
     nll = -torch.log_softmax(logits, -1)[torch.arange(5), tokens[0, 1:]]
     # the loss averages the 3 response tokens 5, 6 and EOS; padding after EOS does not count
-    assert float(causal_lm_loss(model, tokens, mask, 1)) == pytest.approx(float(nll[:3].mean()), abs=1e-5)
+    assert float(causal_lm_loss(model, tokens, mask, 1).detach()) == pytest.approx(float(nll[:3].mean().detach()), abs=1e-5)
 
 
 @pytest.fixture(scope="module")
