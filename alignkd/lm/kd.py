@@ -98,7 +98,6 @@ def generate_dataset(teacher: LanguageModel, config: KDDataConfig, out_dir: Path
         accept = float((mass * keep).sum())
     else:
         accept = 1.0
-    per_shard = math.ceil(config.shard_size / accept)  # raw samples drawn per shard
     kept, index = 0, 0
     bar = tqdm(total=config.n_samples, desc=f"KD data τ={config.tau:g} τ_topic={config.tau_topic:g}",
                disable=not progress, leave=False)
@@ -108,12 +107,14 @@ def generate_dataset(teacher: LanguageModel, config: KDDataConfig, out_dir: Path
             kept += len(Samples.load(path))
         else:
             seed = config.seed * 1_000_003 + index
+            wanted = min(config.shard_size, config.n_samples - kept)
+            per_shard = math.ceil(wanted / accept * (1.05 if keep is not None else 1.0)) + (8 if keep is not None else 0)
             raw = teacher.sample(per_shard, config.max_new_tokens, config.tau, seed=seed, batch_size=config.batch_size)
             if keep is not None:
                 g = torch.Generator().manual_seed(seed + 7)
                 topic = classify(raw).clamp_max(len(keep) - 1)
                 raw = raw[torch.rand(len(raw), generator=g, dtype=torch.float64) < keep[topic]]
-            raw = raw[: config.n_samples - kept].trim()
+            raw = raw[:wanted].trim()
             tmp = path.with_suffix(".tmp")
             raw.save(tmp)
             os.replace(tmp, path)
