@@ -94,7 +94,7 @@ class ResultStore:
             return target
         staging = self.partial_dir(name, config)
         build(staging)
-        _write_config(staging / "config.json", config)
+        _write_config(staging / "alignkd_config.json", config)  # not config.json: save_pretrained owns that name
         (staging / ".complete").write_text("")
         if target.exists():
             shutil.rmtree(target)
