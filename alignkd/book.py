@@ -95,6 +95,7 @@ def chapters_dir(book_root: Path = REPO_ROOT) -> Path:
 def stage_book(destination: Path) -> Path:
     """Copy the book's sources (config, toc, prose pages) to `destination`, to build a book elsewhere."""
     destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
     for name in BOOK_SOURCES:
         source = REPO_ROOT / name
         if source.is_dir():
