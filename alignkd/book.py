@@ -33,6 +33,8 @@ BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads be
 _STAMP_KEY = "alignkd_stamp"
 # papermill reads "# >= 10" spec comments as type hints and warns on each; the spec is ours, not a hint
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
+# for the same reason papermill believes every profile value is unknown; alignkd.chapters checks them properly
+logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
 
 
 def _library_digest() -> str:
