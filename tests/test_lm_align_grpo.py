@@ -11,14 +11,6 @@ from alignkd.lm.students import tiny_llama
 V = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fives_logprob(tokens, mask):
     return (torch.where(tokens == 5, -0.1, -3.0) * mask).sum(1) / mask.sum(1)
 

@@ -14,15 +14,6 @@ from alignkd.lm.students import tiny_llama
 V = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast and does not fight the rest of the suite for 2 cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fives_logprob(tokens, mask):
     """Toy p_target: log-prob −0.1 for token 5, −3 otherwise, so the reward grows with the share of 5s."""
     return (torch.where(tokens == 5, -0.1, -3.0) * mask).sum(1) / mask.sum(1)

@@ -16,14 +16,6 @@ from alignkd.pad.calibration import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "Which", "response", "is", "best",
          "?", "Answer", ":", ".", "Q", "story"]
 

@@ -21,15 +21,6 @@ from alignkd.pad.mog import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on a shared 2-core machine extra intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mixture(logits, means, scales):
     return Mixture(torch.tensor([logits], dtype=torch.float32), torch.tensor([means], dtype=torch.float32),
                    torch.tensor([scales], dtype=torch.float32).log())
