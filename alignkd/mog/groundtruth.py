@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .mixture import standard_normal
+
 MODE_CENTERS = torch.tensor(
     [[x, y] for y in (1.5, 0.0, -1.5) for x in (-1.5, 0.0, 1.5) if (x, y) != (0.0, 0.0)],
     dtype=torch.float32,
@@ -78,5 +80,5 @@ def sample_p_star(uniforms: torch.Tensor) -> torch.Tensor:
     that trial's own stream (see `alignkd.mog.mixture.uniforms`).
     """
     mode = torch.clamp((uniforms[..., 0] * N_MODES).long(), max=N_MODES - 1)
-    noise = torch.special.ndtri(uniforms[..., 1:].clamp(1e-7, 1 - 1e-7))
+    noise = standard_normal(uniforms[..., 1:])
     return MODE_CENTERS.to(uniforms)[mode] + math.sqrt(VARIANCE) * noise

@@ -49,6 +49,15 @@ def uniforms(gens: list[torch.Generator], *shape: int) -> torch.Tensor:
     return torch.stack([torch.rand(shape, generator=g) for g in gens])
 
 
+def standard_normal(u: torch.Tensor) -> torch.Tensor:
+    """Φ⁻¹(u): standard normals from uniforms in (0, 1), through √2·erfinv(2u − 1).
+
+    The same function as torch.special.ndtri, about 3× cheaper on the CPU; u is kept 1e-7 away
+    from 0 and 1 so that no draw is infinite.
+    """
+    return math.sqrt(2.0) * torch.erfinv(2 * u.clamp(1e-7, 1 - 1e-7) - 1)
+
+
 @dataclass
 class Mixture:
     """B independent K-component diagonal Gaussian mixtures in 2-D (see the module docstring)."""
@@ -129,26 +138,27 @@ class Mixture:
                        self.log_scales.detach().clone())
 
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log α_k + log N(x; μ_k, diag σ_k²) for x [B, N, 2] -> [B, N, K].
+        """log α_k + log N(x; μ_k, diag σ_k²) for x [B, N, 2] -> [B, K, N] (components before samples).
 
-        The Gaussian exponent is a quadratic form in x, so it is evaluated as one batched matmul
-        [x₁², x₂², x₁, x₂, 1] · W with W built from (α, μ, σ): about 5× faster than broadcasting
-        [B, N, K, 2] differences, forward and backward, and exact up to float32 rounding
-        (checked against the direct formula in tests/test_mog_mixture.py).
+        The Gaussian exponent is a quadratic form in x, so it is one batched matmul of the weights
+        W [B, K, 5] built from (α, μ, σ) with the features [x₁², x₂², x₁, x₂, 1] laid out [B, 5, N].
+        Putting the components first matters on the CPU: the [K, 5] × [5, N] product and the
+        reduction over K then run along contiguous samples, about 10× faster, forward and backward,
+        than the [N, 5] × [5, K] layout or broadcasting [B, N, K, 2] differences (exact up to float32
+        rounding: checked against `log_prob_direct` in the tests).
         """
         log_scales = self.log_scales.clamp(min=LOG_SCALE_MIN)
         inv_var = torch.exp(-2 * log_scales)  # [B, K, 2]
-        quad = -0.5 * inv_var
-        lin = self.means * inv_var
         const = (-0.5 * (self.means ** 2 * inv_var).sum(-1) - log_scales.sum(-1) - math.log(2 * math.pi)
                  + self.log_weights())  # [B, K]
-        weights = torch.cat([quad, lin, const.unsqueeze(-1)], -1)  # [B, K, 5]
-        features = torch.cat([x * x, x, torch.ones_like(x[..., :1])], -1)  # [B, N, 5]
-        return torch.einsum("bnf,bkf->bnk", features, weights)
+        weights = torch.cat([-0.5 * inv_var, self.means * inv_var, const.unsqueeze(-1)], -1)  # [B, K, 5]
+        xt = x.transpose(1, 2)  # [B, 2, N]
+        features = torch.cat([xt * xt, xt, torch.ones_like(xt[:, :1])], 1)  # [B, 5, N]
+        return torch.bmm(weights, features)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log q(x) for x [B, N, 2] -> [B, N] (row b scores x[b])."""
-        return torch.logsumexp(self.component_log_prob(x), -1)
+        return torch.logsumexp(self.component_log_prob(x), 1)
 
     def log_prob_direct(self, x: torch.Tensor) -> torch.Tensor:
         """The same density by broadcasting differences (slower; the reference for tests)."""
@@ -161,16 +171,17 @@ class Mixture:
         """Samples [B, N, 2] from uniforms [B, N, 3]: inverse-CDF component choice + Gaussian noise.
 
         Sampling is not differentiated (the alignment algorithms use score-function gradients), so
-        the result is detached.
+        the result is detached. The chosen components' (μ, σ) are looked up in one flat table
+        [B·K, 4], which is several times cheaper on the CPU than gathering means and scales apart.
         """
         with torch.no_grad():
-            cdf = torch.cumsum(self.weights(), -1)  # [B, K]
-            comp = (u[..., :1] > cdf[:, None, :-1]).sum(-1)  # [B, N]
-            means = torch.gather(self.means, 1, comp.unsqueeze(-1).expand(-1, -1, 2))
-            scales = torch.gather(self.log_scales.clamp(min=LOG_SCALE_MIN), 1,
-                                  comp.unsqueeze(-1).expand(-1, -1, 2)).exp()
-            noise = torch.special.ndtri(u[..., 1:].clamp(1e-7, 1 - 1e-7))
-            return means + scales * noise
+            b, k = self.logits.shape
+            cdf = torch.cumsum(self.weights(), -1)[:, :-1]  # [B, K-1]
+            comp = (u[:, None, :, 0] > cdf[:, :, None]).sum(1)  # [B, N]: #{j : cdf_j < u}
+            table = torch.cat([self.means, self.log_scales.clamp(min=LOG_SCALE_MIN).exp()], -1).reshape(b * k, 4)
+            rows = comp + k * torch.arange(b).unsqueeze(1)
+            picked = table.index_select(0, rows.reshape(-1)).reshape(b, -1, 4)  # [B, N, 4]: μ, σ of each draw
+            return torch.addcmul(picked[..., :2], picked[..., 2:], standard_normal(u[..., 1:]))
 
     def sample(self, n: int, gens: list[torch.Generator]) -> torch.Tensor:
         """n samples per row [B, n, 2], row b drawn with gens[b]."""
