@@ -8,7 +8,7 @@ import torch
 from alignkd.mog import groundtruth as gt
 from alignkd.mog.kd import KDConfig, sharpen_weights
 from alignkd.mog.metrics import evaluate
-from alignkd.mog.mixture import Mixture, generators, uniforms
+from alignkd.mog.mixture import Mixture, generators, standard_normal, uniforms
 
 STEP = 0.02
 GRID = torch.stack(torch.meshgrid(torch.arange(-4.5, 4.5, STEP), torch.arange(-4.5, 4.5, STEP), indexing="ij"), -1)
@@ -83,6 +83,23 @@ def test_mixture_samples_follow_the_weights_and_components():
     assert frac_left == pytest.approx(0.7, abs=0.005)
     assert frac_top == pytest.approx(0.1, abs=0.005)
     assert x[x[:, 1] > 1.5].std(0).tolist() == pytest.approx([0.3, 0.3], abs=0.01)
+
+
+def test_standard_normal_is_the_normal_quantile_function():
+    u = torch.tensor([1e-4, 0.025, 0.5, 0.8413447, 0.975, 1 - 1e-4])
+    assert torch.allclose(standard_normal(u), torch.special.ndtri(u.double()).float(), atol=2e-4)
+    assert standard_normal(u)[2].item() == 0.0 and standard_normal(u)[4].item() == pytest.approx(1.959964, abs=1e-4)
+    # float32 rounding of 2u − 1 costs accuracy only beyond 5σ (u < 3e-7), where draws are clamped anyway
+    tails = torch.tensor([0.0, 1e-9, 1.0])
+    assert torch.allclose(standard_normal(tails), torch.special.ndtri(torch.tensor([1e-7, 1e-7, 1 - 1e-7]).double()).float(),
+                          rtol=0.01)
+
+
+def test_component_choice_is_the_inverse_cdf_of_the_weights():
+    weights = torch.tensor([[0.2, 0.3, 0.5]])
+    m = Mixture(torch.log(weights), torch.tensor([[[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]]]), torch.full((1, 3, 2), -5.0))
+    u = torch.tensor([[[0.1, 0.5, 0.5], [0.2001, 0.5, 0.5], [0.49, 0.5, 0.5], [0.51, 0.5, 0.5], [0.999, 0.5, 0.5]]])
+    assert m.sample_from_uniforms(u)[0, :, 0].tolist() == pytest.approx([0.0, 10.0, 10.0, 20.0, 20.0], abs=1e-4)
 
 
 def test_kd_sharpening_matches_the_closed_form():

@@ -9,7 +9,7 @@ mixture logit, a mean and a per-axis log standard deviation (diagonal covariance
 `log_prob` is exact (logsumexp over components). Because the rows never interact (losses are summed
 over rows, Adam is elementwise), training B rows at once gives each row exactly the update it would
 get alone; and because every row draws its randomness from its own `torch.Generator`, a row of a
-batched run reproduces a lone run started from the same seed (tested in tests/test_mog_mixture.py).
+batched run reproduces a lone run started from the same seed (tested in tests/test_mog_algorithms.py).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def standard_normal(u: torch.Tensor) -> torch.Tensor:
     """Φ⁻¹(u): standard normals from uniforms in (0, 1), through √2·erfinv(2u − 1).
 
     The same function as torch.special.ndtri, about 3× cheaper on the CPU; u is kept 1e-7 away
-    from 0 and 1 so that no draw is infinite.
+    from 0 and 1 so that no draw is infinite. In float32 it agrees with ndtri to 2e-4 inside
+    ±3.7σ and to 1 % out to the clamp at ±5.2σ.
     """
     return math.sqrt(2.0) * torch.erfinv(2 * u.clamp(1e-7, 1 - 1e-7) - 1)
 
