@@ -19,6 +19,7 @@ resumes from its shards.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,16 +257,22 @@ def align(setup: Setup, reference_name: str, algorithm: str, algorithm_config, s
 
 
 def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[int], *, label: str | None = None,
-                  progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  final_taus: Sequence[float] | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """K-A and A-K for one algorithm and several seeds: (metrics table, selection trajectories).
+
+    A-K's final KD runs once per temperature in `final_taus` (default: the config's); App. D sweeps
+    it for PPO and DPO only, so a chapter can pass a shorter list for the other algorithms.
 
     Metrics rows: algorithm, seed (−1 for the shared reference models), pipeline (K-A, A-K, or
     `reference` for p*, p', p'', p_target),
     model (p*, p', p'', p_target, p''_KA, p'_AK, p''_AK), final_tau (A-K's last KD), and the metrics.
     """
     config, store = setup.config, setup.store
+    final_taus = tuple(config.final_taus if final_taus is None else final_taus)
+    if not final_taus or any(not t > 0 for t in final_taus):
+        raise ValueError(f"final_taus = {list(final_taus)}: a non-empty list of temperatures > 0")
     key = {"setup": setup.keys, "algorithm": algorithm, "label": label, "config": algorithm_config, "seeds": list(seeds),
-           "final_taus": list(config.final_taus), "metrics": config.metrics, "n_recall": config.n_recall_samples,
+           "final_taus": list(final_taus), "metrics": config.metrics, "n_recall": config.n_recall_samples,
            "gt": config.ground_truth, "markov": config.markov if config.exact else None}
     trajectories: list[pd.DataFrame] = []
 
@@ -281,7 +288,7 @@ def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[in
             rows.append({"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": float("nan"), **setup.evaluate(ka)})
             ak, traj_ak, _, ak_key = align(setup, "p'", algorithm, algorithm_config, seed, progress=progress)
             rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": float("nan"), **setup.evaluate(ak)})
-            for tau in config.final_taus:
+            for tau in final_taus:
                 stage = StageConfig(dataclasses.replace(config.low_recall.data, tau=tau, seed=seed),
                                     dataclasses.replace(config.low_recall.train, seed=seed))
                 final, _ = distil(store, ak, ak_key, stage, p_star=setup.p_star, name="p''_AK", progress=progress)
