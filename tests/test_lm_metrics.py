@@ -75,6 +75,15 @@ def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing recomputed, nothing written
     table = summarise(metrics)
     assert set(table["model"]) == set(metrics["model"])
+    # App. D: a second final-KD temperature reuses the aligned models and adds one p''_AK row per τ
+    swept, _ = run_pipelines(setup, "ppo", ppo, [0], final_taus=[0.95, 0.8], progress=False)
+    finals = swept[swept["model"] == "p''_AK"].set_index("final_tau")
+    assert list(finals.index) == [0.95, 0.8]
+    first = metrics[metrics["model"] == "p''_AK"].iloc[0]
+    assert (finals.loc[0.95, "precision"], finals.loc[0.95, "recall"]) == (first["precision"], first["recall"])
+    assert finals.loc[0.8, "precision"] != finals.loc[0.95, "precision"]
+    with pytest.raises(ValueError, match="final_taus"):
+        run_pipelines(setup, "ppo", ppo, [0], final_taus=[], progress=False)
     with pytest.raises(ValueError, match="allowed: ppo, dpo, grpo"):
         alignment_config("sft")
     with pytest.raises(ValueError, match="tau_topic"):
