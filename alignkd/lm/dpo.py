@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle, pair_preferences
 from .selection import AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_dpo, snapshot
@@ -70,15 +71,10 @@ class DPOConfig:
     """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        for name in ("n_iterations", "n_pairs", "grad_steps", "pairs_per_step", "max_new_tokens", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"DPOConfig.{name} = {value!r}: must be an integer >= 1")
+        require_int(self, "n_iterations", "n_pairs", "grad_steps", "pairs_per_step", "max_new_tokens", "eval_every")
         if self.pairs_per_step > self.n_pairs:
             raise ValueError(f"DPOConfig.pairs_per_step = {self.pairs_per_step} must be <= n_pairs = {self.n_pairs}")
-        for name in ("learning_rate", "beta", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"DPOConfig.{name} = {getattr(self, name)!r}: must be > 0")
+        require_positive(self, "learning_rate", "beta", "temperature")
         if self.max_grad_norm < 0:
             raise ValueError(f"DPOConfig.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
         check_device(self.device, self.bf16, "DPOConfig")

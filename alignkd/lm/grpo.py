@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .ppo import k3, rollout_row
 from .reward import RewardOracle
@@ -86,15 +87,10 @@ class GRPOConfig:
     """bf16 autocast (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        for name in ("max_steps", "num_generations", "num_iterations", "max_completion_length", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"GRPOConfig.{name} = {value!r}: must be an integer >= 1")
+        require_int(self, "max_steps", "num_generations", "num_iterations", "max_completion_length", "eval_every")
         if self.num_generations < 2:
             raise ValueError(f"GRPOConfig.num_generations = {self.num_generations}: must be >= 2 (a baseline needs a group)")
-        for name in ("learning_rate", "beta", "epsilon", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"GRPOConfig.{name} = {getattr(self, name)!r}: must be > 0")
+        require_positive(self, "learning_rate", "beta", "epsilon", "temperature")
         if self.kl_form not in KL_FORMS:
             raise ValueError(f"GRPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
         if self.backend not in BACKENDS:

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from .generation import Samples
 from .groundtruth import LanguageModel, check_vocabulary
 from .students import STUDENT_SIZES, make_student
@@ -61,11 +62,8 @@ class KDDataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_samples", "max_new_tokens", "shard_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"KDDataConfig.{name} = {getattr(self, name)}: must be >= 1")
-        if self.tau <= 0:
-            raise ValueError(f"KDDataConfig.tau = {self.tau}: must be > 0")
+        require_int(self, "n_samples", "max_new_tokens", "shard_size", "batch_size")
+        require_positive(self, "tau")
         if not 0 < self.tau_topic <= 1:
             raise ValueError(f"KDDataConfig.tau_topic = {self.tau_topic}: must be in (0, 1] (1 = no sharpening)")
 
@@ -188,9 +186,8 @@ class TrainConfig:
         if (self.bf16 or self.device == "cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"TrainConfig(bf16={self.bf16}, device='{self.device}') needs a GPU and none is visible; "
                                f"use bf16=False, device='cpu' (the quick/default profiles) or run on a GPU machine")
-        if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError(f"TrainConfig: epochs = {self.epochs}, lr = {self.lr} must be > 0 and batch_size = "
-                             f"{self.batch_size}, grad_accum = {self.grad_accum} >= 1")
+        require_positive(self, "epochs", "lr")
+        require_int(self, "batch_size", "grad_accum")
         if not (0 <= self.warmup < 1 and 0 <= self.decay < 1 and self.warmup + self.decay <= 1):
             raise ValueError(f"TrainConfig: warmup = {self.warmup}, decay = {self.decay} must be fractions summing to <= 1")
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle
 from .selection import (AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_ppo,
@@ -91,15 +92,10 @@ class PPOConfig:
     """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        for name in ("n_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "eval_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"PPOConfig.{name} = {value!r}: must be an integer >= 1")
+        require_int(self, "n_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "eval_every")
         if self.batch_size % self.mini_batch_size:
             raise ValueError(f"PPOConfig.mini_batch_size = {self.mini_batch_size} must divide batch_size = {self.batch_size}")
-        for name in ("learning_rate", "beta", "temperature", "cliprange", "cliprange_value"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PPOConfig.{name} = {getattr(self, name)!r}: must be > 0")
+        require_positive(self, "learning_rate", "beta", "temperature", "cliprange", "cliprange_value")
         if self.kl_form not in KL_FORMS:
             raise ValueError(f"PPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
         if self.vf_coef < 0 or self.max_grad_norm < 0:

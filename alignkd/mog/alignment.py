@@ -13,13 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..validation import require_int, require_positive
+
 ALGORITHMS = ("ppo", "grpo", "dpo_online", "dpo_offline")
 ALGORITHM_LABELS = {"ppo": "PPO", "grpo": "GRPO", "dpo_online": "On-policy DPO", "dpo_offline": "Off-policy DPO"}
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} = {value!r}: must be an integer >= {minimum}")
 
 
 @dataclass(frozen=True)
@@ -38,10 +35,9 @@ class AlignConfig:
 
     def __post_init__(self):
         check_betas([self.beta])
-        if not self.lr > 0:
-            raise ValueError(f"lr = {self.lr!r}: must be > 0")
-        _positive_int("batch_size", self.batch_size, 2)
-        _positive_int("n_iterations", self.n_iterations, 0)
+        require_positive(self, "lr")
+        require_int(self, "batch_size", minimum=2)
+        require_int(self, "n_iterations", minimum=0)
 
 
 def check_betas(betas: Sequence[float]) -> list[float]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .alignment import AlignConfig, _positive_int, check_checkpoints, row_betas
+from ..validation import require_int
+from .alignment import AlignConfig, check_checkpoints, row_betas
 from .dpo_online import dpo_loss, label_pairs
 from .groundtruth import SINGLE_TARGET, check_targets
 from .mixture import Mixture, generators, uniforms
@@ -29,7 +30,7 @@ class DPOOfflineConfig(AlignConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive_int("n_pairs", self.n_pairs)
+        require_int(self, "n_pairs")
 
 
 def train(policy: Mixture, reference: Mixture, config: DPOOfflineConfig, seed: int, trials: Sequence[int],

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from ..validation import require_int
 from . import dpo_offline, dpo_online, grpo, ppo
 from .alignment import ALGORITHMS, AlignConfig, check_algorithm, check_betas, check_checkpoints
 from .groundtruth import N_MODES, SINGLE_TARGET, check_targets
@@ -55,11 +56,8 @@ class Setup:
     """Monte-Carlo samples per expectation of every metric."""
 
     def __post_init__(self):
-        for name in ("n_trials", "n_high_recall", "n_low_recall", "sft_iterations", "kd_iterations", "eval_samples"):
-            value = getattr(self, name)
-            minimum = 0 if name.endswith("iterations") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} = {value!r}: must be an integer >= {minimum}")
+        require_int(self, "n_trials", "n_high_recall", "n_low_recall", "eval_samples")
+        require_int(self, "sft_iterations", "kd_iterations", minimum=0)
         if self.n_high_recall > N_MODES:
             raise ValueError(f"n_high_recall = {self.n_high_recall}: must be <= {N_MODES}, the modes of p*")
         if self.n_low_recall > self.n_high_recall:

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .alignment import AlignConfig, _positive_int, check_checkpoints, row_betas
+from ..validation import require_int
+from .alignment import AlignConfig, check_checkpoints, row_betas
 from .groundtruth import SINGLE_TARGET, check_targets, reward
 from .mixture import Mixture, generators
 
@@ -42,7 +43,7 @@ class PPOConfig(AlignConfig):
         super().__post_init__()
         if not 0 < self.clip < 1:
             raise ValueError(f"clip = {self.clip!r}: must be in (0, 1)")
-        _positive_int("update_epochs", self.update_epochs)
+        require_int(self, "update_epochs")
         if not self.value_coef >= 0:
             raise ValueError(f"value_coef = {self.value_coef!r}: must be >= 0")
 

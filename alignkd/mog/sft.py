@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from .groundtruth import N_MODES, sample_p_star
 from .mixture import Mixture, generators, uniforms
 
@@ -39,13 +40,9 @@ class SFTConfig:
                 or not 1 <= self.n_components <= N_MODES:
             raise ValueError(f"n_components = {self.n_components!r}: must be an integer in 1..{N_MODES} "
                              f"(p* has {N_MODES} modes; more components than modes is not a compression)")
-        for name in ("n_iterations", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iterations" else 1):
-                raise ValueError(f"{name} = {value!r}: must be an integer >= {0 if name == 'n_iterations' else 1}")
-        for name in ("lr", "init_spread", "init_scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} = {getattr(self, name)!r}: must be > 0")
+        require_int(self, "n_iterations", minimum=0)
+        require_int(self, "batch_size")
+        require_positive(self, "lr", "init_spread", "init_scale")
 
 
 Sampler = Callable[[int, list[torch.Generator]], torch.Tensor]

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from ..lm.generation import sample, sequence_logprobs
 from ..lm.students import STUDENT_SIZES, make_student
 from .calibration import ORDERS, calibrate, selection_log_probs
@@ -79,13 +80,8 @@ class LMPADConfig:
         g = self.group_size
         if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 2 or n % g):
             raise ValueError(f"group_size = {g!r}: must be None or an integer >= 2 dividing n_responses = {n}")
-        for name in ("beta", "temperature", "learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} = {getattr(self, name)!r}: must be > 0")
-        for name in ("max_steps", "groups_per_step", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} = {value!r}: must be an integer >= 1")
+        require_positive(self, "beta", "temperature", "learning_rate")
+        require_int(self, "max_steps", "groups_per_step", "max_new_tokens")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha = {self.alpha!r}: must be in [0, 1]")
         if self.calibration_order not in ORDERS:

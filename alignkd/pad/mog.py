@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..validation import require_int, require_positive
 from ..mog.alignment import check_algorithm, check_betas
 from ..mog.groundtruth import SINGLE_TARGET, check_targets
 from ..mog.metrics import evaluate
@@ -91,13 +92,9 @@ class PADConfig:
         g = self.group_size
         if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 2 or n % g):
             raise ValueError(f"group_size = {g!r}: must be None or an integer >= 2 dividing n_responses = {n}")
-        for name in ("beta", "temperature", "lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} = {getattr(self, name)!r}: must be > 0")
-        for name, minimum in (("n_iterations", 0), ("batch_size", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} = {value!r}: must be an integer >= {minimum}")
+        require_positive(self, "beta", "temperature", "lr")
+        require_int(self, "n_iterations", minimum=0)
+        require_int(self, "batch_size")
         if self.batch_size % n:
             raise ValueError(f"batch_size = {self.batch_size}: must be a multiple of n_responses = {n}")
         if self.student_init not in STUDENT_INITS:
@@ -199,8 +196,7 @@ class Comparison:
         check_algorithm(self.algorithm)
         check_betas([self.beta])
         check_targets(self.targets)
-        if isinstance(self.align_iterations, bool) or not isinstance(self.align_iterations, int) or self.align_iterations < 1:
-            raise ValueError(f"align_iterations = {self.align_iterations!r}: must be an integer >= 1")
+        require_int(self, "align_iterations")
         if not self.pad:
             raise ValueError("pad: need at least one PADConfig")
 

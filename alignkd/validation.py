@@ -1,0 +1,28 @@
+"""Field checks shared by the config dataclasses: each error names the config, the field and what it allows.
+
+    require_int(config, "n_iterations", "batch_size")        # integers >= 1 (bools refused)
+    require_int(config, "n_iterations", minimum=0)
+    require_positive(config, "lr", "beta")                     # numbers > 0
+"""
+
+from __future__ import annotations
+
+
+def _label(config, name: str) -> str:
+    return f"{type(config).__name__}.{name}"
+
+
+def require_int(config, *names: str, minimum: int = 1) -> None:
+    """Every named field of `config` is an int (not a bool) >= `minimum`."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{_label(config, name)} = {value!r}: must be an integer >= {minimum}")
+
+
+def require_positive(config, *names: str) -> None:
+    """Every named field of `config` is a number > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{_label(config, name)} = {value!r}: must be > 0")
