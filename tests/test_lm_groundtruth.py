@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from alignkd.lm.generation import Samples
-from alignkd.lm.groundtruth import (BOS, EOS, PAD, MarkovMixture, MarkovMixtureConfig, check_tokenizers,
+from alignkd.lm.groundtruth import (BOS, EOS, PAD, MarkovMixtureConfig, check_tokenizers,
                                     load_ground_truth, markov_mixture, smollm2_gguf_path)
 from alignkd.lm.students import tiny_llama
 

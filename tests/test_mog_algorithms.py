@@ -7,9 +7,9 @@ import torch
 
 from alignkd.mog import dpo_offline, dpo_online, grpo, ppo
 from alignkd.mog.alignment import AlignConfig, check_algorithm
-from alignkd.mog.groundtruth import MODE_CENTERS, reward
+from alignkd.mog.groundtruth import MODE_CENTERS
 from alignkd.mog.metrics import evaluate
-from alignkd.mog.mixture import Mixture, generators
+from alignkd.mog.mixture import Mixture
 from alignkd.mog.pipelines import Setup, Sweep
 from alignkd.mog.sft import SFTConfig, fit_p_star
 

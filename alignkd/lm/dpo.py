@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle, pair_preferences
-from .selection import AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_dpo, snapshot
+from .selection import AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_dpo, snapshot
 
 
 @dataclass
-class DPOConfig:
+class DPOConfig(RunConfig):
     n_iterations: int = 2000
     """Online iterations, each with freshly generated pairs (App. C.3: 2000)."""
     n_pairs: int = 64
@@ -57,27 +57,13 @@ class DPOConfig:
     """DPO coefficient β (App. C.3: 0.7)."""
     max_new_tokens: int = 128
     """Response length cap (App. C.3: max_length 128)."""
-    temperature: float = 1.0
-    """Sampling temperature (App. C.3: τ = 1.0)."""
-    max_grad_norm: float = 0.0
-    """Clip the gradient norm at this value; 0 = no clipping."""
-    eval_every: int = 10
-    """Record a trajectory row and a checkpoint every this many iterations (and at 0 and the end).
-    Without `on_eval` each checkpoint is a CPU copy of the state_dict (≈ 0.5 GB at SmolLM2-135M in
-    fp32): at the paper's scale pass an `on_eval` that writes to disk, or evaluate less often."""
-    device: str = "auto"
-    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
-    bf16: bool = False
-    """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        require_int(self, "n_iterations", "n_pairs", "grad_steps", "pairs_per_step", "max_new_tokens", "eval_every")
+        super().__post_init__()
+        require_int(self, "n_iterations", "n_pairs", "grad_steps", "pairs_per_step", "max_new_tokens")
         if self.pairs_per_step > self.n_pairs:
             raise ValueError(f"DPOConfig.pairs_per_step = {self.pairs_per_step} must be <= n_pairs = {self.n_pairs}")
-        require_positive(self, "learning_rate", "beta", "temperature")
-        if self.max_grad_norm < 0:
-            raise ValueError(f"DPOConfig.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
-        check_device(self.device, self.bf16, "DPOConfig")
+        require_positive(self, "learning_rate", "beta")
 
     @classmethod
     def paper(cls, **overrides) -> "DPOConfig":

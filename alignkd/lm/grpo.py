@@ -41,7 +41,7 @@ from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .ppo import k3, rollout_row
 from .reward import RewardOracle
-from .selection import (AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_ppo,
+from .selection import (AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_ppo,
                         snapshot)
 
 KL_FORMS = ("k3", "reward")
@@ -50,7 +50,7 @@ SCALE_REWARDS = ("none", "group")
 
 
 @dataclass
-class GRPOConfig:
+class GRPOConfig(RunConfig):
     """Names follow `trl.GRPOConfig`. The paper has no LLM GRPO run; the defaults are its PPO's (App. C.3)."""
 
     max_steps: int = 300
@@ -71,26 +71,15 @@ class GRPOConfig:
     """"none": A = R − mean R (App. A); "group": also divide by the group's std (TRL's default)."""
     max_completion_length: int = 128
     """Response length cap (App. C.3: max_length 128)."""
-    temperature: float = 1.0
-    """Sampling temperature (App. C.3: τ = 1.0); no top-k, no top-p."""
-    max_grad_norm: float = 0.0
-    """Clip the gradient norm at this value; 0 = no clipping."""
-    eval_every: int = 10
-    """Record a trajectory row and a checkpoint every this many steps (and at 0 and the end).
-    Without `on_eval` each checkpoint is a CPU copy of the state_dict (≈ 0.5 GB at SmolLM2-135M in
-    fp32): at the paper's scale pass an `on_eval` that writes to disk, or evaluate less often."""
     backend: str = "ours"
     """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs `tokenizer`)."""
-    device: str = "auto"
-    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
-    bf16: bool = False
-    """bf16 autocast (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        require_int(self, "max_steps", "num_generations", "num_iterations", "max_completion_length", "eval_every")
+        super().__post_init__()
+        require_int(self, "max_steps", "num_generations", "num_iterations", "max_completion_length")
         if self.num_generations < 2:
             raise ValueError(f"GRPOConfig.num_generations = {self.num_generations}: must be >= 2 (a baseline needs a group)")
-        require_positive(self, "learning_rate", "beta", "epsilon", "temperature")
+        require_positive(self, "learning_rate", "beta", "epsilon")
         if self.kl_form not in KL_FORMS:
             raise ValueError(f"GRPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
         if self.backend not in BACKENDS:
@@ -99,9 +88,6 @@ class GRPOConfig:
             raise ValueError("GRPOConfig.kl_form = 'reward' needs backend = 'ours': trl.GRPOTrainer has only the k3 form")
         if self.scale_rewards not in SCALE_REWARDS:
             raise ValueError(f"GRPOConfig.scale_rewards = {self.scale_rewards!r}: must be one of {', '.join(SCALE_REWARDS)}")
-        if self.max_grad_norm < 0:
-            raise ValueError(f"GRPOConfig.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
-        check_device(self.device, self.bf16, "GRPOConfig")
 
     @classmethod
     def paper(cls, **overrides) -> "GRPOConfig":

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from .generation import Samples
 from .groundtruth import LanguageModel, MarkovMixture
 

@@ -33,7 +33,6 @@ from .generation import Samples
 from .groundtruth import LanguageModel, MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
 from .metrics import MetricConfig, evaluate
-from .students import STUDENT_SIZES
 
 ALGORITHMS = ("ppo", "dpo", "grpo")
 

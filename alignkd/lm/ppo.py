@@ -35,20 +35,19 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle
-from .selection import (AlignmentRun, autocast, check_device, iteration_seed, resolve_device, select_ppo,
+from .selection import (AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_ppo,
                         snapshot)
 
 KL_FORMS = ("reward", "k3")
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(RunConfig):
     n_iterations: int = 300
     """Rollout-and-update iterations (the paper's PPO trajectories, App. Fig. 13, run a few hundred)."""
     batch_size: int = 64
@@ -66,8 +65,6 @@ class PPOConfig:
     "k3": β·k3 per token in the loss (GRPO-style; SPEC §4 probe)."""
     max_new_tokens: int = 128
     """Response length cap (App. C.3: max_length 128)."""
-    temperature: float = 1.0
-    """Sampling temperature of the rollouts (App. C.3: τ = 1.0)."""
     cliprange: float = 0.2
     """PPO ratio clip ε (TRL 0.9.6 default, the version App. C.3 used)."""
     cliprange_value: float = 0.2
@@ -80,29 +77,19 @@ class PPOConfig:
     """GAE λ (TRL 0.9.6 default); λ = 1 gives Monte-Carlo returns minus the value baseline."""
     whiten_advantages: bool = True
     """Normalise advantages over the batch's response tokens (TRL 0.9.6 does)."""
-    max_grad_norm: float = 0.0
-    """Clip the gradient norm at this value; 0 = no clipping (TRL 0.9.6 default)."""
-    eval_every: int = 10
-    """Record a trajectory row and a checkpoint every this many iterations (and at 0 and the end).
-    Without `on_eval` each checkpoint is a CPU copy of the state_dict (≈ 0.5 GB at SmolLM2-135M in
-    fp32): at the paper's scale pass an `on_eval` that writes to disk, or evaluate less often."""
-    device: str = "auto"
-    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
-    bf16: bool = False
-    """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        require_int(self, "n_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "eval_every")
+        super().__post_init__()
+        require_int(self, "n_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens")
         if self.batch_size % self.mini_batch_size:
             raise ValueError(f"PPOConfig.mini_batch_size = {self.mini_batch_size} must divide batch_size = {self.batch_size}")
-        require_positive(self, "learning_rate", "beta", "temperature", "cliprange", "cliprange_value")
+        require_positive(self, "learning_rate", "beta", "cliprange", "cliprange_value")
         if self.kl_form not in KL_FORMS:
             raise ValueError(f"PPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
-        if self.vf_coef < 0 or self.max_grad_norm < 0:
-            raise ValueError(f"PPOConfig.vf_coef = {self.vf_coef!r}, max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
+        if not self.vf_coef >= 0:
+            raise ValueError(f"PPOConfig.vf_coef = {self.vf_coef!r}: must be >= 0")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"PPOConfig.gamma = {self.gamma!r} must be in (0, 1], lam = {self.lam!r} in [0, 1]")
-        check_device(self.device, self.bf16, "PPOConfig")
 
     @classmethod
     def paper(cls, **overrides) -> "PPOConfig":

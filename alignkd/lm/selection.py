@@ -8,6 +8,9 @@
     select_ppo(trajectory)                  # last checkpoint before the reward std falls sharply
     select_dpo(trajectory)                  # checkpoint of peak reward margin
 
+`RunConfig` holds the fields every alignment config shares (rollout temperature, gradient
+clipping, evaluation cadence, hardware); `PPOConfig`, `DPOConfig` and `GRPOConfig` extend it.
+
 Both rules are functions of the trajectory table alone, so the book can plot a trajectory, mark
 the selected step, and re-select with other settings without re-training.
 
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+
+from ..validation import require_int, require_positive
 
 
 @dataclass
@@ -163,3 +168,28 @@ def snapshot(step: int, policy, on_eval) -> Any:
 def iteration_seed(seed: int, iteration: int) -> int:
     """Sampling seed of one iteration: distinct per (seed, iteration), identical across runs."""
     return (seed * 1_000_003 + iteration) % (2**63 - 1)
+
+
+@dataclass
+class RunConfig:
+    """The fields every LLM alignment config shares (App. C.3 for the values)."""
+
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (App. C.3: τ = 1.0); no top-k, no top-p."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm at this value; 0 = no clipping (TRL 0.9.6's default)."""
+    eval_every: int = 10
+    """Record a trajectory row and a checkpoint every this many iterations (and at 0 and the end).
+    Without `on_eval` each checkpoint is a CPU copy of the state_dict (≈ 0.5 GB at SmolLM2-135M in
+    fp32): at the paper's scale pass an `on_eval` that writes to disk, or evaluate less often."""
+    device: str = "auto"
+    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
+    bf16: bool = False
+    """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
+
+    def __post_init__(self):
+        require_positive(self, "temperature")
+        require_int(self, "eval_every")
+        if not self.max_grad_norm >= 0:
+            raise ValueError(f"{type(self).__name__}.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
+        check_device(self.device, self.bf16, type(self).__name__)

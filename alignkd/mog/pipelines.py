@@ -22,7 +22,7 @@ import torch
 
 from ..validation import require_int
 from . import dpo_offline, dpo_online, grpo, ppo
-from .alignment import ALGORITHMS, AlignConfig, check_algorithm, check_betas, check_checkpoints
+from .alignment import ALGORITHMS, AlignConfig, check_algorithm, check_betas
 from .groundtruth import N_MODES, SINGLE_TARGET, check_targets
 from .kd import KDConfig, distil
 from .metrics import N_EVAL_SAMPLES, evaluate
