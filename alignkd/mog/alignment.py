@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..validation import require_int, require_positive
+from .groundtruth import check_targets
 
 ALGORITHMS = ("ppo", "grpo", "dpo_online", "dpo_offline")
 ALGORITHM_LABELS = {"ppo": "PPO", "grpo": "GRPO", "dpo_online": "On-policy DPO", "dpo_offline": "Off-policy DPO"}
@@ -75,3 +76,17 @@ def check_checkpoints(checkpoints: Sequence[int], n_iterations: int) -> list[int
     if points[0] < 0 or points[-1] > n_iterations:
         raise ValueError(f"checkpoints {list(checkpoints)}: must lie in 0..n_iterations = {n_iterations}")
     return points
+
+
+def check_run(policy, reference, config: AlignConfig, trials: Sequence[int], targets: Sequence[int],
+              betas: torch.Tensor | Sequence[float] | None, checkpoints: Sequence[int]):
+    """The checks every `train` makes before any compute; returns (targets, β [B, 1], checkpoints, n_settings).
+
+    `policy` and `reference` are `Mixture`s with one row per (setting, trial), setting-major.
+    """
+    if reference.n_rows != policy.n_rows:
+        raise ValueError(f"reference has {reference.n_rows} rows, policy {policy.n_rows}")
+    if len(trials) == 0 or policy.n_rows % len(trials):
+        raise ValueError(f"policy has {policy.n_rows} rows, not a multiple of {len(trials)} trials")
+    return (check_targets(targets), row_betas(config, betas, policy.n_rows),
+            check_checkpoints(checkpoints, config.n_iterations), policy.n_rows // len(trials))

@@ -15,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..validation import require_int
-from .alignment import AlignConfig, check_checkpoints, row_betas
+from .alignment import AlignConfig, check_run
 from .dpo_online import dpo_loss, label_pairs
-from .groundtruth import SINGLE_TARGET, check_targets
+from .groundtruth import SINGLE_TARGET
 from .mixture import Mixture, generators, uniforms
 
 
@@ -37,12 +37,7 @@ def train(policy: Mixture, reference: Mixture, config: DPOOfflineConfig, seed: i
           targets: Sequence[int] = SINGLE_TARGET, betas: Sequence[float] | torch.Tensor | None = None,
           checkpoints: Sequence[int] = (), stage: str = "dpo_offline", progress: bool = False) -> dict[int, Mixture]:
     """Align every row of `policy` on pairs sampled once from its `reference` row; see `ppo.train`."""
-    targets = check_targets(targets)
-    points = check_checkpoints(checkpoints, config.n_iterations)
-    beta = row_betas(config, betas, policy.n_rows)
-    if reference.n_rows != policy.n_rows:
-        raise ValueError(f"reference has {reference.n_rows} rows, policy {policy.n_rows}")
-    n_settings = policy.n_rows // len(trials)
+    targets, beta, points, n_settings = check_run(policy, reference, config, trials, targets, betas, checkpoints)
     reference = reference.detach()
     winners, losers = label_pairs(reference.sample(2 * config.n_pairs, generators(seed, f"{stage}/data", trials,
                                                                                     n_settings)), targets)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .alignment import AlignConfig, check_checkpoints, row_betas
-from .groundtruth import SINGLE_TARGET, check_targets, reward
+from .alignment import AlignConfig, check_run
+from .groundtruth import SINGLE_TARGET, reward
 from .mixture import Mixture, generators
 
 
@@ -48,12 +48,8 @@ def train(policy: Mixture, reference: Mixture, config: DPOOnlineConfig, seed: in
           targets: Sequence[int] = SINGLE_TARGET, betas: Sequence[float] | torch.Tensor | None = None,
           checkpoints: Sequence[int] = (), stage: str = "dpo_online", progress: bool = False) -> dict[int, Mixture]:
     """Align every row of `policy` against its fixed `reference` row; see `ppo.train` for the contract."""
-    targets = check_targets(targets)
-    points = check_checkpoints(checkpoints, config.n_iterations)
-    beta = row_betas(config, betas, policy.n_rows)
-    if reference.n_rows != policy.n_rows:
-        raise ValueError(f"reference has {reference.n_rows} rows, policy {policy.n_rows}")
-    gens = generators(seed, f"{stage}/sample", trials, policy.n_rows // len(trials))
+    targets, beta, points, n_settings = check_run(policy, reference, config, trials, targets, betas, checkpoints)
+    gens = generators(seed, f"{stage}/sample", trials, n_settings)
     reference = reference.detach()
     policy = policy.trainable()
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)

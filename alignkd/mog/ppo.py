@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..validation import require_int
-from .alignment import AlignConfig, check_checkpoints, row_betas
-from .groundtruth import SINGLE_TARGET, check_targets, reward
+from .alignment import AlignConfig, check_run
+from .groundtruth import SINGLE_TARGET, reward
 from .mixture import Mixture, generators
 
 
@@ -71,12 +71,8 @@ def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, tri
     Rows are settings × trials (setting-major); `betas` gives one β per row (default config.beta).
     Returns {iteration: detached policy snapshot} for every checkpoint and for n_iterations.
     """
-    targets = check_targets(targets)
-    points = check_checkpoints(checkpoints, config.n_iterations)
-    beta = row_betas(config, betas, policy.n_rows)
-    if reference.n_rows != policy.n_rows:
-        raise ValueError(f"reference has {reference.n_rows} rows, policy {policy.n_rows}")
-    gens = generators(seed, f"{stage}/sample", trials, policy.n_rows // len(trials))
+    targets, beta, points, n_settings = check_run(policy, reference, config, trials, targets, betas, checkpoints)
+    gens = generators(seed, f"{stage}/sample", trials, n_settings)
     reference = reference.detach()
     policy = policy.trainable()
     value = torch.zeros(policy.n_rows, 1, requires_grad=True)  # the critic of the one constant state
