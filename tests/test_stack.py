@@ -50,3 +50,13 @@ def test_readme_names_two_commands_and_ci_runs_the_test_one():
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["make book", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_deepspeed_cpu_notice_stays_out_of_the_pages():
+    """DeepSpeed prints a CPU-fallback warning to stdout at import; alignkd.lm filters that one line."""
+    import subprocess
+    import sys
+
+    code = "import alignkd.lm, deepspeed, logging; logging.getLogger('DeepSpeed').warning('kept'); print('done')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "Setting accelerator to CPU" not in out and "kept" in out and out.strip().endswith("done")

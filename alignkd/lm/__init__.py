@@ -10,6 +10,8 @@
 - alignment (`reward`, `ppo`, `dpo`, `grpo`, `selection`) is built on `generation`.
 """
 
+import logging
+
 from .generation import Samples, SequenceScores, sample, sequence_logprobs, token_logprobs
 from .students import STUDENT_SIZES, count_parameters, make_student, student_config, tiny_llama
 
@@ -17,3 +19,12 @@ __all__ = [
     "Samples", "SequenceScores", "sample", "sequence_logprobs", "token_logprobs",
     "STUDENT_SIZES", "count_parameters", "make_student", "student_config", "tiny_llama",
 ]
+
+
+def _drop_deepspeed_cpu_notice(record: logging.LogRecord) -> bool:
+    # DeepSpeed (imported lazily by accelerate and TRL) logs this to stdout on every CPU machine, which
+    # would print it into the book's pages; its other messages still come through.
+    return "Setting accelerator to CPU" not in record.getMessage()
+
+
+logging.getLogger("DeepSpeed").addFilter(_drop_deepspeed_cpu_notice)
