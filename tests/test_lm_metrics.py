@@ -10,7 +10,8 @@ from alignkd.cache import ResultStore
 from alignkd.lm.groundtruth import MarkovMixtureConfig, markov_mixture
 from alignkd.lm.kd import KDDataConfig, TrainConfig
 from alignkd.lm.metrics import MetricConfig, evaluate, per_token_mean, target_mass
-from alignkd.lm.pipeline import LLMConfig, StageConfig, alignment_config, prepare, run_pipelines, summarise
+from alignkd.lm.pipeline import (LLMConfig, StageConfig, alignment_config, final_tau_effects, prepare, run_pipelines,
+                                 summarise)
 from alignkd.lm.reward import RewardOracle
 
 
@@ -88,3 +89,19 @@ def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
         alignment_config("sft")
     with pytest.raises(ValueError, match="tau_topic"):
         LLMConfig(ground_truth="gguf:smollm2")  # the default p'' stage sharpens topics: synthetic language only
+
+
+def test_final_tau_effects_against_hand_computed_differences():
+    rows = [  # A-K's final model at three τ, two seeds; other models must be ignored
+        ("ppo", "p''_AK", 0.95, -2.0, -4.0), ("ppo", "p''_AK", 0.95, -2.2, -4.2),
+        ("ppo", "p''_AK", 0.925, -1.8, -4.3), ("ppo", "p''_AK", 0.925, -2.0, -4.5),   # +0.2 precision, −0.3 recall
+        ("ppo", "p''_AK", 0.975, -2.0, -4.0), ("ppo", "p''_AK", 0.975, -2.0, -4.0),   # +0.1 precision, +0.1 recall
+        ("ppo", "p''_KA", float("nan"), 9.0, 9.0),
+    ]
+    metrics = pd.DataFrame(rows, columns=["algorithm", "model", "final_tau", "precision", "recall"])
+    table = final_tau_effects(metrics, 0.95).set_index("final_tau")
+    assert list(table.index) == [0.925, 0.975]
+    assert table.loc[0.925, "d_precision"] == pytest.approx(0.2) and table.loc[0.925, "d_recall"] == pytest.approx(-0.3)
+    assert table.loc[0.925, "precision_std"] == pytest.approx(2 ** 0.5 * 0.1)
+    assert table.loc[0.925, "paper_direction"]  # lower τ: more precision, less recall
+    assert table.loc[0.975, "d_precision"] == pytest.approx(0.1) and not table.loc[0.975, "paper_direction"]

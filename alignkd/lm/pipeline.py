@@ -267,9 +267,9 @@ def run_pipelines(setup: Setup, algorithm: str, algorithm_config, seeds: list[in
     model (p*, p', p'', p_target, p''_KA, p'_AK, p''_AK), final_tau (A-K's last KD), and the metrics.
     """
     config, store = setup.config, setup.store
-    final_taus = tuple(config.final_taus if final_taus is None else final_taus)
-    if not final_taus or any(not t > 0 for t in final_taus):
-        raise ValueError(f"final_taus = {list(final_taus)}: a non-empty list of temperatures > 0")
+    if final_taus is not None:  # replace() re-runs LLMConfig's checks on the override
+        config = dataclasses.replace(config, final_taus=tuple(final_taus))
+    final_taus = config.final_taus
     key = {"setup": setup.keys, "algorithm": algorithm, "label": label, "config": algorithm_config, "seeds": list(seeds),
            "final_taus": list(final_taus), "metrics": config.metrics, "n_recall": config.n_recall_samples,
            "gt": config.ground_truth, "markov": config.markov if config.exact else None}
@@ -312,3 +312,26 @@ def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "pre
     table = grouped.agg(["mean", "std"]).reset_index()
     table["final_tau"] = table["final_tau"].replace(-1.0, float("nan"))
     return table
+
+
+def final_tau_effects(metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
+    """App. D from a `run_pipelines` table: how A-K's final model moves when its last KD runs at another τ.
+
+    One row per (algorithm, final_tau ≠ main_tau): the change in mean precision and recall against
+    `main_tau` (means over seeds), the seed std of both at that τ, and `paper_direction`, true where the
+    change is the trade App. D reports (a lower τ gains precision and loses recall; a higher τ the reverse).
+    """
+    finals = metrics[metrics["model"] == "p''_AK"]
+    rows = []
+    for algorithm, part in finals.groupby("algorithm", sort=False):
+        base = part[part["final_tau"] == main_tau]
+        for tau, at in part[part["final_tau"] != main_tau].groupby("final_tau", sort=False):
+            d_precision = at["precision"].mean() - base["precision"].mean()
+            d_recall = at["recall"].mean() - base["recall"].mean()
+            lower = tau < main_tau
+            rows.append({"algorithm": algorithm, "final_tau": tau, "d_precision": d_precision, "d_recall": d_recall,
+                         "precision_std": at["precision"].std(), "recall_std": at["recall"].std(),
+                         "paper_direction": bool((d_precision > 0 and d_recall < 0) if lower
+                                                 else (d_precision < 0 and d_recall > 0))})
+    return pd.DataFrame(rows, columns=["algorithm", "final_tau", "d_precision", "d_recall", "precision_std",
+                                       "recall_std", "paper_direction"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -43,20 +44,32 @@ def cached_low_recall(store: ResultStore, setup: Setup, n_components: int | None
     return Mixture.from_frame(store.frame("mog_models", key, compute))
 
 
-def cached_sweep(store: ResultStore, setup: Setup, sweep: Sweep, progress: bool = True) -> pd.DataFrame:
-    """Both pipelines of one algorithm's sweep (see `pipelines.run_sweep`), cached under `mog_sweep`.
+def cached_from_references(store: ResultStore, setup: Setup, name: str, spec_key: str, spec,
+                           run: Callable[[Mixture, Mixture], pd.DataFrame], progress: bool = True) -> pd.DataFrame:
+    """`run(p', p'')` cached under `name`, keyed by the setup and `spec` (a dataclass, stored as `spec_key`).
 
-    The table carries a `seconds` column: the wall time of the computation when it was made.
+    p' and p'' come from the shared model cache, so every chapter starts from the same references. The
+    table carries a `seconds` column: the wall time of `run` when it was computed.
     """
-    key = {"setup": dataclasses.asdict(setup), "sweep": dataclasses.asdict(sweep)}
+    key = {"setup": dataclasses.asdict(setup), spec_key: dataclasses.asdict(spec)}
 
     def compute() -> pd.DataFrame:
         p_high = cached_high_recall(store, setup, progress)
         p_low = cached_low_recall(store, setup, progress=progress)
         start = time.perf_counter()
-        frame = run_sweep(sweep, setup, p_high, p_low, progress)
-        frame["targets"] = "+".join(str(t) for t in sweep.targets)
+        frame = run(p_high, p_low)
         frame["seconds"] = time.perf_counter() - start
         return frame
 
-    return store.frame("mog_sweep", key, compute)
+    return store.frame(name, key, compute)
+
+
+def cached_sweep(store: ResultStore, setup: Setup, sweep: Sweep, progress: bool = True) -> pd.DataFrame:
+    """Both pipelines of one algorithm's sweep (see `pipelines.run_sweep`), cached under `mog_sweep`."""
+
+    def run(p_high: Mixture, p_low: Mixture) -> pd.DataFrame:
+        frame = run_sweep(sweep, setup, p_high, p_low, progress)
+        frame["targets"] = "+".join(str(t) for t in sweep.targets)
+        return frame
+
+    return cached_from_references(store, setup, "mog_sweep", "sweep", sweep, run, progress)

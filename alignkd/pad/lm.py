@@ -27,11 +27,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..validation import require_int, require_positive
 from ..lm.generation import sample, sequence_logprobs
 from ..lm.students import STUDENT_SIZES, make_student
+from ..validation import require_int, require_positive
 from .calibration import ORDERS, calibrate, selection_log_probs
-from .losses import LOSSES, pad_loss
+from .losses import check_pad_settings, pad_loss
 
 STUDENT_INITS = ("fresh", "p_low")
 
@@ -72,14 +72,7 @@ class LMPADConfig:
     """Sampling seeds and the fresh student's initialisation."""
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss = {self.loss!r}: must be one of {', '.join(LOSSES)}")
-        n = self.n_responses
-        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= 8:
-            raise ValueError(f"n_responses = {n!r}: must be an integer in 2..8")
-        g = self.group_size
-        if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 2 or n % g):
-            raise ValueError(f"group_size = {g!r}: must be None or an integer >= 2 dividing n_responses = {n}")
+        check_pad_settings(self.loss, self.n_responses, self.group_size)
         require_positive(self, "beta", "temperature", "learning_rate")
         require_int(self, "max_steps", "groups_per_step", "max_new_tokens")
         if not 0.0 <= self.alpha <= 1.0:

@@ -207,6 +207,18 @@ def vpd_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor, beta: f
     return -plackett_luce_log_prob(student, sorted_ranking(teacher), beta).mean(-1)
 
 
+def check_pad_settings(loss: str, n_responses, group_size) -> None:
+    """What every PAD config checks before compute: a known loss, 2 <= n <= 8 responses (n! rankings
+    per group) and a group size >= 2 that divides n (or None for one group of n)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss = {loss!r}: must be one of {', '.join(LOSSES)}")
+    n, g = n_responses, group_size
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= min(MAX_N, 8):
+        raise ValueError(f"n_responses = {n!r}: must be an integer in 2..8")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 2 or n % g):
+        raise ValueError(f"group_size = {g!r}: must be None or an integer >= 2 dividing n_responses = {n}")
+
+
 def pad_loss(kind: str, student_scores: torch.Tensor, teacher_scores: torch.Tensor, beta: float = 1.0,
              group_size: int | None = None) -> torch.Tensor:
     """`ppd_loss` or `vpd_loss` by name; per row `[...]`."""

@@ -37,14 +37,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..validation import require_int, require_positive
 from ..mog.alignment import check_algorithm, check_betas
+from ..mog.experiments import cached_from_references
 from ..mog.groundtruth import SINGLE_TARGET, check_targets
 from ..mog.metrics import evaluate
 from ..mog.mixture import LOG_SCALE_MIN, Mixture, generators
 from ..mog.pipelines import CONFIGS, Setup, align, distil_rows, high_recall, low_recall
 from ..mog.sft import SFTConfig
-from .losses import LOSSES, MAX_N, pad_loss
+from ..validation import require_int, require_positive
+from .losses import check_pad_settings, pad_loss
 
 STUDENT_INITS = ("fresh", "p_low")
 
@@ -84,19 +85,12 @@ class PADConfig:
     p'', the compact KD model that Pipeline K-A aligns (the low-recall starting point)."""
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss = {self.loss!r}: must be one of {', '.join(LOSSES)}")
-        n = self.n_responses
-        if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= min(MAX_N, 8):
-            raise ValueError(f"n_responses = {n!r}: must be an integer in 2..8")
-        g = self.group_size
-        if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g < 2 or n % g):
-            raise ValueError(f"group_size = {g!r}: must be None or an integer >= 2 dividing n_responses = {n}")
+        check_pad_settings(self.loss, self.n_responses, self.group_size)
         require_positive(self, "beta", "temperature", "lr")
         require_int(self, "n_iterations", minimum=0)
         require_int(self, "batch_size")
-        if self.batch_size % n:
-            raise ValueError(f"batch_size = {self.batch_size}: must be a multiple of n_responses = {n}")
+        if self.batch_size % self.n_responses:
+            raise ValueError(f"batch_size = {self.batch_size}: must be a multiple of n_responses = {self.n_responses}")
         if self.student_init not in STUDENT_INITS:
             raise ValueError(f"student_init = {self.student_init!r}: must be one of {', '.join(STUDENT_INITS)}")
 
@@ -251,26 +245,11 @@ def run_comparison(comparison: Comparison, setup: Setup, p_high: Mixture | None 
 
 
 def cached_comparison(store, setup: Setup, comparison: Comparison, progress: bool = True) -> pd.DataFrame:
-    """`run_comparison` through the result store, with p' and p'' shared with the MoG chapters' cache.
-
-    The table carries a `seconds` column: the wall time of the comparison when it was computed.
-    """
-    import dataclasses
-    import time
-
-    from ..mog.experiments import cached_high_recall, cached_low_recall
-
-    key = {"setup": dataclasses.asdict(setup), "comparison": dataclasses.asdict(comparison)}
-
-    def compute() -> pd.DataFrame:
-        p_high = cached_high_recall(store, setup, progress)
-        p_low = cached_low_recall(store, setup, progress=progress)
-        start = time.perf_counter()
-        frame = run_comparison(comparison, setup, p_high, p_low, progress)
-        frame["seconds"] = time.perf_counter() - start
-        return frame
-
-    return store.frame("pad_mog_comparison", key, compute)
+    """`run_comparison` through the result store, with p' and p'' shared with the MoG chapters' cache
+    (a `seconds` column holds its wall time when it was computed)."""
+    return cached_from_references(store, setup, "pad_mog_comparison", "comparison", comparison,
+                                  lambda p_high, p_low: run_comparison(comparison, setup, p_high, p_low, progress),
+                                  progress)
 
 
 METRIC_COLUMNS = ("reward", "target_precision", "overall_recall", "overall_precision")
