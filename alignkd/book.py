@@ -26,6 +26,7 @@ from typing import Any
 import jupytext
 import nbformat
 
+from . import claims
 from .cache import REPO_ROOT
 from .chapters import Chapter, check_profile, chapters, resolve
 
@@ -125,6 +126,7 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
             continue
         print(f"[book] {name}: executing with profile '{profile}' {values[name]}", flush=True)
         start = time.perf_counter()
+        claims.clear(profile, name)  # the chapter records its claims afresh; none may survive from an older run
         execute_chapter(chapter, values[name], output, stamp=stamp)
         elapsed = time.perf_counter() - start
         report.append((name, "ran", elapsed))
@@ -178,4 +180,13 @@ def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], ou
     chapter = find_chapter(name_or_number)
     values = resolve(chapter, profile, overrides)
     output = Path(output) if output else REPO_ROOT / "_build" / "runs" / f"{chapter.name}.{profile}.ipynb"
-    return execute_chapter(chapter, values, output)
+    # a one-off run with overrides records its claims beside its notebook, not over the profile's
+    previous = os.environ.get(claims.CLAIMS_DIR_ENV)
+    os.environ[claims.CLAIMS_DIR_ENV] = str(output.resolve().parent / f"{output.stem}.claims")
+    try:
+        return execute_chapter(chapter, values, output)
+    finally:
+        if previous is None:
+            os.environ.pop(claims.CLAIMS_DIR_ENV, None)
+        else:
+            os.environ[claims.CLAIMS_DIR_ENV] = previous

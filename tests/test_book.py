@@ -1,5 +1,6 @@
 """The whole book, built in the quick profile in a scratch folder, has every page with its figures."""
 
+import os
 import re
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import nbformat
 import pytest
 import yaml
 
-from alignkd import book
+from alignkd import book, claims
 from alignkd.chapters import chapters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,9 @@ def built(tmp_path_factory):
     root = book.stage_book(tmp_path_factory.mktemp("book"))
     patch = pytest.MonkeyPatch()
     patch.setenv("ALIGNKD_RESULTS", str(root / "results"))  # hermetic: no cached results from earlier runs
+    stale = root / "results" / "quick" / "claims" / "01_theory.csv"  # as if left by an older execution
+    stale.parent.mkdir(parents=True)
+    stale.write_text("chapter,claim_id\n01_theory,stale\n")
     try:
         index = book.build("quick", book_root=root)
         yield root, index
@@ -50,6 +54,27 @@ def test_every_chapter_page_has_its_figures_and_no_errors(built, name):
     executed = nbformat.read(root / "book" / "chapters" / f"{name}.ipynb", as_version=4)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+@pytest.mark.book
+def test_executing_a_chapter_forgets_its_old_claims(built):
+    root, _ = built
+    stale = root / "results" / "quick" / "claims" / "01_theory.csv"
+    assert not stale.exists() or "stale" not in stale.read_text()
+
+
+def test_one_off_runs_record_claims_beside_their_notebook(tmp_path, monkeypatch):
+    seen = {}
+
+    def execute(chapter, values, output):
+        seen["claims"] = os.environ[claims.CLAIMS_DIR_ENV]
+        return output
+
+    monkeypatch.delenv(claims.CLAIMS_DIR_ENV, raising=False)
+    monkeypatch.setattr(book, "execute_chapter", execute)
+    book.run_chapter("01", "quick", {}, tmp_path / "mine.ipynb")
+    assert seen["claims"] == str(tmp_path / "mine.claims")
+    assert claims.CLAIMS_DIR_ENV not in os.environ
 
 
 @pytest.mark.book

@@ -1,0 +1,215 @@
+"""The paper's claims as data: each chapter records the claims it tests, the book gathers them on one page.
+
+A chapter records one row per claim with `record`, after it has computed the number that tests it:
+
+    from alignkd import claims
+
+    verdict, reason = claims.verdict_from_interval(low, high, claimed="> 0")
+    claims.record(
+        store,                                   # the chapter's ResultStore (or just the profile name)
+        chapter="03_mog_alignment",
+        claim_id="ppo-reward",                   # unique within the chapter; re-recording replaces the row
+        claim="PPO: A-K reaches a higher final reward than K-A",
+        paper_value="A-K > K-A (Figure 3)",      # what the paper reports, as the paper says it
+        ours=diff, low=low, high=high,           # our estimate and its 95 % interval
+        verdict=verdict, reason=reason,
+        figure="fig-03-ppo",                     # the `mystnb: figure: name` of the figure that shows it
+    )
+
+A claim this book cannot test still gets a row, with `verdict="not testable here"`, `ours=None` and the reason.
+Every verdict but "holds" needs a reason. Rows land in `results/<profile>/claims/<chapter>.csv` (written
+atomically); the book clears a chapter's file before it executes the chapter, so the file always holds exactly
+what the last execution recorded. `load` gathers every chapter's rows; the "Claims at a glance" page and
+`results/<profile>/claims.csv` are made from it at build time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .cache import ResultStore, results_root
+
+VERDICTS = ("holds", "partly", "does not hold", "not testable here")
+COLUMNS = ["chapter", "claim_id", "claim", "paper_value", "ours", "low", "high", "verdict", "reason", "figure"]
+CLAIMS_DIR_ENV = "ALIGNKD_CLAIMS"  # set by `alignkd run`, so a one-off run never overwrites the profile's claims
+
+_CHAPTER = re.compile(r"^\d\d_[a-z0-9_]+$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_FIGURE = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+def claims_dir(store_or_profile: ResultStore | str) -> Path:
+    """Where a profile's per-chapter claim files live: `results/<profile>/claims/` (or `$ALIGNKD_CLAIMS`)."""
+    if os.environ.get(CLAIMS_DIR_ENV):
+        return Path(os.environ[CLAIMS_DIR_ENV])
+    if isinstance(store_or_profile, ResultStore):
+        return store_or_profile.root / "claims"
+    if isinstance(store_or_profile, str) and store_or_profile:
+        return results_root() / store_or_profile / "claims"
+    raise TypeError(f"claims: expected a ResultStore or a profile name, got {store_or_profile!r}")
+
+
+def _number(name: str, value: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
+        raise ValueError(f"claims.record: {name} = {value!r}: must be a finite number or None")
+    return float(value)
+
+
+def _text(name: str, value: Any, required: bool = True) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"claims.record: {name} = {value!r}: must be a string")
+    if required and not value.strip():
+        raise ValueError(f"claims.record: {name} must not be empty")
+    return " ".join(value.split())  # one line: the row is a CSV line and a table cell
+
+
+def make_row(chapter: str, claim_id: str, claim: str, paper_value: str | float, ours: float | None,
+             low: float | None, high: float | None, verdict: str, reason: str = "", figure: str = "") -> dict:
+    """Check one claim row and return it as a dict of `COLUMNS`; raises ValueError naming the bad field."""
+    if not isinstance(chapter, str) or not _CHAPTER.match(chapter):
+        raise ValueError(f"claims.record: chapter = {chapter!r}: must be a chapter stem like '03_mog_alignment'")
+    if not isinstance(claim_id, str) or not _ID.match(claim_id):
+        raise ValueError(f"claims.record: claim_id = {claim_id!r}: must be letters, digits, '_', '-', '.'")
+    if verdict not in VERDICTS:
+        raise ValueError(f"claims.record: verdict = {verdict!r}: must be one of {', '.join(VERDICTS)}")
+    reason = _text("reason", reason, required=verdict != "holds")
+    if isinstance(paper_value, (int, float)) and not isinstance(paper_value, bool):
+        paper_value = f"{paper_value:g}"
+    paper_value = _text("paper_value", paper_value)
+    ours, low, high = _number("ours", ours), _number("low", low), _number("high", high)
+    if math.isnan(low) != math.isnan(high):
+        raise ValueError(f"claims.record: low = {low!r}, high = {high!r}: give both ends of the interval or neither")
+    if not math.isnan(low):
+        if math.isnan(ours):
+            raise ValueError("claims.record: an interval (low, high) needs the estimate `ours`")
+        if not low <= ours <= high:
+            raise ValueError(f"claims.record: need low <= ours <= high, got {low!r} <= {ours!r} <= {high!r}")
+    if math.isnan(ours) and verdict != "not testable here":
+        raise ValueError(f"claims.record: ours = None is allowed only with verdict 'not testable here', not {verdict!r}")
+    if figure and (not isinstance(figure, str) or not _FIGURE.match(figure)):
+        raise ValueError(f"claims.record: figure = {figure!r}: must be a figure name like 'fig-03-ppo' or ''")
+    return {"chapter": chapter, "claim_id": claim_id, "claim": _text("claim", claim), "paper_value": paper_value,
+            "ours": ours, "low": low, "high": high, "verdict": verdict, "reason": reason, "figure": figure or ""}
+
+
+def record(store_or_profile: ResultStore | str, chapter: str, claim_id: str, claim: str, paper_value: str | float,
+           ours: float | None, low: float | None = None, high: float | None = None, verdict: str = "holds",
+           reason: str = "", figure: str = "") -> Path:
+    """Record (or replace) one tested claim of the paper in the chapter's claim file; returns that file.
+
+    Args:
+        store_or_profile: the chapter's `ResultStore`, or a profile name (`"quick"`, ...).
+        chapter: the chapter's notebook stem, e.g. `"03_mog_alignment"`.
+        claim_id: a short id unique within the chapter; recording the same id again replaces the row.
+        claim: the claim in one sentence, as a reader would check it.
+        paper_value: what the paper reports (a number, or text such as `"A-K > K-A (Figure 3)"`).
+        ours: our estimate (None only when the verdict is "not testable here").
+        low, high: the 95 % interval of `ours` (both or neither).
+        verdict: one of `VERDICTS`; `verdict_from_interval` derives one from an interval.
+        reason: why the verdict is what it is; required for every verdict but "holds".
+        figure: the name of the figure showing it (`mystnb: figure: name`), linked from the claims page.
+    """
+    row = make_row(chapter, claim_id, claim, paper_value, ours, low, high, verdict, reason, figure)
+    path = claims_dir(store_or_profile) / f"{chapter}.csv"
+    table = _read(path)
+    table = table[table.claim_id != claim_id]
+    table = pd.concat([table, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True) if len(table) else \
+        pd.DataFrame([row], columns=COLUMNS)
+    _write_atomic(table, path)
+    return path
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    numbers = {"ours": float, "low": float, "high": float}
+    table = pd.read_csv(path, keep_default_na=False, na_values={k: [""] for k in numbers},
+                        dtype={c: numbers.get(c, str) for c in COLUMNS})
+    return table[COLUMNS]
+
+
+def _write_atomic(table: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+        tmp = Path(handle.name)
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def clear(store_or_profile: ResultStore | str, chapter: str) -> None:
+    """Forget a chapter's recorded claims (the book does this before it executes the chapter)."""
+    (claims_dir(store_or_profile) / f"{chapter}.csv").unlink(missing_ok=True)
+
+
+def load(store_or_profile: ResultStore | str, chapter_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every recorded claim, in chapter order then recording order; only `chapter_names` if given."""
+    directory = claims_dir(store_or_profile)
+    names = chapter_names if chapter_names is not None else sorted(p.stem for p in directory.glob("*.csv"))
+    tables = [_read(directory / f"{name}.csv") for name in names if (directory / f"{name}.csv").exists()]
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def verdict_from_interval(low: float, high: float, claimed: str = "> 0") -> tuple[str, str]:
+    """A verdict for a claim that a quantity is above (`"> c"`) or below (`"< c"`) a bound, from its 95 % interval.
+
+    holds: the whole interval is on the claimed side; does not hold: the whole interval is on the other side;
+    partly: the interval contains the bound (the data neither confirm nor refute the claim). Returns
+    (verdict, reason); the reason quotes the interval.
+    """
+    match = re.fullmatch(r"\s*([<>])\s*(-?[\d.eE+-]+)\s*", claimed)
+    if not match:
+        raise ValueError(f"verdict_from_interval: claimed = {claimed!r}: must look like '> 0' or '< 0.5'")
+    side, bound = match.group(1), float(match.group(2))
+    if math.isnan(low) or math.isnan(high) or low > high:
+        raise ValueError(f"verdict_from_interval: need a finite interval low <= high, got [{low!r}, {high!r}]")
+    interval = f"95 % interval [{_fmt(low)}, {_fmt(high)}]"
+    above, below = low > bound, high < bound
+    if (side == ">" and above) or (side == "<" and below):
+        return "holds", f"{interval} lies {'above' if side == '>' else 'below'} {_fmt(bound)}"
+    if (side == ">" and below) or (side == "<" and above):
+        return "does not hold", f"{interval} lies {'below' if side == '>' else 'above'} {_fmt(bound)}, against the claim"
+    return "partly", f"{interval} contains {_fmt(bound)}: the data neither confirm nor refute it"
+
+
+def verdict_from_settings(verdicts: Sequence[str], what: str = "settings") -> tuple[str, str]:
+    """Combine per-setting verdicts (e.g. one per β) into one: holds only if it holds in every setting.
+
+    does not hold: it holds in none and fails outright in at least one; partly: anything in between.
+    The reason counts the settings, e.g. "holds in 3 of 4 settings, does not hold in 1".
+    """
+    if not verdicts:
+        raise ValueError("verdict_from_settings: need at least one verdict")
+    unknown = sorted(set(verdicts) - set(VERDICTS))
+    if unknown:
+        raise ValueError(f"verdict_from_settings: unknown verdicts {unknown} (allowed: {', '.join(VERDICTS)})")
+    n = len(verdicts)
+    counts = {v: sum(1 for x in verdicts if x == v) for v in VERDICTS}
+    reason = ", ".join(f"{v} in {k} of {n} {what}" if i == 0 else f"{v} in {k}"
+                       for i, (v, k) in enumerate((v, k) for v, k in counts.items() if k))
+    if counts["not testable here"] == n:
+        return "not testable here", reason
+    if counts["holds"] == n:
+        return "holds", reason
+    if counts["holds"] == 0 and counts["does not hold"] > 0:
+        return "does not hold", reason
+    return "partly", reason
