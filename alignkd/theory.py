@@ -10,7 +10,8 @@ Notation (paper §3): π_θ the policy, π_ref the fixed reference, β > 0 the r
 from __future__ import annotations
 
 import torch
-from torch.nn.functional import logsigmoid
+
+from . import objectives
 
 
 def _check_beta(beta: float | torch.Tensor) -> None:
@@ -19,42 +20,40 @@ def _check_beta(beta: float | torch.Tensor) -> None:
 
 
 # --- DPO (paper §3.2, eq. 2, and the learning trap of §3.4) -----------------------------------------
+# The objectives themselves live in `alignkd.objectives` (the code that trains); these wrappers add
+# the β check a reader's sweep needs, so the chapter plots exactly the functions the testbeds train on.
 
 def dpo_decomposition(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta):
-    """The two additive parts of the DPO logit z (eq. 2): (β·model log-ratio, β·reference log-ratio).
-
-    The model log-ratio Δ_θ = log π_θ(y_w)/π_θ(y_l) is what training moves; the reference log-ratio
-    log π_ref(y_l)/π_ref(y_w) is a per-pair constant offset fixed by π_ref alone.
-    """
+    """(β·model log-ratio, β·reference log-ratio offset), the two parts of the DPO logit (eq. 2);
+    see `objectives.dpo_decomposition`."""
     _check_beta(beta)
-    model_term = beta * (policy_logp_w - policy_logp_l)
-    reference_offset = beta * (ref_logp_l - ref_logp_w)
-    return model_term, reference_offset
+    return objectives.dpo_decomposition(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta)
 
 
 def dpo_logit(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta):
     """z = β(Δ_θ + log π_ref(y_l)/π_ref(y_w)), the argument of the sigmoid in eq. 2."""
-    model_term, reference_offset = dpo_decomposition(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta)
-    return model_term + reference_offset
+    _check_beta(beta)
+    return objectives.dpo_logit(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta)
 
 
 def dpo_loss(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta):
-    """Per-pair DPO loss −log σ(z)."""
-    return -logsigmoid(dpo_logit(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta))
+    """Per-pair DPO loss −log σ(z) (eq. 2)."""
+    _check_beta(beta)
+    return objectives.dpo_loss(policy_logp_w, policy_logp_l, ref_logp_w, ref_logp_l, beta)
 
 
 def dpo_gradient_wrt_model_logratio(z, beta):
     """∂L_DPO/∂Δ_θ = −β σ(−z) (§3.4): it vanishes as the reference offset drives z ≫ 0."""
     _check_beta(beta)
-    return -beta * torch.sigmoid(-z)
+    return objectives.dpo_gradient_wrt_model_logratio(z, beta)
 
 
 # --- PPO / RLHF (paper §3.1, eq. 1 and eq. 3) -------------------------------------------------------
 
 def shaped_reward(reward, policy_logp, ref_logp, beta):
-    """r' = R − β log(π_θ(y)/π_ref(y)), the KL-shaped reward whose expectation is eq. 1's objective."""
+    """r' = R − β log(π_θ(y)/π_ref(y)) (eq. 3), the reward PPO trains on; see `objectives.shaped_reward`."""
     _check_beta(beta)
-    return reward - beta * (policy_logp - ref_logp)
+    return objectives.shaped_reward(reward, policy_logp, ref_logp, beta)
 
 
 def kl_penalty(policy_logp, ref_logp, beta):

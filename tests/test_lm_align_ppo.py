@@ -1,12 +1,9 @@
 """Our PPO (App. C.3): the loss pieces by hand, and a short run on a toy oracle."""
 
-import math
-
 import pytest
 import torch
 
-from alignkd.lm.ppo import (PPOConfig, ValueHead, gae, k3, masked_whiten, policy_logprobs_and_values, ppo_losses,
-                            shaped_rewards, train_ppo)
+from alignkd.lm.ppo import PPOConfig, ValueHead, gae, policy_logprobs_and_values, shaped_rewards, train_ppo
 from alignkd.lm.generation import token_logprobs
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
@@ -26,20 +23,6 @@ def toy_run(seed=0, **overrides):
     policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
     return train_ppo(policy, reference, RewardOracle(fives_logprob), config, prompt_ids=[0], seed=seed,
                      progress=False), policy
-
-
-def test_clipped_policy_loss_and_value_loss_by_hand():
-    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third position is padding: its wild values must not count
-    logprob = torch.tensor([[math.log(1.5), math.log(0.5), 5.0]])
-    old_logprob = torch.zeros(1, 3)
-    advantages = torch.tensor([[1.0, -1.0, 100.0]])
-    values, old_values = torch.tensor([[1.0, 0.0, 50.0]]), torch.tensor([[0.5, 0.5, 0.0]])
-    returns = torch.tensor([[2.0, 1.0, -50.0]])
-    policy_loss, value_loss = ppo_losses(logprob, old_logprob, advantages, values, old_values, returns, mask, 0.2, 0.2)
-    # ρ = 1.5 with A = 1: max(−1.5, −1.2) = −1.2;  ρ = 0.5 with A = −1: max(0.5, 0.8) = 0.8
-    assert float(policy_loss) == pytest.approx((-1.2 + 0.8) / 2)
-    # clipped values 0.7, 0.3: max((1−2)², (0.7−2)²) = 1.69;  max((0−1)², (0.3−1)²) = 1
-    assert float(value_loss) == pytest.approx(0.5 * (1.69 + 1.0) / 2)
 
 
 def test_gae_by_hand():
@@ -67,18 +50,7 @@ def test_shaped_rewards_put_the_kl_on_every_token_and_the_score_on_the_last():
     torch.testing.assert_close(rewards, torch.tensor([[0.0, 0.0, 4.0, 0.0], [0.0, 0.0, 0.0, 6.0]]))
 
 
-def test_k3_is_an_unbiased_kl_estimator():
-    pi = torch.tensor([0.5, 0.3, 0.2])
-    ref = torch.tensor([0.2, 0.2, 0.6])
-    expected_k3 = (pi * k3(pi.log(), ref.log())).sum()  # E_{x~π}[k3(x)]
-    assert float(expected_k3) == pytest.approx(float((pi * (pi / ref).log()).sum()), rel=1e-6)
-    assert float(k3(torch.tensor(-1.0), torch.tensor(-1.0))) == 0.0
-
-
-def test_whitening_and_zero_initialised_value_head():
-    values = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    torch.testing.assert_close(masked_whiten(values, mask), torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-6, rtol=0)
+def test_zero_initialised_value_head():
     model = tiny_llama(V, seed=0)
     tokens = torch.tensor([[0, 5, 6, 7]])
     logprob, values = policy_logprobs_and_values(model, ValueHead(model.config.hidden_size), tokens, torch.ones_like(tokens))

@@ -20,8 +20,8 @@ sequence log-probs summed over the response tokens only (the prompt is masked, A
 
 Why not TRL's `DPOTrainer`: the on-policy loop needs a fresh dataset every iteration (2000 of them),
 and a Trainer per iteration re-tokenises, re-wraps the model and re-creates the optimiser (losing
-Adam's state) each time; the loss is the five lines of `dpo_loss`, tested against eq. 2 and its
-closed-form gradient. The logged quantities are TRL's (`rewards/chosen`, `rewards/rejected`,
+Adam's state) each time; the loss is `objectives.dpo_loss`, tested against eq. 2 and its closed-form
+gradient. The logged quantities are TRL's (`rewards/chosen`, `rewards/rejected`,
 `rewards/margins`, `rewards/accuracies`: implicit rewards β·log π_θ/π_ref), which are the four
 series of App. Fig. 14 that the model selection of App. C.4 reads.
 """
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import objectives
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle, pair_preferences
@@ -69,16 +69,6 @@ class DPOConfig(RunConfig):
     def paper(cls, **overrides) -> "DPOConfig":
         """App. C.3 at the paper's scale: bf16 on a GPU."""
         return cls(**{"device": "cuda", "bf16": True, **overrides})
-
-
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float):
-    """Per-pair DPO loss −log σ(z) of eq. 2 and the implicit rewards β·log π_θ/π_ref of y_w and y_l.
-
-    All inputs are [N] summed response log-probs. z = β·(Δθ + log π_ref(y_l)/π_ref(y_w))."""
-    chosen_reward = beta * (policy_chosen - ref_chosen)
-    rejected_reward = beta * (policy_rejected - ref_rejected)
-    return -F.logsigmoid(chosen_reward - rejected_reward), chosen_reward, rejected_reward
 
 
 def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor,
@@ -128,8 +118,8 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
             policy.eval()
             with torch.no_grad(), autocast(device, config.bf16):
                 logprob = response_logprobs(policy, tokens, attention, response, suppress_ids)
-            _, chosen_reward, rejected_reward = dpo_loss(logprob[chosen], logprob[rejected], ref_logprob[chosen],
-                                                         ref_logprob[rejected], config.beta)
+            chosen_reward = objectives.dpo_implicit_reward(logprob[chosen], ref_logprob[chosen], config.beta)
+            rejected_reward = objectives.dpo_implicit_reward(logprob[rejected], ref_logprob[rejected], config.beta)
             rows.append({
                 "iteration": iteration,
                 "reward_mean": float(reward.mean()),
@@ -161,7 +151,7 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
             with autocast(device, config.bf16):
                 logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl],
                                             suppress_ids)
-            loss, _, _ = dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], config.beta)
+            loss = objectives.dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], config.beta)
             optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
             if config.max_grad_norm > 0:

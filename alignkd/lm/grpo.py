@@ -37,9 +37,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import objectives
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
-from .ppo import k3, rollout_row
+from .ppo import rollout_row
 from .reward import RewardOracle
 from .selection import (AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_ppo,
                         snapshot)
@@ -95,22 +96,12 @@ class GRPOConfig(RunConfig):
         return cls(**{"device": "cuda", "bf16": True, **overrides})
 
 
-def group_advantages(rewards: torch.Tensor, scale_rewards: str = "none") -> torch.Tensor:
-    """A_i = R_i − mean(R) (App. A), divided by std(R) + 1e-4 when scale_rewards = "group" (TRL)."""
-    advantages = rewards - rewards.mean()
-    if scale_rewards == "group":
-        advantages = advantages / (rewards.std() + 1e-4)
-    return advantages
-
-
 def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_completion_length):
     """The GRPO loss on per-token [B, T] tensors (advantages [B]), "dr_grpo" aggregation:
     Σ_{i,t} [−min(ρ A_i, clip(ρ, 1 ± ε) A_i) + β·k3_t (k3 form only)] / (B · max_completion_length)."""
-    ratio = torch.exp(logprob - old_logprob)
-    advantages = advantages[:, None]
-    per_token = -torch.min(ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages)
+    per_token = objectives.policy_loss(logprob, old_logprob, advantages[:, None], epsilon)
     if kl_form == "k3":
-        per_token = per_token + beta * k3(logprob, ref_logprob)
+        per_token = per_token + beta * objectives.k3(logprob, ref_logprob)
     return (per_token * mask).sum() / (mask.shape[0] * max_completion_length)
 
 
@@ -160,9 +151,10 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
             break
 
         shaped = score
-        if config.kl_form == "reward":
-            shaped = score - config.beta * ((old_logprob - ref_logprob) * mask).sum(1)
-        advantages = group_advantages(shaped, config.scale_rewards)
+        if config.kl_form == "reward":  # eq. 3 on whole responses: log π(y) = Σ_t log π(y_t | y_<t)
+            shaped = objectives.shaped_reward(score, (old_logprob * mask).sum(1), (ref_logprob * mask).sum(1),
+                                              config.beta)
+        advantages = objectives.group_advantages(shaped, scale=config.scale_rewards == "group")
         for update in range(config.num_iterations):
             if update > 0:
                 with autocast(device, config.bf16):

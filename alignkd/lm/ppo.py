@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .. import objectives
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle
@@ -111,25 +112,8 @@ class ValueHead(torch.nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# The pieces of the PPO loss, on per-token tensors of shape [B, T] with a 0/1 response mask.
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(x − mean) / std over the masked entries (unbiased variance, as TRL's `masked_whiten`)."""
-    mean = masked_mean(values, mask)
-    n = mask.sum()
-    var = (((values - mean) ** 2) * mask).sum() / (n - 1).clamp(min=1)
-    return (values - mean) * torch.rsqrt(var + 1e-8) * mask
-
-
-def k3(logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimator of KL(π ‖ π_ref) on samples of π: e^{ref−θ} − (ref−θ) − 1 ≥ 0."""
-    log_ratio = ref_logprob - logprob
-    return torch.exp(log_ratio) - log_ratio - 1.0
-
+# The sequence pieces of PPO, on per-token tensors of shape [B, T] with a 0/1 response mask (the
+# objectives themselves are alignkd.objectives).
 
 def shaped_rewards(score: torch.Tensor, logprob: torch.Tensor, ref_logprob: torch.Tensor, mask: torch.Tensor,
                    beta: float, kl_form: str) -> torch.Tensor:
@@ -139,7 +123,7 @@ def shaped_rewards(score: torch.Tensor, logprob: torch.Tensor, ref_logprob: torc
     last = torch.where(mask.bool(), positions, -1).max(1).values
     rewards = torch.zeros_like(logprob)
     if kl_form == "reward":
-        rewards = -beta * (logprob - ref_logprob) * mask
+        rewards = objectives.shaped_reward(rewards, logprob, ref_logprob, beta) * mask
     return rewards.scatter_add(1, last[:, None], score[:, None].to(rewards.dtype))
 
 
@@ -158,19 +142,6 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         advantages[:, t] = next_advantage
         next_value = values[:, t]
     return advantages, (advantages + values) * mask
-
-
-def ppo_losses(logprob, old_logprob, advantages, values, old_values, returns, mask, cliprange, cliprange_value):
-    """(policy loss, value loss) of PPO, token-averaged over `mask` (TRL 0.9.6 `PPOTrainer.loss`):
-
-    policy: mean_t max(−A·ρ, −A·clip(ρ, 1 ± ε)), ρ = exp(log π − log π_old);
-    value:  ½ mean_t max((V − G)², (clip(V, V_old ± ε_v) − G)²)."""
-    ratio = torch.exp(logprob - old_logprob)
-    policy_loss = masked_mean(torch.max(-advantages * ratio,
-                                        -advantages * ratio.clamp(1.0 - cliprange, 1.0 + cliprange)), mask)
-    clipped_values = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    value_loss = 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped_values - returns) ** 2), mask)
-    return policy_loss, value_loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +214,7 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
         rewards = shaped_rewards(score.to(device), old_logprob, ref_logprob, mask, config.beta, config.kl_form)
         advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
         if config.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+            advantages = objectives.whiten(advantages, mask)
 
         policy.train()
         for _ in range(config.ppo_epochs):
@@ -254,12 +225,15 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
                     logprob, values = policy_logprobs_and_values(policy, value_head, tokens[rows_mb], attention[rows_mb],
                                                                  suppress_ids)
                 logprob, values = logprob.float(), values.float()
-                policy_loss, value_loss = ppo_losses(logprob, old_logprob[rows_mb], advantages[rows_mb], values,
-                                                     old_values[rows_mb], returns[rows_mb], mask[rows_mb],
-                                                     config.cliprange, config.cliprange_value)
+                # TRL 0.9.6's PPOTrainer.loss: token-averaged clipped policy loss and clipped value loss
+                policy_loss = objectives.masked_mean(objectives.policy_loss(
+                    logprob, old_logprob[rows_mb], advantages[rows_mb], config.cliprange), mask[rows_mb])
+                value_loss = objectives.masked_mean(objectives.value_loss(
+                    values, returns[rows_mb], old_values[rows_mb], config.cliprange_value), mask[rows_mb])
                 loss = policy_loss + config.vf_coef * value_loss
                 if config.kl_form == "k3":
-                    loss = loss + config.beta * masked_mean(k3(logprob, ref_logprob[rows_mb]), mask[rows_mb])
+                    loss = loss + config.beta * objectives.masked_mean(objectives.k3(logprob, ref_logprob[rows_mb]),
+                                                                       mask[rows_mb])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.max_grad_norm > 0:

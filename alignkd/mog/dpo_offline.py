@@ -2,7 +2,7 @@
 
 Before training, each row samples `n_pairs` pairs from its reference π_ref once and labels them with
 the oracle reward. Every iteration takes `batch_size / 2` pairs from that fixed dataset (indices
-drawn from the row's stream) and one Adam step on the DPO loss of `dpo_online.dpo_loss`. A
+drawn from the row's stream) and one Adam step on the DPO loss (`objectives.dpo_loss`, eq. 2). A
 low-recall reference therefore inherits its sampling trap into the dataset itself (§3.4).
 """
 
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .. import objectives
 from ..validation import require_int
 from .alignment import AlignConfig, check_run
-from .dpo_online import dpo_loss, label_pairs
+from .dpo_online import label_pairs
 from .groundtruth import SINGLE_TARGET
 from .mixture import Mixture, generators, uniforms
 
@@ -53,8 +54,8 @@ def train(policy: Mixture, reference: Mixture, config: DPOOfflineConfig, seed: i
         idx = (uniforms(index_gens, pairs_per_step) * config.n_pairs).long().clamp(max=config.n_pairs - 1)
         w = torch.gather(winners, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
         l = torch.gather(losers, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
-        loss = dpo_loss(policy.log_prob(w), policy.log_prob(l), torch.gather(ref_w, 1, idx),
-                        torch.gather(ref_l, 1, idx), beta).sum()
+        loss = objectives.dpo_loss(policy.log_prob(w), policy.log_prob(l), torch.gather(ref_w, 1, idx),
+                                   torch.gather(ref_l, 1, idx), beta).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import objectives
 from .alignment import AlignConfig, check_run
 from .groundtruth import SINGLE_TARGET, reward
 from .mixture import Mixture, generators
@@ -27,13 +27,6 @@ from .mixture import Mixture, generators
 @dataclass(frozen=True)
 class DPOOnlineConfig(AlignConfig):
     """On-policy DPO hyperparameters (App. A.2: lr 1e-2, batch 256 samples = 128 pairs)."""
-
-
-def dpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
-             beta: torch.Tensor | float) -> torch.Tensor:
-    """Per-row mean DPO loss −log σ(β[(log π_w − log ref_w) − (log π_l − log ref_l)]) -> [B]."""
-    z = beta * ((logp_w - ref_w) - (logp_l - ref_l))
-    return -F.logsigmoid(z).mean(-1)
 
 
 def label_pairs(x: torch.Tensor, targets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +52,7 @@ def train(policy: Mixture, reference: Mixture, config: DPOOnlineConfig, seed: in
         winners, losers = label_pairs(policy.sample(config.batch_size, gens), targets)
         with torch.no_grad():
             ref_w, ref_l = reference.log_prob(winners), reference.log_prob(losers)
-        loss = dpo_loss(policy.log_prob(winners), policy.log_prob(losers), ref_w, ref_l, beta).sum()
+        loss = objectives.dpo_loss(policy.log_prob(winners), policy.log_prob(losers), ref_w, ref_l, beta).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .. import objectives
 from .alignment import AlignConfig, check_run
 from .groundtruth import SINGLE_TARGET, reward
 from .mixture import Mixture, generators
@@ -33,23 +34,10 @@ class GRPOConfig(AlignConfig):
     the mean baseline, so off by default)."""
 
 
-def k3_kl(logp: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
-    """Elementwise k3 estimator exp(log π_ref − log π) − (log π_ref − log π) − 1 (≥ 0)."""
-    log_ratio = logp_ref - logp
-    return torch.exp(log_ratio) - log_ratio - 1
-
-
 def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor, advantages: torch.Tensor,
               beta: torch.Tensor | float) -> torch.Tensor:
-    """Per-row GRPO loss −mean(ρA) + β mean(k3) over the last axis -> [B]."""
-    ratio = torch.exp(logp - logp_old)
-    return (-(ratio * advantages) + beta * k3_kl(logp, logp_ref)).mean(-1)
-
-
-def group_advantages(rewards: torch.Tensor, scale: bool = False) -> torch.Tensor:
-    """R − mean(R) per row (optionally / std(R))."""
-    centred = rewards - rewards.mean(-1, keepdim=True)
-    return centred / (rewards.std(-1, keepdim=True) + 1e-8) if scale else centred
+    """Per-row GRPO loss −mean(ρA) + β mean(k3) over the last axis -> [B] (one update per batch: ρ ≡ 1)."""
+    return (objectives.policy_loss(logp, logp_old, advantages) + beta * objectives.k3(logp, logp_ref)).mean(-1)
 
 
 def train(policy: Mixture, reference: Mixture, config: GRPOConfig, seed: int, trials: Sequence[int],
@@ -65,7 +53,7 @@ def train(policy: Mixture, reference: Mixture, config: GRPOConfig, seed: int, tr
     for it in tqdm(range(1, config.n_iterations + 1), desc=f"GRPO {stage}", disable=not progress, leave=False):
         x = policy.sample(config.batch_size, gens)
         with torch.no_grad():
-            advantages = group_advantages(reward(x, targets), config.scale_advantages)
+            advantages = objectives.group_advantages(reward(x, targets), scale=config.scale_advantages)
             logp_ref = reference.log_prob(x)
         logp = policy.log_prob(x)
         loss = grpo_loss(logp, logp.detach(), logp_ref, advantages, beta).sum()

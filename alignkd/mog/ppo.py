@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .. import objectives
 from ..validation import require_int
 from .alignment import AlignConfig, check_run
 from .groundtruth import SINGLE_TARGET, reward
@@ -48,21 +49,6 @@ class PPOConfig(AlignConfig):
             raise ValueError(f"value_coef = {self.value_coef!r}: must be >= 0")
 
 
-def shaped_reward(reward_x: torch.Tensor, logp_old: torch.Tensor, logp_ref: torch.Tensor,
-                  beta: torch.Tensor | float) -> torch.Tensor:
-    """r' = R − β (log π_old − log π_ref) (eq. 3)."""
-    return reward_x - beta * (logp_old - logp_ref)
-
-
-def clipped_surrogate(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
-                      clip: float) -> torch.Tensor:
-    """Per-row PPO policy loss mean(max(−ρA, −clip(ρ, 1−ε, 1+ε)A)) over the last axis -> [B]."""
-    ratio = torch.exp(logp - logp_old)
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
-    return torch.maximum(unclipped, clipped).mean(-1)
-
-
 def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, trials: Sequence[int],
           targets: Sequence[int] = SINGLE_TARGET, betas: Sequence[float] | torch.Tensor | None = None,
           checkpoints: Sequence[int] = (), stage: str = "ppo", progress: bool = False) -> dict[int, Mixture]:
@@ -83,15 +69,15 @@ def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, tri
         logp = policy.log_prob(x)  # the first epoch's log π_θ is log π_old: compute it once
         with torch.no_grad():
             logp_old = logp.detach()
-            returns = shaped_reward(reward(x, targets), logp_old, reference.log_prob(x), beta)
+            returns = objectives.shaped_reward(reward(x, targets), logp_old, reference.log_prob(x), beta)
             advantages = returns - value
             if config.normalize_advantages:
                 advantages = (advantages - advantages.mean(-1, keepdim=True)) / (advantages.std(-1, keepdim=True) + 1e-8)
         for epoch in range(config.update_epochs):
             if epoch > 0:
                 logp = policy.log_prob(x)
-            policy_loss = clipped_surrogate(logp, logp_old, advantages, config.clip)
-            value_loss = 0.5 * ((value - returns) ** 2).mean(-1)
+            policy_loss = objectives.policy_loss(logp, logp_old, advantages, config.clip).mean(-1)
+            value_loss = objectives.value_loss(value, returns).mean(-1)
             loss = (policy_loss + config.value_coef * value_loss).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
