@@ -2,7 +2,8 @@
 
     require_int(config, "n_iterations", "batch_size")        # integers >= 1 (bools refused)
     require_int(config, "n_iterations", minimum=0)
-    require_positive(config, "lr", "beta")                     # numbers > 0
+    require_positive(config, "learning_rate", "beta")          # numbers > 0
+    require_choice(config, "kl_form", ("k3", "reward"))       # one of the allowed values
 """
 
 from __future__ import annotations
@@ -26,3 +27,10 @@ def require_positive(config, *names: str) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"{_label(config, name)} = {value!r}: must be > 0")
+
+
+def require_choice(config, name: str, allowed) -> None:
+    """The named field of `config` is one of `allowed`."""
+    value = getattr(config, name)
+    if value not in allowed:
+        raise ValueError(f"{_label(config, name)} = {value!r}: must be one of {', '.join(map(str, allowed))}")

@@ -25,7 +25,7 @@ def test_response_logprobs_mask_the_prompt():
 
 
 def toy_run(seed=0, **overrides):
-    settings = dict(n_iterations=12, n_pairs=16, grad_steps=4, pairs_per_step=8, learning_rate=3e-3, beta=0.1,
+    settings = dict(n_iterations=12, batch_size=32, grad_steps=4, pairs_per_step=8, learning_rate=3e-3, beta=0.1,
                     max_new_tokens=12, eval_every=4, device="cpu")
     policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
     run = train_dpo(policy, reference, RewardOracle(fives_logprob), DPOConfig(**{**settings, **overrides}),

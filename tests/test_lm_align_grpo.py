@@ -43,7 +43,7 @@ def test_clipping_stops_the_gradient_of_a_moved_ratio():
 
 
 def toy_run(seed=0, tokenizer=None, **overrides):
-    settings = dict(max_steps=12, num_generations=32, learning_rate=1e-2, beta=0.05, max_completion_length=12,
+    settings = dict(n_iterations=12, batch_size=32, learning_rate=1e-2, beta=0.05, max_new_tokens=12,
                     eval_every=4, device="cpu")
     policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
     return train_grpo(policy, reference, RewardOracle(fives_logprob), GRPOConfig(**{**settings, **overrides}),
@@ -56,19 +56,19 @@ def test_short_run_raises_reward_and_is_reproducible(kl_form):
     trajectory = run.trajectory
     assert list(trajectory.iteration) == [0, 4, 8, 12]
     assert trajectory.reward_mean.iloc[-1] > trajectory.reward_mean.iloc[0] + 1.0
-    assert toy_run(kl_form=kl_form, max_steps=4).trajectory.equals(trajectory.iloc[:2])
+    assert toy_run(kl_form=kl_form, n_iterations=4).trajectory.equals(trajectory.iloc[:2])
 
 
 def test_trl_grpo_trainer_with_beta_raises_reward():
     from alignkd.lm.groundtruth import markov_tokenizer
 
     tokenizer = markov_tokenizer(V)  # <bos>=0 <eos>=1 <pad>=2, as tiny_llama's ids
-    run = toy_run(backend="trl", tokenizer=tokenizer, max_steps=8)
+    run = toy_run(backend="trl", tokenizer=tokenizer, n_iterations=8)
     trajectory = run.trajectory
     assert list(trajectory.iteration) == [0, 4, 8]
     assert trajectory.reward_mean.iloc[-1] > trajectory.reward_mean.iloc[0] + 1.0
     assert trajectory.kl.iloc[-1] > 0
-    assert toy_run(backend="trl", tokenizer=tokenizer, max_steps=8).trajectory.equals(trajectory)  # same seed
+    assert toy_run(backend="trl", tokenizer=tokenizer, n_iterations=8).trajectory.equals(trajectory)  # same seed
 
 
 def test_trl_backend_inputs_fail_before_work():
@@ -80,7 +80,7 @@ def test_trl_backend_inputs_fail_before_work():
 
 @pytest.mark.parametrize("field, value, message", [
     ("bf16", True, "bf16"),
-    ("num_generations", 1, "num_generations"),
+    ("batch_size", 1, "batch_size"),
     ("beta", 0.0, "beta"),
     ("scale_rewards", "batch", "scale_rewards"),
     ("backend", "vllm", "backend"),

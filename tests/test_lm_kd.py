@@ -87,7 +87,7 @@ def language():
 def test_student_trained_on_samples_lowers_recall_nll(language):
     gt, held_out = language
     data = gt.sample(3000, 10, seed=0)
-    config = TrainConfig(size="tiny", epochs=2, lr=5e-3, batch_size=64)
+    config = TrainConfig(size="tiny", epochs=2, learning_rate=5e-3, batch_size=64)
     untrained = gt.wrap(tiny_llama(16, seed=0))
     model, log = train_student(data, config, vocab_size=16, bos_id=0, eos_id=1, pad_id=2, progress=False)
     student = gt.wrap(model)
@@ -102,7 +102,7 @@ def test_student_trained_on_samples_lowers_recall_nll(language):
 
 def test_lower_sampling_temperature_raises_precision_and_lowers_recall(language):
     gt, held_out = language
-    config = TrainConfig(size="tiny", epochs=2, lr=5e-3, batch_size=64)
+    config = TrainConfig(size="tiny", epochs=2, learning_rate=5e-3, batch_size=64)
     results = {}
     for tau in (1.0, 0.6):
         model, _ = train_student(gt.sample(3000, 10, tau, seed=1), config, vocab_size=16, bos_id=0, eos_id=1,

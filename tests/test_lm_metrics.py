@@ -57,7 +57,7 @@ def test_per_token_mean_and_target_mass_by_hand():
 
 def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     torch.set_num_threads(1)
-    train = TrainConfig(size="tiny", lr=5e-3, batch_size=32)
+    train = TrainConfig(size="tiny", learning_rate=5e-3, batch_size=32)
     config = LLMConfig(markov=MarkovMixtureConfig(vocab_size=12, n_topics=3),
                        high_recall=StageConfig(KDDataConfig(n_samples=300, max_new_tokens=6), train),
                        low_recall=StageConfig(KDDataConfig(n_samples=200, max_new_tokens=6, tau=0.95, tau_topic=0.7), train),

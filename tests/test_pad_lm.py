@@ -25,7 +25,7 @@ def student(seed=0):
 
 
 def tiny_config(**overrides):
-    base = dict(n_responses=4, groups_per_step=8, max_new_tokens=6, max_steps=8, learning_rate=1e-2, seed=0)
+    base = dict(n_responses=4, groups_per_step=8, max_new_tokens=6, n_iterations=8, learning_rate=1e-2, seed=0)
     return LMPADConfig(**{**base, **overrides})
 
 
@@ -49,7 +49,7 @@ def test_teacher_rewards_are_per_token_average_log_probs():
 def ranking_loss(model, teacher, config, seed=12345):
     """PPD loss of `model` against `teacher` on a fixed held-out batch of the model's own samples."""
     n, groups = config.n_responses, 16
-    samples = sample(model, [BOS], groups * n, config.max_new_tokens, config.temperature, eos_id=EOS, pad_id=PAD,
+    samples = sample(model, [BOS], groups * n, config.max_new_tokens, config.tau, eos_id=EOS, pad_id=PAD,
                      seed=seed, suppress_ids=SUPPRESS)
     with torch.no_grad():
         s = sequence_logprobs(model, samples, suppress_ids=SUPPRESS).per_token.reshape(groups, n)
@@ -59,7 +59,7 @@ def ranking_loss(model, teacher, config, seed=12345):
 
 def test_train_pad_moves_student_rankings_toward_teacher():
     teacher = ground_truth()
-    config = tiny_config(max_steps=25)
+    config = tiny_config(n_iterations=25)
     model = student()
     before = ranking_loss(model, teacher, config)
     model, log = train_pad(model, teacher, config, prompt_ids=[BOS], eos_id=EOS, pad_id=PAD, suppress_ids=SUPPRESS)
@@ -73,7 +73,7 @@ def test_train_pad_moves_student_rankings_toward_teacher():
 
 def test_same_seed_same_numbers():
     teacher = ground_truth()
-    config = tiny_config(max_steps=3)
+    config = tiny_config(n_iterations=3)
     runs = [train_pad(student(), teacher, config, prompt_ids=[BOS], eos_id=EOS, pad_id=PAD,
                       suppress_ids=SUPPRESS) for _ in range(2)]
     assert runs[0][1].equals(runs[1][1])
@@ -85,7 +85,7 @@ def test_same_seed_same_numbers():
 
 
 @pytest.mark.parametrize("field, value", [("n_responses", 1), ("beta", 0.0), ("beta", -1.0), ("loss", "kl"),
-                                          ("temperature", 0.0), ("group_size", 3), ("student_init", "p_high")])
+                                          ("tau", 0.0), ("group_size", 3), ("student_init", "p_high")])
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LMPADConfig(**{field: value})

@@ -75,8 +75,8 @@ def test_config_errors_name_the_field():
         PADConfig(n_responses=6, group_size=4)
     with pytest.raises(ValueError, match="batch_size"):
         PADConfig(n_responses=3, batch_size=256)
-    with pytest.raises(ValueError, match="temperature"):
-        PADConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="tau"):
+        PADConfig(tau=0.0)
     with pytest.raises(ValueError, match="student_init"):
         PADConfig(student_init="p_star")
     with pytest.raises(ValueError, match="align_iterations"):

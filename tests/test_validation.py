@@ -37,5 +37,5 @@ def test_valid_values_pass_and_minimum_is_honoured():
 def test_configs_report_the_field_they_reject():
     with pytest.raises(ValueError, match=r"PPOConfig\.mini_batch_size = 0: must be an integer >= 1"):
         PPOConfig(mini_batch_size=0)
-    with pytest.raises(ValueError, match=r"SFTConfig\.lr = -1: must be > 0"):
-        SFTConfig(lr=-1)
+    with pytest.raises(ValueError, match=r"SFTConfig\.learning_rate = -1: must be > 0"):
+        SFTConfig(learning_rate=-1)

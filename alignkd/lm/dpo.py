@@ -5,8 +5,8 @@
 
 One iteration (App. C.3):
 
-1. the current policy generates 2·n_pairs responses (128) from the prompt, τ = 1;
-2. they are paired (response i with response i + n_pairs: independent samples, so a fixed pairing
+1. the current policy generates `batch_size` responses (128) from the prompt, τ = 1;
+2. they are paired (response i with response i + batch_size/2: independent samples, so a fixed pairing
    is a random one) and labelled by the oracle: the lower NLL under p_target is chosen (y_w);
    exact ties (identical responses, once the policy collapses) carry no preference and are dropped;
 3. reference log-probs of every response are computed once;
@@ -45,8 +45,8 @@ from .selection import AlignmentRun, RunConfig, autocast, iteration_seed, resolv
 class DPOConfig(RunConfig):
     n_iterations: int = 2000
     """Online iterations, each with freshly generated pairs (App. C.3: 2000)."""
-    n_pairs: int = 64
-    """Preference pairs per iteration, from 2·n_pairs generated responses (App. C.3: 128 → 64)."""
+    batch_size: int = 128
+    """Responses generated per iteration, paired into batch_size / 2 preference pairs (App. C.3: 128 → 64)."""
     grad_steps: int = 16
     """Gradient updates per iteration on that iteration's pairs (App. C.3: 16)."""
     pairs_per_step: int = 8
@@ -60,9 +60,10 @@ class DPOConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        require_int(self, "n_iterations", "n_pairs", "grad_steps", "pairs_per_step", "max_new_tokens")
-        if self.pairs_per_step > self.n_pairs:
-            raise ValueError(f"DPOConfig.pairs_per_step = {self.pairs_per_step} must be <= n_pairs = {self.n_pairs}")
+        require_int(self, "n_iterations", "batch_size", "grad_steps", "pairs_per_step", "max_new_tokens")
+        if self.batch_size % 2 or self.pairs_per_step > self.batch_size // 2:
+            raise ValueError(f"DPOConfig.batch_size = {self.batch_size}, pairs_per_step = {self.pairs_per_step}: "
+                             f"batch_size must be even and pairs_per_step <= batch_size / 2 (the pairs per iteration)")
         require_positive(self, "learning_rate", "beta")
 
     @classmethod
@@ -79,14 +80,15 @@ def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, resp
 
 
 def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, prompt_ids, seed: int,
-              progress: bool = True, on_eval=None, suppress_ids=()) -> AlignmentRun:
+              progress: bool = True, on_eval=None, suppress_ids=(), tokenizer=None) -> AlignmentRun:
     """Align `policy` by on-policy DPO with oracle preferences, anchored to the frozen `reference`.
 
     `policy` is trained in place. Trajectory rows are measured on each evaluation iteration's fresh
     pairs before its updates: TRL's implicit-reward series (chosen/rejected reward, margin,
     accuracy), the oracle's rewards of chosen and rejected responses, and the reward mean/std and
-    KL of all 2·n_pairs responses. The selected step is the peak margin (`select_dpo`, App. C.4).
+    KL of all `batch_size` responses. The selected step is the peak margin (`select_dpo`, App. C.4).
     `suppress_ids`: tokens outside the language, excluded from sampling and scoring (as in `sample`).
+    `tokenizer` is unused (DPO samples token ids itself); it keeps the registry's one signature.
     """
     if not isinstance(config, DPOConfig):
         raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
@@ -97,11 +99,11 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     shuffle = torch.Generator().manual_seed(seed)
-    n = config.n_pairs
+    n = config.batch_size // 2
     rows, checkpoints = [], {}
 
     for iteration in tqdm(range(config.n_iterations + 1), desc="DPO", disable=not progress):
-        samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.temperature,
+        samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.tau,
                                   eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
                                   seed=iteration_seed(seed, iteration), suppress_ids=suppress_ids).to(device)
         tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()

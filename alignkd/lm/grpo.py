@@ -3,7 +3,7 @@
     run = train_grpo(policy, reference, oracle, GRPOConfig(), prompt_ids=[bos], seed=0)
     run = train_grpo(..., GRPOConfig(backend="trl"), tokenizer=tok)   # through trl.GRPOTrainer
 
-Every response starts from the same prompt, so the whole batch of `num_generations` responses is
+Every response starts from the same prompt, so the whole batch of `batch_size` responses is
 one GRPO group and the group-mean baseline is the paper's batch-mean baseline (App. A: "advantage =
 reward − batch-mean reward"; hence `scale_rewards = "none"`, no division by the std).
 
@@ -14,7 +14,7 @@ Two KL forms (SPEC §4 found they change the mechanism, so both are named and re
 - `kl_form = "reward"`: the KL is folded into the sequence reward, R'_i = R_i − β·Σ_t log π/π_ref,
   A_i = R'_i − mean R'. This is REINFORCE on the exact reverse-KL objective E[R] − β·KL(π ‖ π_ref),
   whose optimum is π ∝ π_ref·e^{R/β}: the paper's trap (§3.3) in its purest form.
-Per-token losses are summed and divided by num_generations × max_completion_length (TRL's
+Per-token losses are summed and divided by batch_size × max_new_tokens (TRL's
 "dr_grpo" aggregation), so a response's log-prob enters with its full sum, as the objective asks.
 
 Backends. `backend = "trl"` runs `trl.GRPOTrainer` (TRL 1.16) with `beta` > 0; TRL supports only
@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import objectives
-from ..validation import require_int, require_positive
+from ..validation import require_choice, require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .ppo import rollout_row
 from .reward import RewardOracle
@@ -52,12 +52,14 @@ SCALE_REWARDS = ("none", "group")
 
 @dataclass
 class GRPOConfig(RunConfig):
-    """Names follow `trl.GRPOConfig`. The paper has no LLM GRPO run; the defaults are its PPO's (App. C.3)."""
+    """Names follow the glossary of CONTRIBUTING.md (TRL's `trl.GRPOConfig` names in brackets where they
+    differ). The paper has no LLM GRPO run; the defaults are its PPO's (App. C.3)."""
 
-    max_steps: int = 300
-    """Generate-and-update iterations (TRL's `max_steps`)."""
-    num_generations: int = 64
-    """Responses per step, one group (App. C.3 PPO batch 64; App. A: batch-mean baseline)."""
+    n_iterations: int = 300
+    """Generate-and-update iterations (TRL: `max_steps`)."""
+    batch_size: int = 64
+    """Responses per iteration, one group (TRL: `num_generations`; App. C.3 PPO batch 64; App. A:
+    batch-mean baseline)."""
     learning_rate: float = 1e-5
     """Adam learning rate (App. C.3's PPO value)."""
     beta: float = 0.7
@@ -65,30 +67,26 @@ class GRPOConfig(RunConfig):
     kl_form: str = "k3"
     """"k3": β·k3 per token in the loss (GRPO, TRL); "reward": β·log π/π_ref in the sequence reward."""
     epsilon: float = 0.2
-    """Ratio clip ε (TRL default); inactive when num_iterations = 1 (the ratio is 1)."""
-    num_iterations: int = 1
-    """Updates per generated batch, μ (TRL default 1: purely on-policy)."""
+    """Ratio clip ε (TRL default); inactive when num_ppo_epochs = 1 (the ratio is 1)."""
+    num_ppo_epochs: int = 1
+    """Updates per generated batch, μ (TRL: `num_iterations`, default 1: purely on-policy)."""
     scale_rewards: str = "none"
     """"none": A = R − mean R (App. A); "group": also divide by the group's std (TRL's default)."""
-    max_completion_length: int = 128
-    """Response length cap (App. C.3: max_length 128)."""
+    max_new_tokens: int = 128
+    """Response length cap (TRL: `max_completion_length`; App. C.3: max_length 128)."""
     backend: str = "ours"
     """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs `tokenizer`)."""
 
     def __post_init__(self):
         super().__post_init__()
-        require_int(self, "max_steps", "num_generations", "num_iterations", "max_completion_length")
-        if self.num_generations < 2:
-            raise ValueError(f"GRPOConfig.num_generations = {self.num_generations}: must be >= 2 (a baseline needs a group)")
+        require_int(self, "n_iterations", "num_ppo_epochs", "max_new_tokens")
+        require_int(self, "batch_size", minimum=2)  # a baseline needs a group
         require_positive(self, "learning_rate", "beta", "epsilon")
-        if self.kl_form not in KL_FORMS:
-            raise ValueError(f"GRPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"GRPOConfig.backend = {self.backend!r}: must be one of {', '.join(BACKENDS)}")
+        require_choice(self, "kl_form", KL_FORMS)
+        require_choice(self, "backend", BACKENDS)
         if self.backend == "trl" and self.kl_form != "k3":
             raise ValueError("GRPOConfig.kl_form = 'reward' needs backend = 'ours': trl.GRPOTrainer has only the k3 form")
-        if self.scale_rewards not in SCALE_REWARDS:
-            raise ValueError(f"GRPOConfig.scale_rewards = {self.scale_rewards!r}: must be one of {', '.join(SCALE_REWARDS)}")
+        require_choice(self, "scale_rewards", SCALE_REWARDS)
 
     @classmethod
     def paper(cls, **overrides) -> "GRPOConfig":
@@ -96,13 +94,13 @@ class GRPOConfig(RunConfig):
         return cls(**{"device": "cuda", "bf16": True, **overrides})
 
 
-def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_completion_length):
+def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_new_tokens):
     """The GRPO loss on per-token [B, T] tensors (advantages [B]), "dr_grpo" aggregation:
-    Σ_{i,t} [−min(ρ A_i, clip(ρ, 1 ± ε) A_i) + β·k3_t (k3 form only)] / (B · max_completion_length)."""
+    Σ_{i,t} [−min(ρ A_i, clip(ρ, 1 ± ε) A_i) + β·k3_t (k3 form only)] / (B · max_new_tokens)."""
     per_token = objectives.policy_loss(logprob, old_logprob, advantages[:, None], epsilon)
     if kl_form == "k3":
         per_token = per_token + beta * objectives.k3(logprob, ref_logprob)
-    return (per_token * mask).sum() / (mask.shape[0] * max_completion_length)
+    return (per_token * mask).sum() / (mask.shape[0] * max_new_tokens)
 
 
 def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, prompt_ids, seed: int,
@@ -110,7 +108,7 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
     """Align `policy` with GRPO anchored to the frozen `reference` (both HF causal LMs), in place.
 
     Trajectory rows come from each evaluation step's batch (before its update) for backend "ours",
-    and from a separate batch of `num_generations` samples drawn at the step for backend "trl".
+    and from a separate batch of `batch_size` samples drawn at the step for backend "trl".
     The selected step follows the PPO rule (`select_ppo`: App. C.4 gives none for GRPO; both
     maximise a reward and collapse the same way). `tokenizer` is needed only by backend "trl".
     `suppress_ids`: tokens outside the language, excluded from sampling and scoring (as in `sample`);
@@ -130,9 +128,9 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     rows, checkpoints = [], {}
 
-    for step in tqdm(range(config.max_steps + 1), desc="GRPO", disable=not progress):
-        samples: Samples = sample(policy, prompt_ids, config.num_generations, config.max_completion_length,
-                                  config.temperature, eos_id=eos_id, pad_id=pad_id, batch_size=config.num_generations,
+    for step in tqdm(range(config.n_iterations + 1), desc="GRPO", disable=not progress):
+        samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens,
+                                  config.tau, eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
                                   seed=iteration_seed(seed, step), suppress_ids=suppress_ids).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
@@ -144,10 +142,10 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
             logprob = token_logprobs(policy, tokens, attention, suppress_ids).float()
         old_logprob = logprob.detach()
 
-        if step % config.eval_every == 0 or step == config.max_steps:
+        if step % config.eval_every == 0 or step == config.n_iterations:
             rows.append(rollout_row(step, score, nll, old_logprob, ref_logprob, mask))
             checkpoints[step] = snapshot(step, policy, on_eval)
-        if step == config.max_steps:
+        if step == config.n_iterations:
             break
 
         shaped = score
@@ -155,12 +153,12 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
             shaped = objectives.shaped_reward(score, (old_logprob * mask).sum(1), (ref_logprob * mask).sum(1),
                                               config.beta)
         advantages = objectives.group_advantages(shaped, scale=config.scale_rewards == "group")
-        for update in range(config.num_iterations):
+        for update in range(config.num_ppo_epochs):
             if update > 0:
                 with autocast(device, config.bf16):
                     logprob = token_logprobs(policy, tokens, attention, suppress_ids).float()
             loss = grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, config.beta, config.kl_form,
-                             config.epsilon, config.max_completion_length)
+                             config.epsilon, config.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm > 0:
@@ -209,8 +207,8 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
 
     def evaluate(step: int):
         was_training = policy.training
-        samples = sample(policy, prompt_ids, config.num_generations, config.max_completion_length, config.temperature,
-                         eos_id=eos_id, pad_id=pad_id, batch_size=config.num_generations,
+        samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
+                         eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
                          seed=iteration_seed(seed, step), suppress_ids=suppress_ids).to(device)
         attention, mask = samples.mask, samples.response_mask[:, 1:].float()
         with torch.no_grad(), autocast(device, config.bf16):
@@ -226,25 +224,25 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
             evaluate(0)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step % config.eval_every == 0 or state.global_step == config.max_steps:
+            if state.global_step % config.eval_every == 0 or state.global_step == config.n_iterations:
                 evaluate(state.global_step)
 
     with tempfile.TemporaryDirectory() as folder:
         reference.save_pretrained(f"{folder}/reference")
         trl_config = TRLGRPOConfig(
-            output_dir=f"{folder}/out", max_steps=config.max_steps, learning_rate=config.learning_rate,
+            output_dir=f"{folder}/out", max_steps=config.n_iterations, learning_rate=config.learning_rate,
             lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
-            per_device_train_batch_size=config.num_generations, gradient_accumulation_steps=1,
-            num_generations=config.num_generations, generation_batch_size=config.num_generations,
-            num_iterations=config.num_iterations, beta=config.beta, epsilon=config.epsilon,
-            scale_rewards=config.scale_rewards, loss_type="dr_grpo", max_completion_length=config.max_completion_length,
-            temperature=config.temperature, top_p=1.0, top_k=0, seed=seed, data_seed=seed,
+            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=1,
+            num_generations=config.batch_size, generation_batch_size=config.batch_size,
+            num_iterations=config.num_ppo_epochs, beta=config.beta, epsilon=config.epsilon,
+            scale_rewards=config.scale_rewards, loss_type="dr_grpo", max_completion_length=config.max_new_tokens,
+            temperature=config.tau, top_p=1.0, top_k=0, seed=seed, data_seed=seed,
             bf16=config.bf16, use_cpu=device.type == "cpu", report_to="none", save_strategy="no",
             generation_kwargs={"suppress_tokens": list(suppress_ids)} if len(suppress_ids) else None,
             logging_strategy="steps" if progress else "no", logging_steps=config.eval_every,
             disable_tqdm=not progress, shuffle_dataset=False,
         )
-        dataset = Dataset.from_dict({"prompt": [prompt_text] * config.max_steps})
+        dataset = Dataset.from_dict({"prompt": [prompt_text] * config.n_iterations})
         name_or_path = policy.config._name_or_path
         policy.config._name_or_path = f"{folder}/reference"  # GRPOTrainer loads its reference from here
         try:

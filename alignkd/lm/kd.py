@@ -163,7 +163,8 @@ class TrainConfig:
     """Micro-batch per device (paper: mini_batch_size 64)."""
     grad_accum: int = 1
     """Gradient accumulation steps; global batch = batch_size · grad_accum · world size."""
-    lr: float = 5e-4
+    learning_rate: float = 5e-4
+    """AdamW peak learning rate (App. C.2: 5e-4)."""
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     warmup: float = 0.01
@@ -186,7 +187,7 @@ class TrainConfig:
         if (self.bf16 or self.device == "cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"TrainConfig(bf16={self.bf16}, device='{self.device}') needs a GPU and none is visible; "
                                f"use bf16=False, device='cpu' (the quick/default profiles) or run on a GPU machine")
-        require_positive(self, "epochs", "lr")
+        require_positive(self, "epochs", "learning_rate")
         require_int(self, "batch_size", "grad_accum")
         if not (0 <= self.warmup < 1 and 0 <= self.decay < 1 and self.warmup + self.decay <= 1):
             raise ValueError(f"TrainConfig: warmup = {self.warmup}, decay = {self.decay} must be fractions summing to <= 1")
@@ -221,7 +222,7 @@ def train_student(data: Samples, config: TrainConfig, *, vocab_size: int, bos_id
     n_batches_per_epoch = math.ceil(len(data) / (config.batch_size * accelerator.num_processes))
     total_micro = max(1, round(config.epochs * n_batches_per_epoch))
     total_steps = max(1, total_micro // config.grad_accum)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, wsd_lambda(total_steps, config.warmup, config.decay))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()

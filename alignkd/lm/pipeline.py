@@ -29,12 +29,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cache import ResultStore
+from .algorithms import find_algorithm
 from .generation import Samples
 from .groundtruth import LanguageModel, MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
 from .metrics import MetricConfig, evaluate
 
-ALGORITHMS = ("ppo", "dpo", "grpo")
 
 
 @dataclass(frozen=True)
@@ -94,35 +94,13 @@ class LLMConfig:
 
 
 def alignment_config(algorithm: str, **overrides):
-    """The config dataclass of an alignment algorithm (LM-align's modules) with overrides."""
-    if algorithm == "ppo":
-        from .ppo import PPOConfig as Config
-    elif algorithm == "dpo":
-        from .dpo import DPOConfig as Config
-    elif algorithm == "grpo":
-        from .grpo import GRPOConfig as Config
-    else:
-        raise ValueError(f"algorithm '{algorithm}' is unknown (allowed: {', '.join(ALGORITHMS)})")
-    names = {f.name for f in dataclasses.fields(Config)}
+    """The config dataclass of an alignment algorithm (`alignkd.lm.algorithms.ALGORITHMS`) with overrides."""
+    entry = find_algorithm(algorithm)
+    names = {f.name for f in dataclasses.fields(entry.config_class)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"{Config.__name__} has no field(s) {unknown} (fields: {', '.join(sorted(names))})")
-    return Config(**overrides)
-
-
-def _train_alignment(algorithm: str, policy, reference, oracle, config, *, prompt_ids, seed, progress, on_eval,
-                     tokenizer):
-    if algorithm == "ppo":
-        from .ppo import train_ppo
-        return train_ppo(policy, reference, oracle, config, prompt_ids=prompt_ids, seed=seed, progress=progress,
-                         on_eval=on_eval)
-    if algorithm == "dpo":
-        from .dpo import train_dpo
-        return train_dpo(policy, reference, oracle, config, prompt_ids=prompt_ids, seed=seed, progress=progress,
-                         on_eval=on_eval)
-    from .grpo import train_grpo
-    return train_grpo(policy, reference, oracle, config, prompt_ids=prompt_ids, seed=seed, progress=progress,
-                      on_eval=on_eval, tokenizer=tokenizer)
+        raise ValueError(f"{entry.config_class.__name__} has no field(s) {unknown} (fields: {', '.join(sorted(names))})")
+    return entry.config(**overrides)
 
 
 # --------------------------------------------------------------------------- the experiment
@@ -222,6 +200,8 @@ def align(setup: Setup, reference_name: str, algorithm: str, algorithm_config, s
     """Align a copy of a reference model (fixed reference) and keep the App. C.4-selected checkpoint (cached)."""
     import copy
 
+    entry = find_algorithm(algorithm)
+    entry.check_config(algorithm_config)
     reference = setup.models[reference_name]
     key = {"reference": setup.keys[reference_name], "algorithm": algorithm, "config": algorithm_config,
            "seed": seed, "oracle": {"target": setup.keys["p_target"], "fold_threshold": setup.oracle.fold_threshold}}
@@ -237,9 +217,8 @@ def align(setup: Setup, reference_name: str, algorithm: str, algorithm_config, s
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
             return path
 
-        run = _train_alignment(algorithm, policy, frozen, setup.oracle, algorithm_config,
-                               prompt_ids=reference.prompt_ids, seed=seed, progress=progress, on_eval=on_eval,
-                               tokenizer=reference.tokenizer)
+        run = entry.train(policy, frozen, setup.oracle, algorithm_config, prompt_ids=reference.prompt_ids, seed=seed,
+                          progress=progress, on_eval=on_eval, tokenizer=reference.tokenizer)
         policy.load_state_dict(torch.load(run.checkpoints[run.selected_step], weights_only=True))
         policy.cpu().float().save_pretrained(tmp / "selected")
         trajectory = run.trajectory.copy()

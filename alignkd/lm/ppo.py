@@ -15,7 +15,7 @@ One iteration:
    β·k3 (k3 = e^{ref−θ} − (ref−θ) − 1, per token) is added to the loss as GRPO does; SPEC §4 found
    this behaves like a forward KL, whose optimum depends much less on the reference's mass;
 4. advantages by GAE (γ, λ), whitened over the batch's response tokens; returns = A + V_old;
-5. `ppo_epochs` passes over shuffled mini-batches: clipped-ratio policy loss + vf_coef · clipped
+5. `num_ppo_epochs` passes over shuffled mini-batches: clipped-ratio policy loss + vf_coef · clipped
    value loss (+ β·k3), token-averaged.
 
 Value head: a linear layer on the policy's last hidden state, sharing the trunk, as
@@ -38,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import objectives
-from ..validation import require_int, require_positive
+from ..validation import require_choice, require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle
 from .selection import (AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_ppo,
@@ -55,7 +55,7 @@ class PPOConfig(RunConfig):
     """Responses sampled per iteration (App. C.3: PPO batch size 64)."""
     mini_batch_size: int = 8
     """Responses per gradient step (App. C.3: mini-batch 8, so batch_size / mini_batch_size steps per epoch)."""
-    ppo_epochs: int = 1
+    num_ppo_epochs: int = 1
     """Passes over each batch (App. C.3: 1 PPO epoch per batch)."""
     learning_rate: float = 1e-5
     """Adam learning rate (App. C.3)."""
@@ -66,10 +66,10 @@ class PPOConfig(RunConfig):
     "k3": β·k3 per token in the loss (GRPO-style; SPEC §4 probe)."""
     max_new_tokens: int = 128
     """Response length cap (App. C.3: max_length 128)."""
-    cliprange: float = 0.2
-    """PPO ratio clip ε (TRL 0.9.6 default, the version App. C.3 used)."""
-    cliprange_value: float = 0.2
-    """Value clip around the old values (TRL 0.9.6 default)."""
+    epsilon: float = 0.2
+    """PPO ratio clip ε (TRL 0.9.6's `cliprange` default, the version App. C.3 used)."""
+    epsilon_value: float = 0.2
+    """Value clip around the old values (TRL 0.9.6's `cliprange_value` default)."""
     vf_coef: float = 0.1
     """Weight of the value loss (TRL 0.9.6 default)."""
     gamma: float = 1.0
@@ -81,12 +81,11 @@ class PPOConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        require_int(self, "n_iterations", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens")
+        require_int(self, "n_iterations", "batch_size", "mini_batch_size", "num_ppo_epochs", "max_new_tokens")
         if self.batch_size % self.mini_batch_size:
             raise ValueError(f"PPOConfig.mini_batch_size = {self.mini_batch_size} must divide batch_size = {self.batch_size}")
-        require_positive(self, "learning_rate", "beta", "cliprange", "cliprange_value")
-        if self.kl_form not in KL_FORMS:
-            raise ValueError(f"PPOConfig.kl_form = {self.kl_form!r}: must be one of {', '.join(KL_FORMS)}")
+        require_positive(self, "learning_rate", "beta", "epsilon", "epsilon_value")
+        require_choice(self, "kl_form", KL_FORMS)
         if not self.vf_coef >= 0:
             raise ValueError(f"PPOConfig.vf_coef = {self.vf_coef!r}: must be >= 0")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
@@ -171,7 +170,7 @@ def rollout_row(iteration: int, reward: torch.Tensor, nll: torch.Tensor, logprob
 
 
 def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, prompt_ids, seed: int,
-              progress: bool = True, on_eval=None, suppress_ids=()) -> AlignmentRun:
+              progress: bool = True, on_eval=None, suppress_ids=(), tokenizer=None) -> AlignmentRun:
     """Align `policy` to `oracle` with PPO anchored to the frozen `reference` (both HF causal LMs).
 
     `policy` is trained in place; `reference` is frozen. Returns the trajectory (one row per
@@ -179,6 +178,7 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
     state_dicts, or `on_eval(step, policy)` results) and the step chosen by `select_ppo` (App. C.4).
     `suppress_ids`: tokens outside the language (the ground truth's `suppress_ids`); the policy and
     the reference are the models' distributions renormalised without them, in sampling and scoring.
+    `tokenizer` is unused (PPO samples token ids itself); it keeps the registry's one signature.
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
@@ -193,7 +193,7 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
     rows, checkpoints = [], {}
 
     for iteration in tqdm(range(config.n_iterations + 1), desc="PPO", disable=not progress):
-        samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.temperature,
+        samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
                                   eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
                                   seed=iteration_seed(seed, iteration), suppress_ids=suppress_ids).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
@@ -217,7 +217,7 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
             advantages = objectives.whiten(advantages, mask)
 
         policy.train()
-        for _ in range(config.ppo_epochs):
+        for _ in range(config.num_ppo_epochs):
             order = torch.randperm(config.batch_size, generator=shuffle).to(device)
             for start in range(0, config.batch_size, config.mini_batch_size):
                 rows_mb = order[start:start + config.mini_batch_size]
@@ -227,9 +227,9 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
                 logprob, values = logprob.float(), values.float()
                 # TRL 0.9.6's PPOTrainer.loss: token-averaged clipped policy loss and clipped value loss
                 policy_loss = objectives.masked_mean(objectives.policy_loss(
-                    logprob, old_logprob[rows_mb], advantages[rows_mb], config.cliprange), mask[rows_mb])
+                    logprob, old_logprob[rows_mb], advantages[rows_mb], config.epsilon), mask[rows_mb])
                 value_loss = objectives.masked_mean(objectives.value_loss(
-                    values, returns[rows_mb], old_values[rows_mb], config.cliprange_value), mask[rows_mb])
+                    values, returns[rows_mb], old_values[rows_mb], config.epsilon_value), mask[rows_mb])
                 loss = policy_loss + config.vf_coef * value_loss
                 if config.kl_form == "k3":
                     loss = loss + config.beta * objectives.masked_mean(objectives.k3(logprob, ref_logprob[rows_mb]),

@@ -174,8 +174,8 @@ def iteration_seed(seed: int, iteration: int) -> int:
 class RunConfig:
     """The fields every LLM alignment config shares (App. C.3 for the values)."""
 
-    temperature: float = 1.0
-    """Sampling temperature of the rollouts (App. C.3: τ = 1.0); no top-k, no top-p."""
+    tau: float = 1.0
+    """Sampling temperature τ of the rollouts (App. C.3: τ = 1.0); no top-k, no top-p."""
     max_grad_norm: float = 0.0
     """Clip the gradient norm at this value; 0 = no clipping (TRL 0.9.6's default)."""
     eval_every: int = 10
@@ -188,7 +188,7 @@ class RunConfig:
     """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
 
     def __post_init__(self):
-        require_positive(self, "temperature")
+        require_positive(self, "tau")
         require_int(self, "eval_every")
         if not self.max_grad_norm >= 0:
             raise ValueError(f"{type(self).__name__}.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")

@@ -1,5 +1,6 @@
 """The Mixture-of-Gaussians testbed (paper §4.1, App. A–B): exact ground truth, a batched mixture
-model, SFT/KD, four alignment algorithms, the K-A and A-K pipelines and the four metrics.
+model, SFT/KD, the alignment algorithms (by name in `algorithms.ALGORITHMS`), the K-A and A-K
+pipelines and the four metrics.
 
 Public building blocks (stable; the PAD chapter builds on them):
 
@@ -11,11 +12,12 @@ Public building blocks (stable; the PAD chapter builds on them):
 - `pipelines.Setup`, `high_recall`, `low_recall`, `align`, `distil_rows`, `Sweep`, `run_sweep`
 """
 
-from . import alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, metrics, mixture, pipelines, ppo, sft
-from .alignment import ALGORITHMS
+from . import (algorithms, alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, metrics, mixture, pipelines, ppo,
+               sft)
+from .algorithms import ALGORITHMS
 from .mixture import Mixture
 from .pipelines import Setup, Sweep, align, distil_rows, high_recall, low_recall, run_sweep
 
 __all__ = ["ALGORITHMS", "Mixture", "Setup", "Sweep", "align", "distil_rows", "high_recall", "low_recall",
-           "run_sweep", "alignment", "dpo_offline", "dpo_online", "groundtruth", "grpo", "kd", "metrics",
+           "run_sweep", "algorithms", "alignment", "dpo_offline", "dpo_online", "groundtruth", "grpo", "kd", "metrics",
            "mixture", "pipelines", "ppo", "sft"]

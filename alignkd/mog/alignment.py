@@ -1,9 +1,10 @@
-"""What the four alignment algorithms share: the config fields of App. A.2, per-row β, the registry.
+"""What the alignment algorithms share: the config fields of App. A.2, per-row β, the run checks.
 
 Every algorithm (ppo.py, grpo.py, dpo_online.py, dpo_offline.py) aligns a batch of mixtures
 (rows = sweep settings × trials) against a *fixed* reference, the model it starts from (§3), with
 the oracle reward of `groundtruth.reward`. Each row may have its own β, so one batched run covers a
-whole β sweep; snapshots at `checkpoints` give the iteration sweep from the same run.
+whole β sweep; snapshots at `checkpoints` give the iteration sweep from the same run. The
+algorithms are looked up by name in `alignkd.mog.algorithms.ALGORITHMS`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,13 @@ import torch
 from ..validation import require_int, require_positive
 from .groundtruth import check_targets
 
-ALGORITHMS = ("ppo", "grpo", "dpo_online", "dpo_offline")
-ALGORITHM_LABELS = {"ppo": "PPO", "grpo": "GRPO", "dpo_online": "On-policy DPO", "dpo_offline": "Off-policy DPO"}
-
-
 @dataclass(frozen=True)
 class AlignConfig:
     """Hyperparameters every alignment algorithm has (App. A.2)."""
 
     beta: float = 1.0
     """KL coefficient (PPO, GRPO) or DPO coefficient β; > 0. Rows may override it (a β sweep)."""
-    lr: float = 1e-2
+    learning_rate: float = 1e-2
     """Adam learning rate (App. A.2: 1e-2)."""
     batch_size: int = 256
     """Samples drawn from the policy per iteration and row (App. A.2: 256; DPO: 128 pairs)."""
@@ -36,7 +33,7 @@ class AlignConfig:
 
     def __post_init__(self):
         check_betas([self.beta])
-        require_positive(self, "lr")
+        require_positive(self, "learning_rate")
         require_int(self, "batch_size", minimum=2)
         require_int(self, "n_iterations", minimum=0)
 
@@ -51,12 +48,6 @@ def check_betas(betas: Sequence[float]) -> list[float]:
             raise ValueError(f"beta = {b!r}: must be > 0 and finite (the KL/DPO coefficient anchors the "
                              f"policy to its reference; allowed: floats > 0)")
     return betas
-
-
-def check_algorithm(name: str) -> str:
-    if name not in ALGORITHMS:
-        raise ValueError(f"algorithm = {name!r}: unknown (allowed: {', '.join(ALGORITHMS)})")
-    return name
 
 
 def row_betas(config: AlignConfig, betas: torch.Tensor | Sequence[float] | None, n_rows: int) -> torch.Tensor:

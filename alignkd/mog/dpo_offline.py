@@ -24,7 +24,7 @@ from .mixture import Mixture, generators, uniforms
 
 @dataclass(frozen=True)
 class DPOOfflineConfig(AlignConfig):
-    """Off-policy DPO hyperparameters (App. A.2: lr 1e-2, batch 256 samples = 128 pairs per step)."""
+    """Off-policy DPO hyperparameters (App. A.2: learning rate 1e-2, batch 256 samples = 128 pairs per step)."""
 
     n_pairs: int = 12_800
     """Size of the static preference dataset per row (the paper does not state it; 100 steps' worth)."""
@@ -47,7 +47,7 @@ def train(policy: Mixture, reference: Mixture, config: DPOOfflineConfig, seed: i
     index_gens = generators(seed, f"{stage}/index", trials, n_settings)
     pairs_per_step = config.batch_size // 2
     policy = policy.trainable()
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     snapshots = {0: policy.detach()} if 0 in points else {}
     for it in tqdm(range(1, config.n_iterations + 1), desc=f"DPO (off-policy) {stage}", disable=not progress,
                    leave=False):

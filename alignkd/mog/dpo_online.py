@@ -26,7 +26,7 @@ from .mixture import Mixture, generators
 
 @dataclass(frozen=True)
 class DPOOnlineConfig(AlignConfig):
-    """On-policy DPO hyperparameters (App. A.2: lr 1e-2, batch 256 samples = 128 pairs)."""
+    """On-policy DPO hyperparameters (App. A.2: learning rate 1e-2, batch 256 samples = 128 pairs)."""
 
 
 def label_pairs(x: torch.Tensor, targets: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,7 +45,7 @@ def train(policy: Mixture, reference: Mixture, config: DPOOnlineConfig, seed: in
     gens = generators(seed, f"{stage}/sample", trials, n_settings)
     reference = reference.detach()
     policy = policy.trainable()
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
     snapshots = {0: policy.detach()} if 0 in points else {}
     for it in tqdm(range(1, config.n_iterations + 1), desc=f"DPO (on-policy) {stage}", disable=not progress,
                    leave=False):

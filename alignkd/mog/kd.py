@@ -35,7 +35,7 @@ class KDConfig:
     """Adam steps (App. A.1: N_ITERATIONS_SFT_KD = 2000)."""
     batch_size: int = 256
     """Teacher samples per step and row."""
-    lr: float = 1e-2
+    learning_rate: float = 1e-2
     """Adam learning rate."""
 
     def __post_init__(self):
@@ -45,7 +45,7 @@ class KDConfig:
 
     def sft(self) -> SFTConfig:
         return SFTConfig(n_components=self.n_components, n_iterations=self.n_iterations,
-                         batch_size=self.batch_size, lr=self.lr)
+                         batch_size=self.batch_size, learning_rate=self.learning_rate)
 
 
 def distil(teacher: Mixture, config: KDConfig, seed: int, trials: list[int] | range, stage: str = "kd",

@@ -21,17 +21,13 @@ import pandas as pd
 import torch
 
 from ..validation import require_int
-from . import dpo_offline, dpo_online, grpo, ppo
-from .alignment import ALGORITHMS, AlignConfig, check_algorithm, check_betas
+from .algorithms import ALGORITHMS, find_algorithm
+from .alignment import AlignConfig, check_betas
 from .groundtruth import N_MODES, SINGLE_TARGET, check_targets
 from .kd import KDConfig, distil
 from .metrics import N_EVAL_SAMPLES, evaluate
 from .mixture import Mixture
 from .sft import SFTConfig, fit_p_star
-
-MODULES = {"ppo": ppo, "grpo": grpo, "dpo_online": dpo_online, "dpo_offline": dpo_offline}
-CONFIGS = {"ppo": ppo.PPOConfig, "grpo": grpo.GRPOConfig, "dpo_online": dpo_online.DPOOnlineConfig,
-           "dpo_offline": dpo_offline.DPOOfflineConfig}
 
 
 @dataclass(frozen=True)
@@ -90,22 +86,21 @@ def low_recall(teacher: Mixture, setup: Setup, n_components: int | None = None, 
                   stage=f"p_low/{config.n_components}/{config.beta_kd!r}", progress=progress)
 
 
-def align(algorithm: str, start: Mixture, setup: Setup, betas: Sequence[float], config: AlignConfig | None = None,
+def align(name: str, start: Mixture, setup: Setup, betas: Sequence[float], config: AlignConfig | None = None,
           targets: Sequence[int] = SINGLE_TARGET, checkpoints: Sequence[int] = (), stage: str = "",
           progress: bool = False) -> dict[int, Mixture]:
     """Align `start` ([trials] rows) once per β, all β in one batched run, against `start` itself.
 
     Returns {iteration: Mixture with rows = len(betas) × trials, β-major}.
     """
-    check_algorithm(algorithm)
+    entry = find_algorithm(name)
     betas = check_betas(betas)
-    config = config or CONFIGS[algorithm]()
-    if not isinstance(config, CONFIGS[algorithm]):
-        raise TypeError(f"config for {algorithm} must be a {CONFIGS[algorithm].__name__}")
+    config = config or entry.config()
+    entry.check_config(config)
     rows = start.repeat(len(betas))
     row_betas = torch.tensor(betas).repeat_interleave(setup.n_trials)
-    return MODULES[algorithm].train(rows, rows, config, setup.seed, setup.trials, targets=targets, betas=row_betas,
-                                    checkpoints=checkpoints, stage=f"{algorithm}/{stage}", progress=progress)
+    return entry.train(rows, rows, config, setup.seed, setup.trials, targets=targets, betas=row_betas,
+                       checkpoints=checkpoints, stage=f"{name}/{stage}", progress=progress)
 
 
 def distil_rows(aligned: Mixture, setup: Setup, stage: str, progress: bool = False) -> Mixture:
@@ -118,7 +113,7 @@ class Sweep:
     """One algorithm's β sweep at a fixed budget plus its iteration sweep at one β (Figs 3, 4, 6, 7, 10–12)."""
 
     algorithm: str = "ppo"
-    """One of ppo, grpo, dpo_online, dpo_offline."""
+    """A name of `alignkd.mog.algorithms.ALGORITHMS` (ppo, grpo, grpo_reward, dpo_online, dpo_offline)."""
     betas: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)
     """β grid of panel (a)."""
     checkpoints: tuple[int, ...] = (100, 200, 400)
@@ -131,7 +126,7 @@ class Sweep:
     """Extra algorithm hyperparameters (fields of the algorithm's config dataclass)."""
 
     def __post_init__(self):
-        check_algorithm(self.algorithm)
+        find_algorithm(self.algorithm)
         check_betas(list(self.betas) + [self.iteration_beta])
         check_targets(self.targets)
         if not self.checkpoints or min(self.checkpoints) < 1:
@@ -147,7 +142,7 @@ class Sweep:
         return betas if self.iteration_beta in betas else betas + [self.iteration_beta]
 
     def align_config(self) -> AlignConfig:
-        return CONFIGS[self.algorithm](n_iterations=self.n_iterations, **self.config)
+        return ALGORITHMS[self.algorithm].config(n_iterations=self.n_iterations, **self.config)
 
 
 def run_sweep(sweep: Sweep, setup: Setup, p_high: Mixture, p_low: Mixture, progress: bool = False) -> pd.DataFrame:

@@ -7,9 +7,13 @@ scalar V per row: the expected shaped reward under the current policy. Each iter
 2. shape the oracle reward with the reverse-KL term of eq. (3),
    r'(x) = R(x) − β [log π_old(x) − log π_ref(x)],
    which → −∞ where π_ref(x) → 0: the learning trap of a low-recall reference;
-3. advantage A = r' − V (optionally standardised per row, as cleanrl does);
-4. `update_epochs` full-batch Adam steps on the clipped surrogate
-   −min(ρA, clip(ρ, 1 ± ε)A), ρ = π_θ(x)/π_old(x), plus `value_coef` · ½(V − r')².
+3. advantage A = r' − V with the learned V (App. A.2: "A(s, a) = R(s, a) − V(s)"), divided by the
+   batch std of r' per row when `whiten_advantages` (see `advantages`: no mean shift, or V cancels);
+4. `num_ppo_epochs` full-batch Adam steps on the clipped surrogate
+   −min(ρA, clip(ρ, 1 ± ε)A), ρ = π_θ(x)/π_old(x), plus `vf_coef` · ½(V − r')².
+
+V starts at 0 and learns at the policy's learning rate, so early on it lags the shaped reward and
+A has a positive mean; `vf_coef = 0` switches the critic off (V stays 0: no baseline).
 """
 
 from __future__ import annotations
@@ -29,24 +33,36 @@ from .mixture import Mixture, generators
 
 @dataclass(frozen=True)
 class PPOConfig(AlignConfig):
-    """PPO hyperparameters (App. A.2 for lr, batch; cleanrl defaults for the rest)."""
+    """PPO hyperparameters (App. A.2 for the learning rate and batch; cleanrl defaults for the rest)."""
 
-    clip: float = 0.2
+    epsilon: float = 0.2
     """Ratio clipping ε (Schulman et al. 2017)."""
-    update_epochs: int = 2
+    num_ppo_epochs: int = 2
     """Full-batch gradient steps per sampled batch (the ratio moves away from 1 after the first)."""
-    value_coef: float = 0.5
-    """Weight of the value (critic) loss."""
-    normalize_advantages: bool = True
-    """Standardise advantages per row and batch (cleanrl's default)."""
+    vf_coef: float = 0.5
+    """Weight of the value (critic) loss; 0 switches the critic off (V stays 0, A = r')."""
+    whiten_advantages: bool = True
+    """Divide the advantages by the row's batch std (scale only: the mean is kept, see `advantages`)."""
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 < self.clip < 1:
-            raise ValueError(f"clip = {self.clip!r}: must be in (0, 1)")
-        require_int(self, "update_epochs")
-        if not self.value_coef >= 0:
-            raise ValueError(f"value_coef = {self.value_coef!r}: must be >= 0")
+        if not 0 < self.epsilon < 1:
+            raise ValueError(f"PPOConfig.epsilon = {self.epsilon!r}: must be in (0, 1)")
+        require_int(self, "num_ppo_epochs")
+        if not self.vf_coef >= 0:
+            raise ValueError(f"PPOConfig.vf_coef = {self.vf_coef!r}: must be >= 0")
+
+
+def advantages(returns: torch.Tensor, value: torch.Tensor, whiten: bool) -> torch.Tensor:
+    """A = r' − V per row ([B, N] and [B, 1]), divided by the row's batch std of r' when `whiten`.
+
+    With one state V is a scalar per row. Whitening with a mean shift (cleanrl's default) would make
+    A = (r' − mean r') / std: V drops out and the critic trains without effect, which makes PPO GRPO
+    with std scaling (issue 10). Dividing by the std alone is the same for every sample of a row, so
+    it only rescales the row's step (comparable across β, whose shaped rewards differ in scale) and
+    keeps the learned baseline in the update."""
+    centred = returns - value
+    return objectives.whiten(centred, dim=-1, shift_mean=False) if whiten else centred
 
 
 def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, trials: Sequence[int],
@@ -62,7 +78,7 @@ def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, tri
     reference = reference.detach()
     policy = policy.trainable()
     value = torch.zeros(policy.n_rows, 1, requires_grad=True)  # the critic of the one constant state
-    optimizer = torch.optim.Adam(policy.parameters() + [value], lr=config.lr)
+    optimizer = torch.optim.Adam(policy.parameters() + [value], lr=config.learning_rate)
     snapshots = {0: policy.detach()} if 0 in points else {}
     for it in tqdm(range(1, config.n_iterations + 1), desc=f"PPO {stage}", disable=not progress, leave=False):
         x = policy.sample(config.batch_size, gens)
@@ -70,15 +86,13 @@ def train(policy: Mixture, reference: Mixture, config: PPOConfig, seed: int, tri
         with torch.no_grad():
             logp_old = logp.detach()
             returns = objectives.shaped_reward(reward(x, targets), logp_old, reference.log_prob(x), beta)
-            advantages = returns - value
-            if config.normalize_advantages:
-                advantages = (advantages - advantages.mean(-1, keepdim=True)) / (advantages.std(-1, keepdim=True) + 1e-8)
-        for epoch in range(config.update_epochs):
+            advantage = advantages(returns, value, config.whiten_advantages)
+        for epoch in range(config.num_ppo_epochs):
             if epoch > 0:
                 logp = policy.log_prob(x)
-            policy_loss = objectives.policy_loss(logp, logp_old, advantages, config.clip).mean(-1)
+            policy_loss = objectives.policy_loss(logp, logp_old, advantage, config.epsilon).mean(-1)
             value_loss = objectives.value_loss(value, returns).mean(-1)
-            loss = (policy_loss + config.value_coef * value_loss).sum()
+            loss = (policy_loss + config.vf_coef * value_loss).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -28,7 +28,7 @@ class SFTConfig:
     """Adam steps (App. A.1: N_ITERATIONS_SFT_KD = 2000)."""
     batch_size: int = 256
     """Fresh samples per step and row (App. A.2's batch size; the paper gives none for SFT)."""
-    lr: float = 1e-2
+    learning_rate: float = 1e-2
     """Adam learning rate (App. A.2's 1e-2; the paper gives none for SFT)."""
     init_spread: float = 2.0
     """Initial means are uniform in [−init_spread, init_spread]²."""
@@ -42,7 +42,7 @@ class SFTConfig:
                              f"(p* has {N_MODES} modes; more components than modes is not a compression)")
         require_int(self, "n_iterations", minimum=0)
         require_int(self, "batch_size")
-        require_positive(self, "lr", "init_spread", "init_scale")
+        require_positive(self, "learning_rate", "init_spread", "init_scale")
 
 
 Sampler = Callable[[int, list[torch.Generator]], torch.Tensor]
@@ -64,7 +64,7 @@ def fit(sampler: Sampler, config: SFTConfig, seed: int, stage: str, trials: list
     model = Mixture.random_init(config.n_components, generators(seed, f"{stage}/init", trials, n_settings),
                                 config.init_spread, config.init_scale).trainable()
     data_gens = generators(seed, f"{stage}/data", trials, n_settings)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     for _ in tqdm(range(config.n_iterations), desc=f"SFT {stage} (K={config.n_components})",
                   disable=not progress, leave=False):
         x = sampler(config.batch_size, data_gens)

@@ -48,10 +48,10 @@ class LMPADConfig:
     """Preference decomposition: rank groups of this size (divides n); None = all n at once."""
     beta: float = 1.0
     """Plackett–Luce scale on the rewards."""
-    temperature: float = 0.8
+    tau: float = 0.8
     """Student sampling temperature τ (PAD §4.1: 0.8)."""
-    max_steps: int = 300
-    """Sample-and-update steps (the LM chapter's alignment budget, 300 steps)."""
+    n_iterations: int = 300
+    """Sample-and-update iterations (the LM chapter's alignment budget, 300 steps)."""
     groups_per_step: int = 16
     """Groups of n responses per step: 16 × 4 = 64 responses, the alignment batch of App. C.3."""
     max_new_tokens: int = 24
@@ -73,8 +73,8 @@ class LMPADConfig:
 
     def __post_init__(self):
         check_pad_settings(self.loss, self.n_responses, self.group_size)
-        require_positive(self, "beta", "temperature", "learning_rate")
-        require_int(self, "max_steps", "groups_per_step", "max_new_tokens")
+        require_positive(self, "beta", "tau", "learning_rate")
+        require_int(self, "n_iterations", "groups_per_step", "max_new_tokens")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha = {self.alpha!r}: must be in [0, 1]")
         if self.calibration_order not in ORDERS:
@@ -113,8 +113,8 @@ def train_pad(student, teacher, config: LMPADConfig, *, prompt_ids, eos_id: int,
     n, groups = config.n_responses, config.groups_per_step
     optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
     log = []
-    for step in tqdm(range(1, config.max_steps + 1), desc=f"PAD {config.loss}", disable=not progress, leave=False):
-        samples = sample(student, prompt_ids, groups * n, config.max_new_tokens, config.temperature,
+    for step in tqdm(range(1, config.n_iterations + 1), desc=f"PAD {config.loss}", disable=not progress, leave=False):
+        samples = sample(student, prompt_ids, groups * n, config.max_new_tokens, config.tau,
                          eos_id=eos_id, pad_id=pad_id, batch_size=groups * n, seed=config.seed * 1_000_003 + step,
                          suppress_ids=suppress_ids)
         teacher_scores = teacher_rewards(teacher, samples, config).reshape(groups, n)

@@ -37,12 +37,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..mog.alignment import check_algorithm, check_betas
+from ..mog.algorithms import ALGORITHMS, find_algorithm
+from ..mog.alignment import check_betas
 from ..mog.experiments import cached_from_references
 from ..mog.groundtruth import SINGLE_TARGET, check_targets
 from ..mog.metrics import evaluate
 from ..mog.mixture import LOG_SCALE_MIN, Mixture, generators
-from ..mog.pipelines import CONFIGS, Setup, align, distil_rows, high_recall, low_recall
+from ..mog.pipelines import Setup, align, distil_rows, high_recall, low_recall
 from ..mog.sft import SFTConfig
 from ..validation import require_int, require_positive
 from .losses import check_pad_settings, pad_loss
@@ -53,7 +54,7 @@ STUDENT_INITS = ("fresh", "p_low")
 def tempered(q: Mixture, tau: float) -> Mixture:
     """The mixture q_τ of the module docstring: each component tempered exactly, weights by its tempered mass."""
     if not tau > 0:
-        raise ValueError(f"temperature = {tau!r}: must be > 0")
+        raise ValueError(f"tau = {tau!r}: must be > 0")
     log_scales = q.log_scales.detach().clamp(min=LOG_SCALE_MIN)
     logits = q.log_weights().detach() / tau + (1.0 - 1.0 / tau) * log_scales.sum(-1)
     return Mixture(logits, q.means.detach().clone(), log_scales + 0.5 * math.log(tau))
@@ -71,13 +72,13 @@ class PADConfig:
     """Preference decomposition (PAD §4.4): rank groups of this size (must divide n); None = all n at once."""
     beta: float = 1.0
     """Plackett–Luce scale β on the rewards (log-densities), for teacher and student alike."""
-    temperature: float = 0.8
+    tau: float = 0.8
     """Student sampling temperature τ (PAD §4.1: 0.8); see `tempered`."""
     n_iterations: int = 2000
     """Adam steps: the KD budget of A-K's last step (App. A.1: 2000), so the two final steps cost alike."""
     batch_size: int = 256
     """Student samples per step and row (App. A.2's 256), i.e. batch_size / n_responses groups."""
-    lr: float = 1e-2
+    learning_rate: float = 1e-2
     """Adam learning rate (App. A.2: 1e-2, as for every other MoG optimiser)."""
     student_init: str = "fresh"
     """"fresh": a new compact mixture initialised exactly as KD initialises its students (sft.fit:
@@ -86,7 +87,7 @@ class PADConfig:
 
     def __post_init__(self):
         check_pad_settings(self.loss, self.n_responses, self.group_size)
-        require_positive(self, "beta", "temperature", "lr")
+        require_positive(self, "beta", "tau", "learning_rate")
         require_int(self, "n_iterations", minimum=0)
         require_int(self, "batch_size")
         if self.batch_size % self.n_responses:
@@ -136,11 +137,11 @@ def train(teacher: Mixture, student: Mixture, config: PADConfig, seed: int, tria
     gens = generators(seed, f"{stage}/sample", list(trials), student.n_rows // len(trials))
     teacher = teacher.detach()
     student = student.trainable()
-    optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
     snapshots = {0: student.detach()} if 0 in points else {}
     history = torch.zeros(config.n_iterations, student.n_rows)
     for it in tqdm(range(1, config.n_iterations + 1), desc=f"PAD {stage}", disable=not progress, leave=False):
-        x = tempered(student, config.temperature).sample(config.batch_size, gens)
+        x = tempered(student, config.tau).sample(config.batch_size, gens)
         loss = pad_step_loss(student, teacher, x, config)
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()  # rows are independent: the sum gives each row its own gradient
@@ -187,7 +188,7 @@ class Comparison:
     """Extra PAD iterations at which to score the students (a trajectory)."""
 
     def __post_init__(self):
-        check_algorithm(self.algorithm)
+        find_algorithm(self.algorithm)
         check_betas([self.beta])
         check_targets(self.targets)
         require_int(self, "align_iterations")
@@ -212,7 +213,7 @@ def run_comparison(comparison: Comparison, setup: Setup, p_high: Mixture | None 
     """
     p_high = high_recall(setup, progress) if p_high is None else p_high
     p_low = low_recall(p_high, setup, progress=progress) if p_low is None else p_low
-    config = CONFIGS[comparison.algorithm](n_iterations=comparison.align_iterations)
+    config = ALGORITHMS[comparison.algorithm].config(n_iterations=comparison.align_iterations)
     stage_targets = f"{comparison.algorithm}/{comparison.targets}"
     frames = []
 
