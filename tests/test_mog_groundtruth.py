@@ -135,3 +135,12 @@ def test_bad_parameters_fail_with_a_clear_message():
         KDConfig(beta_kd=0.0)
     with pytest.raises(ValueError, match="n_components = 9"):
         KDConfig(n_components=9)
+
+
+def test_streams_hand_out_exactly_the_step_by_step_numbers():
+    # several steps are drawn per call and served one by one, also across a change of shape mid-buffer
+    streams = generators(0, "streams", range(5))
+    plain = [torch.Generator().manual_seed(g.initial_seed()) for g in streams]
+    for shape in [(7, 3)] * 10 + [(2,)] + [(7, 3)] * 40 + [(4, 2)] * 3:
+        expected = torch.stack([torch.rand(shape, generator=g) for g in plain])
+        assert torch.equal(uniforms(streams, *shape), expected)

@@ -4,12 +4,16 @@ pipelines and the four metrics.
 
 Public building blocks (stable; the PAD chapter builds on them):
 
-- `groundtruth`: MODE_CENTERS, SINGLE_TARGET, MULTI_TARGET, log_p_star, log_p_target, reward, sample_p_star
+- `groundtruth`: MODE_CENTERS, mode_centers(spacing), SINGLE_TARGET, MULTI_TARGET, log_p_star, log_p_target, reward,
+  sample_p_star, nearest_mode (every density and sampler takes the grid's `spacing`, App. A.1: 1.5)
 - `mixture.Mixture` (rows = settings × trials; log_prob, sample, sharpened, repeat, rows, cat, to/from_frame),
   `mixture.generators(seed, stage, trials, n_settings)`, `mixture.uniforms`
 - `sft.SFTConfig`, `sft.fit`, `sft.fit_p_star`; `kd.KDConfig`, `kd.distil`, `kd.sharpen_weights`
 - `metrics.evaluate(q, targets, seed, trials, n_samples)` -> DataFrame of the four metrics
-- `pipelines.Setup`, `high_recall`, `low_recall`, `align`, `distil_rows`, `Sweep`, `run_sweep`
+- `coverage.target_coverage`: share of a model's samples nearest the target and its density there (lost: < 1 %)
+- `pipelines.Setup` (incl. mode_spacing, trial_ids), `high_recall`, `low_recall`, `align`, `align_rows`,
+  `distil_rows`, `Sweep`, `run_sweep`
+- `claims` (paired A-K − K-A with intervals, chapters 03-04), `coverage_study` (chapter 05), `geometry` (Figure 1)
 """
 
 from . import (algorithms, alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, metrics, mixture, pipelines, ppo,

@@ -14,12 +14,15 @@ from collections.abc import Callable
 import pandas as pd
 
 from ..cache import ResultStore
+from .coverage import target_coverage
+from .groundtruth import SINGLE_TARGET
+from .metrics import evaluate
 from .mixture import Mixture
 from .pipelines import Setup, Sweep, high_recall, low_recall, run_sweep
 
 
 def _setup_key(setup: Setup, *fields: str) -> dict:
-    return {name: getattr(setup, name) for name in ("n_trials", "seed", *fields)}
+    return {name: getattr(setup, name) for name in ("n_trials", "trial_ids", "seed", "mode_spacing", *fields)}
 
 
 def cached_high_recall(store: ResultStore, setup: Setup, progress: bool = True) -> Mixture:
@@ -73,3 +76,15 @@ def cached_sweep(store: ResultStore, setup: Setup, sweep: Sweep, progress: bool 
         return frame
 
     return cached_from_references(store, setup, "mog_sweep", "sweep", sweep, run, progress)
+
+
+def score_models(setup: Setup, models: dict[str, Mixture], targets=SINGLE_TARGET) -> pd.DataFrame:
+    """The four metrics of every trial of each named model (one row per trial), with a `model` column."""
+    return pd.concat([evaluate(m, targets, setup.seed, setup.trials, setup.eval_samples, setup.mode_spacing)
+                      .assign(model=name) for name, m in models.items()], ignore_index=True)
+
+
+def models_coverage(setup: Setup, models: dict[str, Mixture], targets=SINGLE_TARGET) -> pd.DataFrame:
+    """`coverage.target_coverage` of every trial of each named model, with a `model` column."""
+    return pd.concat([target_coverage(m, targets, setup.seed, setup.trials, setup.eval_samples, setup.mode_spacing)
+                      .assign(model=name) for name, m in models.items()], ignore_index=True)

@@ -1,7 +1,7 @@
 """The exact ground truth of the Mixture-of-Gaussians testbed (paper §4.1, App. A.1).
 
 p* is an equal-weight mixture of 8 isotropic Gaussians (covariance 0.05·I) on the 3×3 grid
-{−1.5, 0, 1.5}² without its centre. Modes are numbered 0..7 row-major from the top-left, skipping
+{−s, 0, s}² without its centre, s = `spacing` (App. A.1: 1.5; Figure 1's numbers match 1.0, see chapter 02). Modes are numbered 0..7 row-major from the top-left, skipping
 the centre, so mode 7 is (1.5, −1.5) (the paper's single target) and mode 6 is (0, −1.5), its left
 neighbour (the second target of the multi-target experiments, App. B.4).
 
@@ -19,11 +19,28 @@ import torch
 
 from .mixture import standard_normal
 
-MODE_CENTERS = torch.tensor(
-    [[x, y] for y in (1.5, 0.0, -1.5) for x in (-1.5, 0.0, 1.5) if (x, y) != (0.0, 0.0)],
+MODE_SPACING = 1.5  # App. A.1: modes on {−1.5, 0, 1.5}²
+_UNIT_GRID = torch.tensor(
+    [[x, y] for y in (1.0, 0.0, -1.0) for x in (-1.0, 0.0, 1.0) if (x, y) != (0.0, 0.0)],
     dtype=torch.float32,
 )
-"""[8, 2] centres of p*'s modes, numbered row-major from the top-left (mode 7 = (1.5, −1.5))."""
+
+
+def check_spacing(spacing: float, name: str = "mode_spacing") -> float:
+    """The grid spacing must be a finite number > 0; raise ValueError naming `name` otherwise."""
+    if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or not 0 < spacing < float("inf"):
+        raise ValueError(f"{name} = {spacing!r}: must be a finite number > 0 (distance between neighbouring "
+                         f"modes of p*; App. A.1: {MODE_SPACING})")
+    return float(spacing)
+
+
+def mode_centers(spacing: float = MODE_SPACING) -> torch.Tensor:
+    """[8, 2] centres of p*'s modes on the grid of this spacing, numbered row-major from the top-left."""
+    return _UNIT_GRID * check_spacing(spacing)
+
+
+MODE_CENTERS = mode_centers()
+"""[8, 2] centres at App. A.1's spacing 1.5 (mode 7 = (1.5, −1.5))."""
 
 N_MODES = MODE_CENTERS.shape[0]
 VARIANCE = 0.05  # App. A.1: covariance 0.05·I
@@ -53,27 +70,27 @@ def _isotropic_log_density(x: torch.Tensor, centers: torch.Tensor) -> torch.Tens
     return -sq / (2 * VARIANCE) - math.log(2 * math.pi * VARIANCE)
 
 
-def log_p_star(x: torch.Tensor) -> torch.Tensor:
+def log_p_star(x: torch.Tensor, spacing: float = MODE_SPACING) -> torch.Tensor:
     """Exact log p*(x) for points x [..., 2] -> [...]."""
-    return torch.logsumexp(_isotropic_log_density(x, MODE_CENTERS.to(x)), -1) - math.log(N_MODES)
+    return torch.logsumexp(_isotropic_log_density(x, mode_centers(spacing).to(x)), -1) - math.log(N_MODES)
 
 
-def log_p_target(x: torch.Tensor, targets: Sequence[int] = SINGLE_TARGET) -> torch.Tensor:
+def log_p_target(x: torch.Tensor, targets: Sequence[int] = SINGLE_TARGET, spacing: float = MODE_SPACING) -> torch.Tensor:
     """Exact log p_target(x): the target mode's Gaussian, or the equal mixture of several."""
     targets = check_targets(targets)
-    centers = MODE_CENTERS[list(targets)].to(x)
+    centers = mode_centers(spacing)[list(targets)].to(x)
     return torch.logsumexp(_isotropic_log_density(x, centers), -1) - math.log(len(targets))
 
 
-def reward(x: torch.Tensor, targets: Sequence[int] = SINGLE_TARGET) -> torch.Tensor:
+def reward(x: torch.Tensor, targets: Sequence[int] = SINGLE_TARGET, spacing: float = MODE_SPACING) -> torch.Tensor:
     """Oracle reward R(x) = 10·exp(−2‖x − c_t‖²), maximised over the targets; x [..., 2] -> [...]."""
     targets = check_targets(targets)
-    centers = MODE_CENTERS[list(targets)].to(x)
+    centers = mode_centers(spacing)[list(targets)].to(x)
     sq = ((x.unsqueeze(-2) - centers) ** 2).sum(-1)
     return REWARD_SCALE * torch.exp(-REWARD_ALPHA * sq.min(-1).values)
 
 
-def sample_p_star(uniforms: torch.Tensor) -> torch.Tensor:
+def sample_p_star(uniforms: torch.Tensor, spacing: float = MODE_SPACING) -> torch.Tensor:
     """Samples of p* from uniforms [..., 3] in (0, 1): one picks the mode, two make the Gaussian noise.
 
     Taking uniforms (rather than a generator) lets batched callers draw each trial's randomness from
@@ -81,4 +98,10 @@ def sample_p_star(uniforms: torch.Tensor) -> torch.Tensor:
     """
     mode = torch.clamp((uniforms[..., 0] * N_MODES).long(), max=N_MODES - 1)
     noise = standard_normal(uniforms[..., 1:])
-    return MODE_CENTERS.to(uniforms)[mode] + math.sqrt(VARIANCE) * noise
+    return mode_centers(spacing).to(uniforms)[mode] + math.sqrt(VARIANCE) * noise
+
+
+def nearest_mode(x: torch.Tensor, spacing: float = MODE_SPACING) -> torch.Tensor:
+    """[...] number of the p* mode nearest to each point x [..., 2] (Euclidean distance)."""
+    centers = mode_centers(spacing).to(x)
+    return ((x.unsqueeze(-2) - centers) ** 2).sum(-1).argmin(-1)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from .groundtruth import SINGLE_TARGET, check_targets, log_p_star, log_p_target, reward, sample_p_star
+from .groundtruth import MODE_SPACING, SINGLE_TARGET, check_targets, log_p_star, log_p_target, reward, sample_p_star
 from .mixture import Mixture, generators, uniforms
 
 N_EVAL_SAMPLES = 10_000
@@ -31,8 +31,9 @@ METRIC_LABELS = {
 
 @torch.no_grad()
 def evaluate(q: Mixture, targets: Sequence[int], seed: int, trials: list[int] | range,
-             n_samples: int = N_EVAL_SAMPLES) -> pd.DataFrame:
-    """The four metrics of every row of q (rows = settings × trials, setting-major).
+             n_samples: int = N_EVAL_SAMPLES, spacing: float = MODE_SPACING) -> pd.DataFrame:
+    """The four metrics of every row of q (rows = settings × trials, setting-major), against the p* whose
+    modes are `spacing` apart.
 
     Returns one line per row with columns `row`, `trial` and the four METRICS.
     """
@@ -43,22 +44,28 @@ def evaluate(q: Mixture, targets: Sequence[int], seed: int, trials: list[int] | 
         raise ValueError(f"evaluate: {q.n_rows} rows is not a multiple of {len(trials)} trials")
     n_settings = q.n_rows // len(trials)
     x_q = q.sample(n_samples, generators(seed, "eval/q", trials, n_settings))
-    x_star = sample_p_star(uniforms(generators(seed, "eval/p_star", trials, n_settings), n_samples, 3))
+    x_star = sample_p_star(uniforms(generators(seed, "eval/p_star", trials, n_settings), n_samples, 3), spacing)
     return pd.DataFrame({
         "row": range(q.n_rows),
         "trial": list(trials) * n_settings,
-        "reward": reward(x_q, targets).mean(-1).numpy(),
-        "target_precision": log_p_target(x_q, targets).mean(-1).numpy(),
+        "reward": reward(x_q, targets, spacing).mean(-1).numpy(),
+        "target_precision": log_p_target(x_q, targets, spacing).mean(-1).numpy(),
         "overall_recall": q.log_prob(x_star).mean(-1).numpy(),
-        "overall_precision": log_p_star(x_q).mean(-1).numpy(),
+        "overall_precision": log_p_star(x_q, spacing).mean(-1).numpy(),
     })
 
 
 @torch.no_grad()
+def normalised_rewards(q: Mixture, targets: Sequence[int] = SINGLE_TARGET, seed: int = 0,
+                       trials: list[int] | range = (0,), n_samples: int = N_EVAL_SAMPLES) -> torch.Tensor:
+    """[B, n_samples] oracle rewards R(x)/10 of samples of every row of q (Figure 2b), from the eval stream."""
+    n_settings = q.n_rows // len(trials)
+    x = q.sample(n_samples, generators(seed, "eval/q", list(trials), n_settings))
+    return reward(x, check_targets(targets)) / 10.0
+
+
 def top_reward_fraction(q: Mixture, targets: Sequence[int] = SINGLE_TARGET, seed: int = 0,
                         trials: list[int] | range = (0,), n_samples: int = N_EVAL_SAMPLES,
                         threshold: float = 0.9) -> torch.Tensor:
     """[B] fraction of q's samples whose normalised reward R/10 exceeds `threshold` (Figure 2b)."""
-    n_settings = q.n_rows // len(trials)
-    x = q.sample(n_samples, generators(seed, "eval/q", list(trials), n_settings))
-    return (reward(x, targets) / 10.0 > threshold).float().mean(-1)
+    return (normalised_rewards(q, targets, seed, trials, n_samples) > threshold).float().mean(-1)

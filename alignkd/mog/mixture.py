@@ -35,17 +35,65 @@ def stream_seed(seed: int, stage: str, trial: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def generators(seed: int, stage: str, trials: list[int] | range, n_settings: int = 1) -> list[torch.Generator]:
-    """One generator per row, rows ordered setting-major: [setting 0 trials..., setting 1 trials..., ...]."""
+class Streams(list):
+    """One `torch.Generator` per row that hands out uniforms several steps at a time.
+
+    A training loop asks every row's stream for the same shape at every step. Calling `torch.rand` once
+    per row and step costs a Python round trip per row; a `Streams` instead draws `steps` steps' worth per
+    row in one call (the number doubles while the same shape keeps being asked for, up to `MAX_STEPS` and a
+    buffer of `MAX_BUFFER` numbers) and serves them one step at a time. Drawing [steps, *shape] from a
+    generator gives exactly the numbers of `steps` successive [*shape] draws (tested), so results are
+    identical to drawing step by step. If another shape is asked for while drawn numbers are left, every
+    generator is put back to where it was and advanced past the numbers used, so that stays exact too.
+    """
+
+    MAX_STEPS = 64
+    MAX_BUFFER = 1 << 22  # float32 numbers held ahead (16 MiB)
+
+    def __init__(self, gens):
+        super().__init__(gens)
+        self._shape: tuple[int, ...] | None = None
+        self._buffer: torch.Tensor | None = None  # [B, steps, *shape]
+        self._next = 0
+        self._states: list[torch.Tensor] = []
+
+    def draw(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Uniforms [B, *shape], row b from generator b, the next step of each row's sequence."""
+        buffered = self._buffer is not None and self._next < self._buffer.shape[1]
+        if buffered and shape == self._shape:
+            self._next += 1
+            return self._buffer[:, self._next - 1]
+        if buffered:
+            self._rewind()
+        numel = max(1, math.prod(shape)) * max(1, len(self))
+        same = shape == self._shape and self._buffer is not None
+        steps = min(2 * self._buffer.shape[1] if same else 1, self.MAX_STEPS, max(1, self.MAX_BUFFER // numel))
+        self._states = [g.get_state() for g in self] if steps > 1 else []
+        self._buffer = torch.stack([torch.rand((steps, *shape), generator=g) for g in self])
+        self._shape, self._next = shape, 1
+        return self._buffer[:, 0]
+
+    def _rewind(self) -> None:
+        used = self._next
+        for g, state in zip(self, self._states):
+            g.set_state(state)
+            torch.rand((used, *self._shape), generator=g)
+        self._buffer = None
+
+
+def generators(seed: int, stage: str, trials: list[int] | range, n_settings: int = 1) -> Streams:
+    """One stream per row, rows ordered setting-major: [setting 0 trials..., setting 1 trials..., ...]."""
     rows = []
     for _ in range(n_settings):
         for trial in trials:
             rows.append(torch.Generator().manual_seed(stream_seed(seed, stage, trial)))
-    return rows
+    return Streams(rows)
 
 
 def uniforms(gens: list[torch.Generator], *shape: int) -> torch.Tensor:
-    """Uniforms [B, *shape] in [0, 1), row b drawn from gens[b]."""
+    """Uniforms [B, *shape] in [0, 1), row b drawn from gens[b] (several steps at a time for `Streams`)."""
+    if isinstance(gens, Streams):
+        return gens.draw(tuple(shape))
     return torch.stack([torch.rand(shape, generator=g) for g in gens])
 
 

@@ -23,7 +23,7 @@ import torch
 from ..validation import require_int
 from .algorithms import ALGORITHMS, find_algorithm
 from .alignment import AlignConfig, check_betas
-from .groundtruth import N_MODES, SINGLE_TARGET, check_targets
+from .groundtruth import MODE_SPACING, N_MODES, SINGLE_TARGET, check_spacing, check_targets
 from .kd import KDConfig, distil
 from .metrics import N_EVAL_SAMPLES, evaluate
 from .mixture import Mixture
@@ -50,20 +50,41 @@ class Setup:
     """KD steps for p'' and for A-K's final distillation (App. A.1: 2000)."""
     eval_samples: int = N_EVAL_SAMPLES
     """Monte-Carlo samples per expectation of every metric."""
+    mode_spacing: float = MODE_SPACING
+    """Distance between neighbouring modes of p* (App. A.1: 1.5, the grid {−1.5, 0, 1.5}²). p', p'' and
+    the metrics follow it; the alignment algorithms reward the target at 1.5 only (`check_alignable`)."""
+
+    trial_ids: tuple[int, ...] = ()
+    """Which trials to run (empty: 0..n_trials − 1). Trial t's streams depend on t only, so a subset, e.g. the
+    trials whose p'' lost the target in chapter 05, reproduces those trials of the full run exactly."""
 
     def __post_init__(self):
+        check_spacing(self.mode_spacing, "Setup.mode_spacing")
         require_int(self, "n_trials", "n_high_recall", "n_low_recall", "eval_samples")
+        ids = self.trial_ids
+        if ids and (len(ids) != self.n_trials or len(set(ids)) != len(ids)
+                    or any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in ids)):
+            raise ValueError(f"Setup.trial_ids = {ids!r}: must be n_trials = {self.n_trials} distinct integers >= 0 "
+                             f"(or empty for 0..n_trials − 1)")
         require_int(self, "sft_iterations", "kd_iterations", minimum=0)
         if self.n_high_recall > N_MODES:
             raise ValueError(f"n_high_recall = {self.n_high_recall}: must be <= {N_MODES}, the modes of p*")
         if self.n_low_recall > self.n_high_recall:
             raise ValueError(f"n_low_recall = {self.n_low_recall}: must be <= n_high_recall = {self.n_high_recall}")
-        if not self.beta_kd > 0:
-            raise ValueError(f"beta_kd = {self.beta_kd!r}: must be > 0 (the paper uses >= 1)")
+        if isinstance(self.beta_kd, bool) or not isinstance(self.beta_kd, (int, float)) or not self.beta_kd > 0:
+            raise ValueError(f"Setup.beta_kd = {self.beta_kd!r}: must be a number > 0 (the paper uses 1.25 in "
+                             f"the sweeps and 10 in Figure 1)")
+
+    def check_alignable(self) -> None:
+        """Alignment rewards the target at App. A.1's spacing; other geometries are for p', p'' and metrics."""
+        if self.mode_spacing != MODE_SPACING:
+            raise ValueError(f"Setup.mode_spacing = {self.mode_spacing!r}: the alignment algorithms reward the target "
+                             f"at App. A.1's spacing only (allowed for alignment: {MODE_SPACING}); other spacings "
+                             f"serve p', p'' and their metrics (chapter 02)")
 
     @property
     def trials(self) -> list[int]:
-        return list(range(self.n_trials))
+        return list(self.trial_ids) if self.trial_ids else list(range(self.n_trials))
 
     def sft_config(self) -> SFTConfig:
         return SFTConfig(n_components=self.n_high_recall, n_iterations=self.sft_iterations)
@@ -75,7 +96,8 @@ class Setup:
 
 def high_recall(setup: Setup, progress: bool = False) -> Mixture:
     """p': one row per trial, `setup.n_high_recall` components fit to p* by SFT."""
-    return fit_p_star(setup.sft_config(), setup.seed, setup.trials, stage="p_prime", progress=progress)
+    return fit_p_star(setup.sft_config(), setup.seed, setup.trials, stage="p_prime", progress=progress,
+                      spacing=setup.mode_spacing)
 
 
 def low_recall(teacher: Mixture, setup: Setup, n_components: int | None = None, beta_kd: float | None = None,
@@ -93,13 +115,24 @@ def align(name: str, start: Mixture, setup: Setup, betas: Sequence[float], confi
 
     Returns {iteration: Mixture with rows = len(betas) × trials, β-major}.
     """
-    entry = find_algorithm(name)
     betas = check_betas(betas)
+    row_betas = torch.tensor(betas).repeat_interleave(setup.n_trials)
+    return align_rows(name, start.repeat(len(betas)), setup, row_betas, config, targets, checkpoints, stage, progress)
+
+
+def align_rows(name: str, start: Mixture, setup: Setup, row_betas: torch.Tensor, config: AlignConfig | None = None,
+               targets: Sequence[int] = SINGLE_TARGET, checkpoints: Sequence[int] = (), stage: str = "",
+               progress: bool = False) -> dict[int, Mixture]:
+    """Align every row of `start` (rows = settings × trials, setting-major) against itself, row b with β row_betas[b].
+
+    Row (setting, trial t) draws from trial t's streams of stage `name/stage`, so a row equals the same
+    trial's row of any other batch with that stage (e.g. `align`'s).
+    """
+    entry = find_algorithm(name)
+    setup.check_alignable()
     config = config or entry.config()
     entry.check_config(config)
-    rows = start.repeat(len(betas))
-    row_betas = torch.tensor(betas).repeat_interleave(setup.n_trials)
-    return entry.train(rows, rows, config, setup.seed, setup.trials, targets=targets, betas=row_betas,
+    return entry.train(start, start, config, setup.seed, setup.trials, targets=targets, betas=row_betas,
                        checkpoints=checkpoints, stage=f"{name}/{stage}", progress=progress)
 
 
@@ -151,6 +184,7 @@ def run_sweep(sweep: Sweep, setup: Setup, p_high: Mixture, p_low: Mixture, progr
     Columns: algorithm, pipeline ("K-A", "A-K", "A (p'_AK)"), panel ("beta" or "iterations"), beta,
     iterations, trial and the four metrics. "A (p'_AK)" is A-K's aligned model before distillation.
     """
+    setup.check_alignable()
     betas = sweep.run_betas()
     config = sweep.align_config()
     n = setup.n_trials
@@ -193,4 +227,5 @@ def run_sweep(sweep: Sweep, setup: Setup, p_high: Mixture, p_low: Mixture, progr
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["ALGORITHMS", "Setup", "Sweep", "high_recall", "low_recall", "align", "distil_rows", "run_sweep"]
+__all__ = ["ALGORITHMS", "Setup", "Sweep", "high_recall", "low_recall", "align", "align_rows", "distil_rows",
+           "run_sweep"]

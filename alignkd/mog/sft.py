@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
 
 from ..validation import require_int, require_positive
-from .groundtruth import N_MODES, sample_p_star
+from .groundtruth import MODE_SPACING, N_MODES, sample_p_star
 from .mixture import Mixture, generators, uniforms
 
 
@@ -49,9 +50,9 @@ Sampler = Callable[[int, list[torch.Generator]], torch.Tensor]
 """sampler(n, gens) -> [B, n, 2]: n fresh data points per row, row b drawn with gens[b]."""
 
 
-def p_star_sampler(n: int, gens: list[torch.Generator]) -> torch.Tensor:
-    """Samples of the ground truth p*, one row per generator."""
-    return sample_p_star(uniforms(gens, n, 3))
+def p_star_sampler(n: int, gens: list[torch.Generator], spacing: float = MODE_SPACING) -> torch.Tensor:
+    """Samples of the ground truth p* (modes `spacing` apart), one row per generator."""
+    return sample_p_star(uniforms(gens, n, 3), spacing)
 
 
 def fit(sampler: Sampler, config: SFTConfig, seed: int, stage: str, trials: list[int] | range,
@@ -76,6 +77,6 @@ def fit(sampler: Sampler, config: SFTConfig, seed: int, stage: str, trials: list
 
 
 def fit_p_star(config: SFTConfig, seed: int, trials: list[int] | range, stage: str = "sft",
-               progress: bool = False) -> Mixture:
+               progress: bool = False, spacing: float = MODE_SPACING) -> Mixture:
     """The high-recall model p': `config.n_components` components fit to p* (App. A.1), one row per trial."""
-    return fit(p_star_sampler, config, seed, stage, trials, progress=progress)
+    return fit(partial(p_star_sampler, spacing=spacing), config, seed, stage, trials, progress=progress)
