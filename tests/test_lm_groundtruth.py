@@ -89,6 +89,29 @@ def test_target_is_the_rare_topics_exact_chain():
     assert torch.all(p_star.log_prob(s).total >= target.log_prob(s).total + math.log(float(weights[7])) - 1e-4)
 
 
+def test_topic_markers_decide_the_topic_at_the_first_token():
+    plain = markov_mixture()
+    marked = markov_mixture(topic_markers=2)  # topic k opens with word 4 + 2k or 5 + 2k
+    assert torch.equal(plain.log_trans, marked.log_trans)  # only the opening differs
+    opening = marked.log_init.exp()
+    assert torch.allclose(opening.sum(1), torch.ones(8, dtype=torch.float64))
+    # all but `smoothing` of topic k's opening mass is on its own two words, half each
+    words = 1 - 0.01 / 61  # the first step also gives EOS its smoothing share
+    assert float(opening[7, 18]) == pytest.approx((0.99 / 2 + 0.01 / 60) * words, rel=1e-9)
+    own = torch.stack([opening[k, 4 + 2 * k:6 + 2 * k].sum() for k in range(8)])
+    assert torch.allclose(own, torch.full((8,), (0.99 + 2 * 0.01 / 60) * words, dtype=torch.float64))
+    # after one token the posterior is nearly one-hot: the weight ratio (<= 12) against the opening ratio (~3000)
+    first = as_samples([(4 + 2 * k, EOS) for k in range(8)], 2)
+    posterior = marked.topic_posterior(first)
+    assert torch.equal(posterior.argmax(1), torch.arange(8)) and float(posterior.max(1).values.min()) > 0.99
+    # so the share of the target topic among samples is its weight
+    s = marked.sample(20000, 12, seed=3)
+    share = float((marked.topic_posterior(s).argmax(1) == 7).double().mean())
+    assert share == pytest.approx(float(marked.weights[7]), abs=4 * math.sqrt(0.035 * 0.965 / 20000))
+    with pytest.raises(ValueError, match="topic_markers"):
+        MarkovMixtureConfig(vocab_size=12, n_topics=3, topic_markers=3)  # 9 marker words, 8 words
+
+
 def test_markov_tokenizer_round_trips(small):
     s = small.sample(5, 6, seed=0)
     text = s.texts(small.tokenizer)[0]

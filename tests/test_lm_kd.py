@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from alignkd.lm.groundtruth import markov_mixture
-from alignkd.lm.kd import (KDDataConfig, TrainConfig, causal_lm_loss, generate_dataset, load_dataset,
-                           topic_keep_probability, train_student, wsd_lambda)
+from alignkd.lm.kd import (KDDataConfig, TrainConfig, WarmupStableDecay, causal_lm_loss, generate_dataset,
+                           heldout_loss, load_dataset, split_heldout, topic_keep_probability, train_student,
+                           wsd_lambda)
 from alignkd.lm.metrics import per_token_mean
 from alignkd.lm.students import tiny_llama
 
@@ -123,3 +124,52 @@ def test_gpu_settings_without_a_gpu_fail_before_work():
         TrainConfig(device="cuda")
     with pytest.raises(ValueError, match="allowed: smollm2-135m"):
         TrainConfig(size="huge")
+
+
+def test_warmup_stable_decay_started_by_early_stopping():
+    schedule = WarmupStableDecay(2, None, 10)  # decay not decided yet: stable after warmup
+    assert [schedule(s) for s in (0, 1, 50)] == [0.5, 1.0, 1.0] and schedule.phase(50) == "stable"
+    schedule.start_decay(60, 4)
+    assert [schedule(s) for s in (59, 60, 61, 63, 64)] == [1.0, 1.0, 0.75, 0.25, 0.0]
+    assert schedule.phase(0) == "warmup" and schedule.phase(61) == "decay"
+
+
+def test_early_stopping_anneals_from_the_best_weights_and_keeps_the_curve(language):
+    gt, _ = language
+    data = gt.sample(1400, 10, seed=3)
+    # a threshold no step can beat: the first evaluation is the only improvement, so the stable phase ends
+    # after 1 + patience evaluations (steps 4, 8, 12), and a decay of 0.2 / 0.8 · 12 = 3 steps follows
+    config = TrainConfig(size="tiny", epochs=50, learning_rate=5e-3, batch_size=64, validation_size=400, eval_steps=4,
+                         early_stopping_patience=2, early_stopping_threshold=10.0, warmup=0.0)
+    model, log = train_student(data, config, vocab_size=16, bos_id=0, eos_id=1, pad_id=2, progress=False)
+    assert len(log) == 15 and list(log["step"]) == list(range(15))
+    assert list(log.loc[log["eval_loss"].notna(), "step"]) == [3, 7, 11, 14]
+    assert list(log["phase"]) == ["warmup"] + ["stable"] * 11 + ["decay"] * 3  # warmup is never below one step
+    assert list(log["lr"][11:]) == pytest.approx([5e-3, 5e-3 * 2 / 3, 5e-3 / 3, 0.0])
+    assert log["epoch"].iloc[0] == pytest.approx(1 / 16)  # 1000 training sequences, batches of 64
+    # the returned weights are the best evaluation's: recompute its held-out loss
+    train, heldout = split_heldout(data, 400)
+    assert len(train) == 1000 and torch.equal(heldout.tokens, data[1000:].tokens)
+    assert heldout_loss(model, heldout) == pytest.approx(log["eval_loss"].min(), abs=1e-5)
+
+
+def test_early_stopping_runs_until_held_out_loss_stops_improving(language):
+    gt, _ = language
+    data = gt.sample(2200, 10, seed=4)
+    config = TrainConfig(size="tiny", epochs=40, learning_rate=5e-3, batch_size=64, validation_size=200,
+                         early_stopping_patience=1, early_stopping_threshold=0.01)
+    _, log = train_student(data, config, vocab_size=16, bos_id=0, eos_id=1, pad_id=2, progress=False)
+    curve = log.loc[log["eval_loss"].notna() & (log["phase"] != "decay"), "eval_loss"].to_numpy()
+    assert len(curve) < 40  # stopped well before the 40-epoch cap
+    assert all(a - b > 0.01 for a, b in zip(curve[:-2], curve[1:-1]))  # every evaluation but the last improved
+    assert curve[-2] - curve[-1] <= 0.01  # the last did not: that is what stopped it
+    assert log["phase"].iloc[-1] == "decay"
+
+
+def test_early_stopping_needs_held_out_data():
+    with pytest.raises(ValueError, match="validation_size"):
+        TrainConfig(early_stopping_patience=2)
+    with pytest.raises(ValueError, match="early_stopping_threshold"):
+        TrainConfig(validation_size=10, early_stopping_patience=2, early_stopping_threshold=-1.0)
+    with pytest.raises(ValueError, match="nothing to train on"):
+        split_heldout(markov_mixture(vocab_size=12, n_topics=2).sample(10, 4), 10)

@@ -138,6 +138,12 @@ class MarkovMixtureConfig:
     smoothing: float = 0.01
     """Mass of every row spread uniformly over all words (and EOS at the first step): full support, so
     the precision of a student's sample is finite."""
+    topic_markers: int = 0
+    """Words reserved as the first token of each topic: topic k opens with one of its own `topic_markers`
+    words (all of its initial mass but `smoothing`), so the topic is decided at the first token. 0 = the
+    initial distributions are Dirichlet draws like the transitions, and a topic is settled only over the
+    first few tokens. Deciding it at the first token is what lets a student learn, and a sharpened KD
+    stage prune, the rare topic (chapter 06 measures both)."""
     seed: int = 0
     """Draws the chains."""
 
@@ -154,6 +160,10 @@ class MarkovMixtureConfig:
             raise ValueError(f"smoothing = {self.smoothing}: must be in (0, 1)")
         if not 0 < self.eos_prob < 1:
             raise ValueError(f"eos_prob = {self.eos_prob}: must be in (0, 1)")
+        words = self.vocab_size - 4
+        if not isinstance(self.topic_markers, int) or not 0 <= self.topic_markers * self.n_topics <= words:
+            raise ValueError(f"MarkovMixtureConfig.topic_markers = {self.topic_markers}: must be an integer >= 0 with "
+                             f"n_topics · topic_markers <= {words} (the words of a {self.vocab_size}-token vocabulary)")
 
 
 BOS, EOS, PAD, UNK = 0, 1, 2, 3
@@ -197,6 +207,12 @@ class MarkovMixture(LanguageModel):
         rows = torch.from_numpy(rng.gamma(config.concentration, size=(K, V + 1, words))).clamp_min(1e-300)
         rows = rows / rows.sum(-1, keepdim=True)
         rows = (1 - config.smoothing) * rows + config.smoothing / words
+        if config.topic_markers:  # topic k opens with one of words 4 + k·m … 4 + (k+1)·m − 1
+            m = config.topic_markers
+            opening = torch.full((K, words), config.smoothing / words, dtype=torch.float64)
+            for k in range(K):
+                opening[k, k * m:(k + 1) * m] += (1 - config.smoothing) / m
+            rows[:, V] = opening
         init = torch.zeros(K, V, dtype=torch.float64)
         init[:, 4:] = rows[:, V] * (1 - config.smoothing / (words + 1))
         init[:, EOS] = config.smoothing / (words + 1)

@@ -135,30 +135,43 @@ def load_dataset(directory: Path, pad_id: int, limit: int | None = None) -> Samp
 # --------------------------------------------------------------------------- student training
 
 
-def wsd_lambda(total_steps: int, warmup: float = 0.01, decay: float = 0.2) -> Callable[[int], float]:
-    """Warmup-stable-decay: linear warmup over `warmup`·total steps, constant, linear decay to 0 over the last `decay`."""
-    warmup_steps = max(1, round(warmup * total_steps))
-    decay_steps = max(1, round(decay * total_steps))
-    decay_start = total_steps - decay_steps
+class WarmupStableDecay:
+    """Learning-rate factor: linear warmup over `warmup_steps`, constant, then linear decay to 0 over
+    `decay_steps` from `decay_start` (None: not decided yet — early stopping decides it, `start_decay`)."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if step >= decay_start:
-            return max(0.0, (total_steps - step) / decay_steps)
+    def __init__(self, warmup_steps: int, decay_start: int | None, decay_steps: int):
+        self.warmup_steps, self.decay_start, self.decay_steps = max(1, warmup_steps), decay_start, max(1, decay_steps)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.decay_start is not None and step >= self.decay_start:
+            return max(0.0, 1 - (step - self.decay_start) / self.decay_steps)
         return 1.0
 
-    return factor
+    def start_decay(self, step: int, decay_steps: int) -> None:
+        self.decay_start, self.decay_steps = step, max(1, decay_steps)
+
+    def phase(self, step: int) -> str:
+        if step < self.warmup_steps:
+            return "warmup"
+        return "decay" if self.decay_start is not None and step >= self.decay_start else "stable"
+
+
+def wsd_lambda(total_steps: int, warmup: float = 0.01, decay: float = 0.2) -> WarmupStableDecay:
+    """Warmup-stable-decay over a known number of steps: `warmup`·total steps of warmup, the last `decay`·total of decay."""
+    decay_steps = max(1, round(decay * total_steps))
+    return WarmupStableDecay(round(warmup * total_steps), total_steps - decay_steps, decay_steps)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Student training (App. C.2)."""
+    """Student training (App. C.2), with early stopping on held-out loss."""
 
     size: str = "tiny"
     """Student architecture: a key of `STUDENT_SIZES` (`smollm2-135m`, `smollm2-360m`, `tiny`, `small`, `medium`)."""
     epochs: float = 1.0
-    """Passes over the dataset (fractions allowed)."""
+    """Passes over the training sequences (fractions allowed); with early stopping, the most it may take."""
     batch_size: int = 64
     """Micro-batch per device (paper: mini_batch_size 64)."""
     grad_accum: int = 1
@@ -172,6 +185,16 @@ class TrainConfig:
     decay: float = 0.2
     """Fraction of optimiser steps in the final linear decay (paper: 20 %)."""
     grad_clip: float = 1.0
+    validation_size: int = 0
+    """Sequences held out (the dataset's last ones) to measure held-out loss; 0 = train on all, no curve."""
+    eval_steps: int = 0
+    """Optimiser steps between held-out evaluations (0 = once per epoch); needs validation_size > 0."""
+    early_stopping_patience: int = 0
+    """Stop the stable phase after this many evaluations without an improvement of more than
+    `early_stopping_threshold`, go back to the best weights and run the decay phase from there
+    (warmup-stable-decay with the decay started by the held-out loss). 0 = train for `epochs`."""
+    early_stopping_threshold: float = 0.0
+    """Smallest drop of held-out loss (nats per token) that counts as an improvement."""
     bf16: bool = False
     """bfloat16 autocast (paper: bf16); needs a GPU."""
     device: str = "cpu"
@@ -189,8 +212,14 @@ class TrainConfig:
                                f"use bf16=False, device='cpu' (the quick/default profiles) or run on a GPU machine")
         require_positive(self, "epochs", "learning_rate")
         require_int(self, "batch_size", "grad_accum")
+        require_int(self, "validation_size", "eval_steps", "early_stopping_patience", minimum=0)
         if not (0 <= self.warmup < 1 and 0 <= self.decay < 1 and self.warmup + self.decay <= 1):
             raise ValueError(f"TrainConfig: warmup = {self.warmup}, decay = {self.decay} must be fractions summing to <= 1")
+        if self.early_stopping_patience and not self.validation_size:
+            raise ValueError(f"TrainConfig.early_stopping_patience = {self.early_stopping_patience} needs held-out "
+                             f"sequences: set validation_size > 0")
+        if self.early_stopping_threshold < 0:
+            raise ValueError(f"TrainConfig.early_stopping_threshold = {self.early_stopping_threshold}: must be >= 0")
 
 
 def causal_lm_loss(model, tokens: torch.Tensor, mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
@@ -202,14 +231,54 @@ def causal_lm_loss(model, tokens: torch.Tensor, mask: torch.Tensor, prompt_lengt
     return (nll * weight).sum() / weight.sum().clamp_min(1)
 
 
+@torch.no_grad()
+def heldout_loss(model, data: Samples, batch_size: int = 512) -> float:
+    """Cross-entropy per response token (EOS included) of `data` under `model`: the early-stopping criterion."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        part = data[start:start + batch_size].trim().to(device)
+        n = int(part.response_mask.sum())
+        total += float(causal_lm_loss(model, part.tokens, part.mask, part.prompt_length)) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def split_heldout(data: Samples, validation_size: int) -> tuple[Samples, Samples | None]:
+    """(training sequences, held-out sequences): the last `validation_size` sequences are held out."""
+    if not validation_size:
+        return data, None
+    if validation_size >= len(data):
+        raise ValueError(f"TrainConfig.validation_size = {validation_size} leaves nothing to train on "
+                         f"({len(data)} sequences)")
+    return data[:len(data) - validation_size], data[len(data) - validation_size:]
+
+
+LOG_COLUMNS = ["step", "epoch", "phase", "loss", "lr", "eval_loss"]
+
+
 def train_student(data: Samples, config: TrainConfig, *, vocab_size: int, bos_id: int, eos_id: int, pad_id: int,
                   model=None, progress: bool = True):
-    """Train a from-scratch student (or continue `model`) on `data`; returns (model on CPU, log DataFrame)."""
+    """Train a from-scratch student (or continue `model`) on `data`; returns (model on CPU, log DataFrame).
+
+    The log has one row per optimiser step (`step`, `epoch`, `phase` ∈ warmup/stable/decay, mean training
+    `loss`, `lr`) and the held-out loss `eval_loss` on the steps where it was measured (NaN elsewhere).
+
+    Without early stopping the schedule is warmup-stable-decay over `epochs` (App. C.2). With it, the
+    stable phase lasts until the held-out loss stops improving (or `epochs` run out); the weights go back to
+    the best evaluation and a decay phase of `decay` / (1 − `decay`) times the steps taken so far anneals
+    the learning rate to 0 from there, so the decay is the same fraction of the run as without it.
+    The returned weights are the best held-out evaluation of the run (the annealed ones unless they are worse).
+    """
     from accelerate import Accelerator
 
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
                               mixed_precision="bf16" if config.bf16 else "no",
                               cpu=config.device == "cpu" and "LOCAL_RANK" not in os.environ)
+    train, heldout = split_heldout(data, config.validation_size)
     if model is None:
         model = make_student(config.size, vocab_size, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
                              max_positions=max(config.max_positions, data.tokens.shape[1]), seed=config.seed)
@@ -219,22 +288,43 @@ def train_student(data: Samples, config: TrainConfig, *, vocab_size: int, bos_id
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
         plugin.deepspeed_config["gradient_accumulation_steps"] = config.grad_accum
     g = torch.Generator().manual_seed(config.seed)
-    n_batches_per_epoch = math.ceil(len(data) / (config.batch_size * accelerator.num_processes))
-    total_micro = max(1, round(config.epochs * n_batches_per_epoch))
-    total_steps = max(1, total_micro // config.grad_accum)
+    global_batch = config.batch_size * accelerator.num_processes
+    n_batches_per_epoch = math.ceil(len(train) / global_batch)
+    max_micro = max(1, round(config.epochs * n_batches_per_epoch))
+    max_steps = max(1, max_micro // config.grad_accum)
+    steps_per_epoch = max(1, n_batches_per_epoch // config.grad_accum)
+    eval_steps = config.eval_steps or steps_per_epoch
+    early = config.early_stopping_patience > 0
+    schedule = wsd_lambda(max_steps, config.warmup, config.decay)
+    if early:  # the stable phase runs until the held-out loss stops improving
+        schedule.decay_start = None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, wsd_lambda(total_steps, config.warmup, config.decay))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
-    order = torch.cat([torch.randperm(len(data), generator=g) for _ in range(math.ceil(config.epochs) + 1)])
+    # enough shuffled passes for the longest run: an early-stopped decay phase adds up to decay / (1 − decay)
+    passes = math.ceil(config.epochs * (1 + config.decay / (1 - config.decay))) + 1
+    order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(passes)])
     log, running = [], []
-    bar = tqdm(range(total_micro), desc=f"KD train {config.size}", disable=not progress or not accelerator.is_main_process,
+    best = {"loss": math.inf, "state": None, "step": -1}
+    bad = 0
+    bar = tqdm(total=max_steps, desc=f"KD train {config.size}", disable=not progress or not accelerator.is_main_process,
                leave=False)
-    global_batch = config.batch_size * accelerator.num_processes
-    for micro in bar:
+
+    def evaluate_and_keep(step_row: dict) -> float:
+        loss = heldout_loss(accelerator.unwrap_model(model), heldout)
+        step_row["eval_loss"] = loss
+        if loss < best["loss"]:
+            best.update(loss=loss, step=step_row["step"],
+                        state={k: v.detach().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()})
+        return loss
+
+    micro, step, end = 0, 0, max_steps
+    while step < end:
         batch_index = order[micro * global_batch:(micro + 1) * global_batch]
         batch_index = batch_index[accelerator.process_index::accelerator.num_processes]
-        batch = data[batch_index].trim().to(accelerator.device)
+        batch = train[batch_index].trim().to(accelerator.device)
+        micro += 1
         with accelerator.accumulate(model):
             loss = causal_lm_loss(model, batch.tokens, batch.mask, batch.prompt_length)
             accelerator.backward(loss)
@@ -244,12 +334,33 @@ def train_student(data: Samples, config: TrainConfig, *, vocab_size: int, bos_id
             scheduler.step()
             optimizer.zero_grad()
         running.append(float(loss.detach()))
-        if accelerator.sync_gradients:
-            log.append({"step": len(log), "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0]})
-            running = []
+        if not accelerator.sync_gradients:
+            continue
+        row = {"step": step, "epoch": (step + 1) / steps_per_epoch, "phase": schedule.phase(step),
+               "loss": sum(running) / len(running), "lr": scheduler.get_last_lr()[0], "eval_loss": math.nan}
+        running = []
+        step += 1
+        bar.update(1)
+        if heldout is not None and (step % eval_steps == 0 or step == end):
+            previous = best["loss"]
+            current = evaluate_and_keep(row)
+            if early and schedule.decay_start is None:
+                bad = 0 if current < previous - config.early_stopping_threshold else bad + 1
+                if bad >= config.early_stopping_patience or step >= max_steps:
+                    # the held-out loss has stopped improving: anneal from the best weights
+                    accelerator.unwrap_model(model).load_state_dict(best["state"])
+                    schedule.start_decay(step, round(step * config.decay / (1 - config.decay)))
+                    end = step + schedule.decay_steps
+                    bar.total = end
+        log.append(row)
+    bar.close()
+    if heldout is not None:
+        if not math.isfinite(log[-1]["eval_loss"]):
+            evaluate_and_keep(log[-1])
+        accelerator.unwrap_model(model).load_state_dict(best["state"])
     model = accelerator.unwrap_model(model).float().cpu()
     model.eval()
-    return model, pd.DataFrame(log, columns=["step", "loss", "lr"])
+    return model, pd.DataFrame(log, columns=LOG_COLUMNS)
 
 
 # --------------------------------------------------------------------------- command line (multi-GPU)
