@@ -55,3 +55,36 @@ def test_premise_rule_and_inputs_are_checked_before_sampling(language):
     table = topic_shares({"a": language}, language, 7, n_samples=200, max_new_tokens=6)
     assert math.isnan(table["ratio"].iloc[0])  # no p* to compare with
     assert 1 <= table["mean_length"].iloc[0] <= 6
+
+
+def test_premise_check_is_cached_by_recipes_and_rule(language, tmp_path):
+    from alignkd.cache import ResultStore
+    from alignkd.lm.premise import cached_premise_check
+
+    store = ResultStore("test", root=tmp_path)
+    models = {"p*": language, "p'": language, "p''": language.restrict(list(range(7)))}
+    recipes = {"p*": "gt", "p'": "high", "p''": "low"}
+    rule = PremiseRule(max_new_tokens=8)
+    first = cached_premise_check(store, models, recipes, language, 7, rule)
+    models["p''"] = language  # same recipes: the cached shares are read back, not re-measured
+    again = cached_premise_check(store, models, recipes, language, 7, rule)
+    assert again.shares.equals(first.shares) and again.passed
+    assert not cached_premise_check(store, models, {**recipes, "p''": "other"}, language, 7, rule).passed
+
+
+def test_premise_figure_draws_curves_and_shares(language):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from alignkd.lm.premise import premise_figure
+
+    models = {"p*": language, "p'": language, "p''": language.restrict(list(range(7)))}
+    check = premise_check(models, language, 7, PremiseRule(max_new_tokens=8))
+    log = pd.DataFrame({"step": [0, 1, 2], "epoch": [1.0, 2.0, 2.5], "phase": ["stable", "stable", "decay"],
+                        "loss": [3.0, 2.9, 2.8], "lr": [1e-3, 1e-3, 0.0], "eval_loss": [3.1, 3.0, 2.9]})
+    fig = premise_figure(check, {"p'": log, "p''": log})
+    left, right = fig.axes
+    assert len(left.lines) == 4 and len(right.patches) == 3
+    assert fig.get_size_inches()[0] <= 7

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -145,3 +146,49 @@ def premise_check(models: Mapping[str, LanguageModel], p_star: MarkovMixture, ta
     shares = topic_shares(chosen, p_star, target_topic, n_samples=rule.n_samples,
                           max_new_tokens=rule.max_new_tokens, seed=rule.seed)
     return PremiseCheck(rule, shares)
+
+
+def cached_premise_check(store, models: Mapping[str, LanguageModel], recipes: Mapping[str, Any], p_star: MarkovMixture,
+                         target_topic: int, rule: PremiseRule = PremiseRule()) -> PremiseCheck:
+    """`premise_check`, its shares cached in `store` under the models' recipes (cache keys) and the rule."""
+    key = {"models": {name: recipes[name] for name in ("p*", "p'", "p''")}, "target_topic": target_topic, "rule": rule}
+    shares = store.frame("lm_premise", key, lambda: premise_check(models, p_star, target_topic, rule).shares)
+    return PremiseCheck(rule, shares)
+
+
+def training_curve(store, recipe: Any) -> pd.DataFrame:
+    """The training log (`kd.train_student` columns) of a cached student, by the recipe it is stored under."""
+    path = store.path("lm_student", recipe, suffix="") / "train_log.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained student under {path.parent}: build it first (experiments.references)")
+    return pd.read_parquet(path)
+
+
+def premise_figure(check: PremiseCheck, curves: Mapping[str, pd.DataFrame]):
+    """Left: held-out loss of each student against epochs (the decay phase dashed); right: target shares
+    with 95 % intervals and the rule's two bounds."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(7, 2.8), constrained_layout=True)
+    palette = dict(zip(curves, sns.color_palette("deep", len(curves))))
+    for name, log in curves.items():
+        points = log[log["eval_loss"].notna()]
+        stable = points[points["phase"] != "decay"]
+        left.plot(stable["epoch"], stable["eval_loss"], marker="o", ms=3, color=palette[name], label=name)
+        decay = pd.concat([stable.tail(1), points[points["phase"] == "decay"]])
+        left.plot(decay["epoch"], decay["eval_loss"], ls="--", marker="o", ms=3, color=palette[name])
+    left.set(xlabel="epoch", ylabel="held-out loss (nats/token)", title="students (dashed: decay)")
+    left.legend(frameon=False)
+    table = check.shares
+    base = check.share("p*")
+    right.bar(table["model"], table["share"] * 100, color=sns.color_palette("deep", len(table)),
+              yerr=[(table["share"] - table["low"]) * 100, (table["high"] - table["share"]) * 100], capsize=3)
+    right.axhline(check.rule.keep_at_least * base * 100, color="0.3", ls=":", lw=1)
+    right.axhline(check.rule.prune_to_at_most * base * 100, color="0.3", ls="--", lw=1)
+    right.set(ylabel="target share (%)", title=f"premise: {'passes' if check.passed else 'FAILS'}")
+    right.text(2.45, check.rule.keep_at_least * base * 100, f"p' ≥ {check.rule.keep_at_least:.0%}", va="bottom",
+               ha="right", fontsize=8)
+    right.text(2.45, check.rule.prune_to_at_most * base * 100, f"p'' ≤ {check.rule.prune_to_at_most:.0%}",
+               va="bottom", ha="right", fontsize=8)
+    return fig
