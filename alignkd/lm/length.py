@@ -50,7 +50,7 @@ def length_matched_gap(a: pd.DataFrame, b: pd.DataFrame, *, min_count: int = 20)
     if min_count < 1:
         raise ValueError(f"min_count = {min_count}: must be >= 1")
     by_length = [frame.groupby("length")["reward"].agg(["mean", "size"]) for frame in (a, b)]
-    both = by_length[0].join(by_length[1], lsuffix="_a", rsuffix="_b", how="inner")
+    both = by_length[0].merge(by_length[1], left_index=True, right_index=True, suffixes=("_a", "_b"))
     both = both[(both["size_a"] >= min_count) & (both["size_b"] >= min_count)]
     if both.empty:
         matched = float("nan")
