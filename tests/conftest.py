@@ -10,3 +10,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def double_precision():
+    """float64 by default, for tests that compare closed forms at 1e-8 rather than float32 noise
+    (`pytestmark = pytest.mark.usefixtures("double_precision")`)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -8,12 +8,7 @@ import torch
 from alignkd import objectives as obj
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # closed forms are compared at 1e-10, not float32 noise
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("double_precision")
 
 
 # --- DPO ---------------------------------------------------------------------------------------------

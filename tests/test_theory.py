@@ -9,12 +9,7 @@ import torch
 from alignkd import theory
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)  # closed forms are compared at 1e-8, not float32 noise
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("double_precision")
 
 
 def test_dpo_gradient_saturates_as_reference_loses_the_winner():
@@ -77,3 +72,25 @@ def test_beta_must_be_positive():
         theory.shaped_reward(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.0), 0.0)
     with pytest.raises(ValueError, match="direction must be one of"):
         theory.regularised_objective(torch.ones(2) / 2, torch.ones(2), torch.ones(2) / 2, 1.0, "sideways")
+
+
+def test_dpo_gradient_table_rows_are_the_closed_form():
+    table = theory.dpo_gradient_table(torch.tensor([0.1, 1e-6]), [0.5, 2.0], [0.3])
+    assert len(table) == 4 and list(table.columns) == ["π_ref(y_w)", "|∂L/∂Δθ|", "z", "β", "π_ref(y_l)"]
+    row = table[(table["β"] == 2.0) & (table["π_ref(y_w)"] == 1e-6)].iloc[0]
+    z = 2.0 * math.log(0.3 / 1e-6)  # Δθ = 0: z is the reference offset alone
+    assert row["z"] == pytest.approx(z) and row["|∂L/∂Δθ|"] == pytest.approx(2.0 / (1 + math.exp(z)))
+
+
+def test_closed_form_claims_hold_on_the_chapters_grid_and_fail_on_a_mild_one():
+    rows = theory.closed_form_claims(torch.logspace(-1, -12, 50), 0.7, 0.3, 0.05, 10.0)
+    assert [r["claim_id"] for r in rows] == ["dpo-gradient-vanishes", "shaped-reward-negative",
+                                             "reverse-kl-keeps-lost-mode-lost"]
+    assert all(r["verdict"] == "holds" for r in rows)
+    # Δθ = 0: |∂L/∂Δθ| = β σ(−z) = β / (1 + (π_ref(y_l)/π_ref(y_w))^β)
+    assert rows[0]["ours"] == pytest.approx((1 + 3 ** 0.7) / (1 + (0.3 / 1e-12) ** 0.7), rel=1e-6)
+    assert rows[1]["ours"] == pytest.approx(10.0 - 0.7 * math.log(0.05 / 1e-12))
+    # a grid that stops at π_ref = 1e-2 neither saturates DPO at β = 0.7 nor cancels the reward
+    mild = theory.closed_form_claims(torch.logspace(-1, -2, 5), 0.7, 0.3, 0.05, 10.0)
+    assert [r["verdict"] for r in mild[:2]] == ["does not hold", "does not hold"]
+    assert all(r["reason"] for r in mild[:2])
