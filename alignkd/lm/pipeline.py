@@ -152,7 +152,8 @@ def distil(store: ResultStore, teacher: LanguageModel, teacher_key: Any, stage: 
         classify = lambda s: p_star.topic_posterior(s).argmax(1)  # noqa: E731
     data_key = {"teacher": teacher_key, "data": stage.data}
     folder = store.directory("lm_kd_data", data_key,
-                             lambda tmp: generate_dataset(teacher, stage.data, tmp, classify=classify, progress=progress))
+                             lambda tmp: generate_dataset(teacher, stage.data, tmp, classify=classify, progress=progress),
+                             resumable=True)
     student_key = {"data": data_key, "train": stage.train, "vocab": p_star.vocab_size}
 
     def build(tmp: Path) -> None:
