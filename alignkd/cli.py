@@ -3,11 +3,13 @@
     python -m alignkd list
     python -m alignkd params 02                       # a chapter's parameters, defaults and allowed values
     python -m alignkd run 02 --profile quick -p n_trials=5 -p betas='[0.5, 1.0]'
+    python -m alignkd check --profile paper               # can this machine run a profile? (runs nothing)
     python -m alignkd book --profile default
 
-Override values are YAML (`5`, `0.5`, `[0.5, 1.0]`, `ppo`). Every value is checked against the chapter's
-parameters cell before anything executes; a bad one exits with status 2 and a message naming the
-parameter and what it allows, and writes nothing.
+Override values are YAML (`5`, `0.5`, `[0.5, 1.0]`, `ppo`). Before anything executes, every value is checked
+against the chapter's parameters cell and against this machine (`alignkd.chapters.preflight`: a GPU,
+bf16, model weights); a bad one exits with status 2 and a message naming the parameter and what it
+allows or what would make it run, and writes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .chapters import PROFILES, ParameterError, chapters, find_chapter, profile_values
+from .chapters import PROFILES, ParameterError, chapters, find_chapter, preflight, profile_values
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -49,6 +51,11 @@ def _cmd_params(args) -> None:
         if parameter.description:
             text += f"  {parameter.description}"
         print(text)
+
+
+def _cmd_check(args) -> None:
+    checked = preflight(args.profile)
+    print(f"profile '{args.profile}' can run on this machine ({len(checked)} chapters checked)")
 
 
 def _cmd_run(args) -> None:
@@ -82,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="override a parameter (YAML value); repeatable")
     run.add_argument("-o", "--output", type=Path, help="executed notebook path (default _build/runs/...)")
     run.set_defaults(func=_cmd_run)
+
+    check = commands.add_parser("check", help="check a profile against every chapter and this machine; runs nothing")
+    check.add_argument("--profile", default="default", choices=PROFILES)
+    check.set_defaults(func=_cmd_check)
 
     book = commands.add_parser("book", help="execute every chapter and render the HTML book")
     book.add_argument("--profile", default="default", choices=PROFILES)
