@@ -42,11 +42,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPLETE = ".complete"
 """The mark of a finished artifact folder, written last inside the partial folder."""
 KILL_AT_ENV = "ALIGNKD_KILL_AT"
-"""Test hook: `ALIGNKD_KILL_AT=N` makes a process SIGKILL itself at the N-th crash point it reaches."""
+"""Test hook: `ALIGNKD_KILL_AT=N` makes a process SIGKILL itself at the N-th crash point it reaches,
+`ALIGNKD_KILL_AT=label#n` at the n-th one with that label (`#n` defaults to the first)."""
 CRASH_LOG_ENV = "ALIGNKD_CRASH_LOG"
-"""Test hook: a file to which every crash point reached is appended (to count them in a clean run)."""
+"""Test hook: a file to which the label of every crash point reached is appended."""
 _TEMP = re.compile(r"^\..*\.pid(\d+)\.[^.]*\.tmp$")
-_crash_points_reached = 0
+_crash_points_reached: dict[str, int] = {}
 
 
 def results_root() -> Path:
@@ -79,20 +80,25 @@ def config_hash(config: Any) -> str:
 def crash_point(label: str) -> None:
     """A place where a crash must be survivable; tests kill the process here (see `KILL_AT_ENV`).
 
-    Free in normal runs (two environment look-ups). Builders may call it between their own atomic
-    steps so that the crash-safety test also interrupts them there.
+    Free in normal runs (two environment look-ups). Builders call it between their own atomic
+    steps (a KD shard saved, a checkpoint written) so that the crash-safety test interrupts them there.
     """
-    global _crash_points_reached
-    log = os.environ.get(CRASH_LOG_ENV)
-    kill_at = os.environ.get(KILL_AT_ENV)
+    log, kill_at = os.environ.get(CRASH_LOG_ENV), os.environ.get(KILL_AT_ENV)
     if not (log or kill_at):
         return
-    _crash_points_reached += 1
+    _crash_points_reached[label] = _crash_points_reached.get(label, 0) + 1
+    total = sum(_crash_points_reached.values())
     if log:
         with open(log, "a") as handle:
-            handle.write(f"{_crash_points_reached} {label}\n")
-    if kill_at and _crash_points_reached == int(kill_at):
-        os.kill(os.getpid(), signal.SIGKILL)
+            handle.write(label + "\n")
+    if kill_at:
+        wanted, _, nth = kill_at.partition("#")
+        if wanted.isdigit():
+            hit = total == int(wanted)
+        else:
+            hit = wanted == label and _crash_points_reached[label] == int(nth or 1)
+        if hit:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class ResultStore:

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..cache import crash_point
 from ..validation import require_int, require_positive
 from .generation import Samples
 from .groundtruth import LanguageModel, check_vocabulary
@@ -116,6 +117,7 @@ def generate_dataset(teacher: LanguageModel, config: KDDataConfig, out_dir: Path
             tmp = path.with_suffix(".tmp")
             raw.save(tmp)
             os.replace(tmp, path)
+            crash_point("kd:shard")
             kept += len(raw)
         bar.update(min(kept, config.n_samples) - bar.n)
         index += 1

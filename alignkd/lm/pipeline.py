@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import ResultStore
+from ..cache import ResultStore, crash_point
 from .algorithms import find_algorithm
 from .generation import Samples
 from .groundtruth import LanguageModel, MarkovMixture, MarkovMixtureConfig, load_ground_truth
@@ -216,6 +216,7 @@ def align(setup: Setup, reference_name: str, algorithm: str, algorithm_config, s
         def on_eval(step: int, model) -> Path:
             path = checkpoints / f"step_{step:06d}.pt"
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+            crash_point("align:checkpoint")
             return path
 
         run = entry.train(policy, frozen, setup.oracle, algorithm_config, prompt_ids=reference.prompt_ids, seed=seed,
