@@ -11,6 +11,9 @@ re-executed chapter recomputes only what its changed parameters affect.
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import datetime
 import hashlib
 import json
 import logging
@@ -26,12 +29,17 @@ from typing import Any
 import jupytext
 import nbformat
 
-from . import claims
-from .cache import REPO_ROOT
+from . import claims, provenance
+from .cache import CACHE_LOG_ENV, REPO_ROOT
 from .chapters import Chapter, chapters, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
+PROVENANCE_KEY = "alignkd_provenance"
+# myst-nb's visibility tags, and ours: `show-input` keeps a code cell's source open on the page
+VISIBILITY_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell", "hide-output", "remove-output",
+                   "show-input"}
+_KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]  # not "Kernel is running over TCP without encryption" per chapter
 # papermill reads "# >= 10" spec comments as type hints and warns on each; the spec is ours, not a hint
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 # for the same reason papermill believes every profile value is unknown; alignkd.chapters checks them properly
@@ -66,8 +74,12 @@ def _stamp_of(path: Path) -> str | None:
 
 
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
-                    progress: bool = True) -> Path:
-    """Execute one chapter with checked parameter values into `output` (written only on success)."""
+                    progress: bool = True, library: str | None = None) -> Path:
+    """Execute one chapter with checked parameter values into `output` (written only on success).
+
+    The executed notebook is made to read as a page (`present`) and ends with its provenance; the same
+    facts are kept in its metadata under `alignkd_provenance`.
+    """
     import papermill
 
     output = Path(output)
@@ -75,24 +87,135 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / f"{chapter.name}.ipynb"
         executed = Path(scratch) / f"{chapter.name}.executed.ipynb"
+        cache_log = Path(scratch) / "cache.jsonl"
         notebook = jupytext.read(chapter.path)
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(notebook, source)
-        papermill.execute_notebook(
-            str(source), str(executed), parameters=values, kernel_name="python3",
-            cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
-        )
+        executed_at = datetime.datetime.now(datetime.timezone.utc)
+        start = time.perf_counter()
+        with _environment({CACHE_LOG_ENV: str(cache_log)}):
+            papermill.execute_notebook(
+                str(source), str(executed), parameters=values, kernel_name="python3",
+                cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
+                extra_arguments=_KERNEL_QUIET,
+            )
+        seconds = time.perf_counter() - start
         result = nbformat.read(executed, as_version=4)
+        present(result, values)
+        use = provenance.cache_use(cache_log)
+        record = {
+            "chapter": chapter.name, "title": chapter.title, "profile": values.get("profile", "?"),
+            "parameters": values, "modules": provenance.modules_used(chapter.path.read_text()),
+            "commit": provenance.git_commit(), "library": library or _library_digest(),
+            "machine": provenance.machine(), "executed_at": executed_at.strftime("%Y-%m-%d %H:%M UTC"),
+            "seconds": seconds, "cache": {kind: dict(counter) for kind, counter in use.items()},
+        }
+        result.cells.append(nbformat.v4.new_markdown_cell(
+            provenance.footer(record, chapter.path.name, chapter.path.read_bytes())))
         result.metadata[_STAMP_KEY] = stamp
+        result.metadata[PROVENANCE_KEY] = record
         result.metadata.pop("jupytext", None)
         nbformat.write(result, executed)
         shutil.move(executed, output)
     return output
 
 
+@contextlib.contextmanager
+def _environment(changes: dict[str, str]):
+    """Environment variables for the kernel papermill starts (it inherits ours)."""
+    previous = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def effective_parameters(source: str, values: dict[str, Any]) -> str:
+    """The parameters cell with each default replaced by the value the chapter ran with (specs kept)."""
+    lines = source.splitlines()
+    for node in reversed(ast.parse(source).body):  # bottom-up, so line numbers above stay valid
+        name = node.targets[0].id
+        if name not in values:
+            continue
+        last = lines[node.end_lineno - 1]
+        comment = "  #" + last.split("#", 1)[1] if "#" in last else ""
+        lines[node.lineno - 1:node.end_lineno] = [f"{name} = {_literal(values[name])}{comment}"]
+    return "\n".join(lines)
+
+
+def present(notebook: nbformat.NotebookNode, values: dict[str, Any]) -> None:
+    """Make an executed notebook read as a page: prose, figures and tables first.
+
+    - papermill's injected-parameters cell goes; the parameters cell shows the values the chapter ran with,
+      collapsed;
+    - every other code cell's source is collapsed (`hide-input`) unless the notebook tags it otherwise
+      (`show-input` keeps it open; `remove-input`, `remove-cell`, ... are honoured as they are);
+    - stderr (progress bars, warnings) and progress widgets are dropped: they belong on the terminal.
+    """
+    cells = []
+    for cell in notebook.cells:
+        tags = list(cell.metadata.get("tags", []))
+        if "injected-parameters" in tags:
+            continue
+        if cell.cell_type == "code":
+            if "parameters" in tags:
+                cell.source = effective_parameters(cell.source, values)
+                profile = f" (profile {values['profile']})" if "profile" in values else ""
+                cell.metadata.setdefault("mystnb", {})["code_prompt_show"] = \
+                    f"Show the parameters this page was made with{profile}"
+            if not set(tags) & VISIBILITY_TAGS:
+                tags.append("hide-input")
+            cell.metadata["tags"] = tags
+            cell.outputs = [o for o in cell.outputs if not _is_noise(o)]
+        cells.append(cell)
+    notebook.cells = cells
+
+
+def _is_noise(output: dict) -> bool:
+    if output.get("output_type") == "stream":
+        return output.get("name") == "stderr"
+    return "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+
+
+def figure_data(frame, name: str, label: str | None = None):
+    """Offer a figure's data as a CSV download below it: `figure_data(table, "fig-03-ppo")`.
+
+    Call it in its own cell right after the figure's (tagged `remove-input`): myst-nb turns every output of a
+    cell with `mystnb: figure` metadata into that figure, so a second output there would duplicate its name.
+
+    The file travels inside the page (a data: link), so it works in the HTML book, in the downloaded
+    notebook and offline alike.
+    """
+    from IPython.display import HTML
+
+    if not name or any(c in name for c in "/\\ "):
+        raise ValueError(f"figure_data: name = {name!r}: must be a plain file stem like 'fig-03-ppo'")
+    content = frame.to_csv(index=False).encode()
+    label = label or f"Data of this figure ({name}.csv, {len(content) / 1024:.0f} kB)"
+    return HTML(provenance.data_link(content, f"{name}.csv", label, "text/csv"))
+
+
 def chapters_dir(book_root: Path = REPO_ROOT) -> Path:
     """Where executed chapters land; `_toc.yml` points here."""
     return Path(book_root) / "book" / "chapters"
+
+
+def generated_dir(book_root: Path = REPO_ROOT) -> Path:
+    """Where the pages made at build time land (claims, build status, API reference); `_toc.yml` points here."""
+    return Path(book_root) / "book" / "generated"
 
 
 def stage_book(destination: Path) -> Path:
@@ -102,39 +225,116 @@ def stage_book(destination: Path) -> Path:
     for name in BOOK_SOURCES:
         source = REPO_ROOT / name
         if source.is_dir():
-            shutil.copytree(source, destination / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("chapters"))
+            shutil.copytree(source, destination / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("chapters", "generated"))
         else:
             shutil.copy2(source, destination / name)
     return destination
 
 
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
 def execute_profile(profile: str, only: list[str] | None = None, force: bool = False,
                     book_root: Path = REPO_ROOT) -> list[tuple[str, str, float]]:
-    """Execute every chapter (or `only` those) for a profile; returns (chapter, 'ran'|'cached', seconds)."""
+    """Execute every chapter (or `only` those) for a profile; returns (chapter, 'ran'|'cached', seconds).
+
+    Prints one line as each chapter starts and one as it ends, with its time and the time since the start.
+    """
     values = preflight(profile)  # every value and what it asks of this machine, before anything runs
     library = _library_digest()
     out_dir = chapters_dir(book_root)
     report = []
-    for name, chapter in chapters().items():
-        if only and name not in only:
-            continue
+    selected = [(name, chapter) for name, chapter in chapters().items() if not only or name in only]
+    began = time.perf_counter()
+    for number, (name, chapter) in enumerate(selected, 1):
         output = out_dir / f"{name}.ipynb"
         stamp = chapter_stamp(chapter, values[name], library) + f":{profile}"
+        where = f"[book {_clock(time.perf_counter() - began)}] {number}/{len(selected)} {name}"
         if not force and _stamp_of(output) == stamp:
             report.append((name, "cached", 0.0))
-            print(f"[book] {name}: unchanged, not re-executed", flush=True)
+            print(f"{where}: unchanged since its last execution, not re-executed", flush=True)
             continue
-        print(f"[book] {name}: executing with profile '{profile}' {values[name]}", flush=True)
+        print(f"{where}: executing (profile {profile}) ...", flush=True)
         start = time.perf_counter()
         claims.clear(profile, name)  # the chapter records its claims afresh; none may survive from an older run
-        execute_chapter(chapter, values[name], output, stamp=stamp)
+        execute_chapter(chapter, values[name], output, stamp=stamp, progress=False, library=library)
         elapsed = time.perf_counter() - start
         report.append((name, "ran", elapsed))
-        print(f"[book] {name}: done in {elapsed:.1f} s", flush=True)
+        print(f"[book {_clock(time.perf_counter() - began)}] {number}/{len(selected)} {name}: done in {elapsed:.1f} s",
+              flush=True)
     stale = {p.stem for p in out_dir.glob("*.ipynb")} - set(chapters())
     for name in stale:  # a chapter renamed or removed must not linger in the book
         (out_dir / f"{name}.ipynb").unlink()
     return report
+
+
+def _provenance_of(path: Path) -> dict[str, Any] | None:
+    try:
+        return nbformat.read(path, as_version=4).metadata.get(PROVENANCE_KEY)
+    except Exception:
+        return None
+
+
+def write_status_page(profile: str, report: list[tuple[str, str, float]], book_root: Path = REPO_ROOT) -> Path:
+    """The "Build status" page: every chapter's status, runtime and cache use in this build."""
+    status = {name: state for name, state, _ in report}
+    rows, total, commits = [], 0.0, set()
+    for name, chapter in chapters().items():
+        record = _provenance_of(chapters_dir(book_root) / f"{name}.ipynb")
+        link = f"{{doc}}`{chapter.title} <../chapters/{name}>`"
+        if record is None:
+            rows.append(f"| {link} | not executed | | | |")
+            continue
+        total += record["seconds"]
+        commits.add(record["commit"])
+        state = "executed" if status.get(name) == "ran" else "unchanged"
+        use = record["cache"]
+        rows.append(f"| {link} | {state} | {record['seconds']:.1f} s | {record['executed_at']} | "
+                    f"{sum(use['reused'].values())} / {sum(use['computed'].values())} |")
+    text = (
+        "# Build status\n\n"
+        f"The last build of this book, with profile `{profile}`. *executed*: the chapter ran in this build; "
+        "*unchanged*: its notebook, parameter values and library were the same as at its last execution, so its "
+        "page is the one that execution made. *Runtime* is the chapter's own execution time; *results* counts its "
+        "`ResultStore` lookups, reused from `results/<profile>/` / computed and stored. Each chapter's page ends "
+        "with its full provenance.\n\n"
+        "| chapter | status | runtime | executed | results reused / computed |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nAll chapters together: {total:.1f} s of execution, from commit "
+        + ", ".join(f"`{c}`" for c in sorted(commits))
+        + f", on {provenance.machine_text(provenance.machine())}.\n"
+    )
+    path = generated_dir(book_root) / "status.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _figure_names(book_root: Path) -> dict[str, str]:
+    """Every numbered figure's name (`mystnb: figure: name`) -> the chapter that shows it."""
+    names = {}
+    for path in sorted(chapters_dir(book_root).glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            figure = cell.metadata.get("mystnb", {}).get("figure", {})
+            if figure.get("name"):
+                names[figure["name"]] = path.stem
+    return names
+
+
+def write_claims_page(profile: str, book_root: Path = REPO_ROOT) -> Path:
+    """The "Claims at a glance" page and `results/<profile>/claims.csv`, from the claims the chapters recorded."""
+    available = chapters()
+    table = claims.load(profile, list(available))
+    claims.write_summary(table, profile)
+    text = claims.page(table, {name: chapter.title for name, chapter in available.items()},
+                       _figure_names(book_root), profile)
+    path = generated_dir(book_root) / "claims.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def render_html(book_root: Path = REPO_ROOT) -> Path:
@@ -145,8 +345,33 @@ def render_html(book_root: Path = REPO_ROOT) -> Path:
         raise FileNotFoundError(f"_toc.yml lists pages that do not exist (chapters not executed?): {missing}")
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(book_root), "--builder", "html",
                "--warningiserror", "--quiet"]
-    subprocess.run(command, check=True, cwd=book_root)
-    return book_root / "_build" / "html" / "index.html"
+    # jupyter-book's banner and Sphinx's progress are noise on a good build; on a failed one they are the diagnosis
+    done = subprocess.run(command, cwd=book_root, capture_output=True, text=True)
+    if done.returncode:
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        output = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        raise RuntimeError("jupyter-book build failed; its last lines:\n" + "\n".join(output[-25:]))
+    html = book_root / "_build" / "html"
+    for page in html.rglob("*.html"):
+        _drop_repeated_inline_scripts(page)
+    return html / "index.html"
+
+
+def _drop_repeated_inline_scripts(page: Path) -> None:
+    """jupyter-book 1.0.4 emits sphinx-thebe's and togglebutton's inline config scripts twice in every page's
+    head; the second `const THEBE_JS_URL` is a SyntaxError in the browser's console. Keep the first of each."""
+    seen, kept, changed = set(), [], False
+    for line in page.read_text().splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("<script>") and stripped.endswith("</script>"):
+            if stripped in seen:
+                changed = True
+                continue
+            seen.add(stripped)
+        kept.append(line)
+    if changed:
+        page.write_text("".join(kept))
 
 
 def _toc_files(book_root: Path) -> list[str]:
@@ -159,17 +384,85 @@ def _toc_files(book_root: Path) -> list[str]:
     return files
 
 
+API_SECTIONS = (  # (title, package prefix); modules under no prefix go to the last section
+    ("Theory (paper §3)", "alignkd.theory"),
+    ("Alignment objectives", "alignkd.objectives"),
+    ("Mixture of Gaussians (§4.1, App. A–B)", "alignkd.mog"),
+    ("Language models (§4.2, App. C–D)", "alignkd.lm"),
+    ("Preference-aligned distillation", "alignkd.pad"),
+    ("Statistics", "alignkd.stats"),
+    ("The book's plumbing", "alignkd"),
+)
+
+
+def library_modules() -> list[str]:
+    """Every module of the library, by name (what the API reference documents)."""
+    import pkgutil
+
+    import alignkd
+
+    names = [m.name for m in pkgutil.walk_packages(alignkd.__path__, "alignkd.") if m.name != "alignkd.__main__"]
+    return sorted(n for n in names if not n.rsplit(".", 1)[-1].startswith("_"))
+
+
+def write_api_page(book_root: Path = REPO_ROOT) -> Path:
+    """The API reference: every library module's docstrings (Sphinx autodoc), grouped by testbed."""
+    modules = library_modules()
+    lines = ["---", "html_theme.sidebar_secondary.remove: true", "---", "", "# Library reference", "",
+             "Generated from the docstrings of the `alignkd` library each time the book is built. Chapters link "
+             "here from their provenance; {doc}`../extend` shows how to build on these functions.", "",
+             "Modules: " + ", ".join(f"{{py:mod}}`{m}`" for m in modules) + ".", ""]
+    placed: set[str] = set()
+    for title, prefix in API_SECTIONS:
+        members = [m for m in modules if m not in placed and (m == prefix or m.startswith(prefix + "."))]
+        if not members:
+            continue
+        placed.update(members)
+        lines += [f"## {title}", ""]
+        for module in members:
+            # autodoc writes reStructuredText, so it must run inside eval-rst, not as a MyST directive
+            lines += [f"### `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :members:", "```", ""]
+    path = generated_dir(book_root) / "api.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _docstring_as_written(app, what, name, obj, options, lines: list[str]) -> None:
+    """autodoc reads docstrings as reStructuredText; ours are plain text that is mostly valid RST. One that is not
+    (an indented diagram, a list without blank lines) is shown preformatted rather than failing the build."""
+    import io
+
+    import docutils.core
+    import docutils.utils
+
+    if not lines:
+        return
+    stream = io.StringIO()
+    settings = {"report_level": docutils.utils.Reporter.WARNING_LEVEL, "halt_level": 5, "warning_stream": stream,
+                "env": app.env}  # Sphinx's roles (:class:, :func:) look for it
+    docutils.core.publish_doctree("\n".join(lines), settings_overrides=settings)
+    if stream.getvalue():
+        lines[:] = ["::", ""] + ["    " + line for line in lines] + [""]
+
+
+def setup(app):
+    """The book's Sphinx hooks (`_config.yml` loads `alignkd.book` as an extension)."""
+    app.connect("autodoc-process-docstring", _docstring_as_written, priority=900)  # after napoleon
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 def build(profile: str = "default", force: bool = False, book_root: Path = REPO_ROOT) -> Path:
-    """The main job: execute every chapter for `profile`, then render the HTML book."""
+    """The main job: execute every chapter for `profile`, write the generated pages, render the HTML book."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong on the terminal, not in the book
     start = time.perf_counter()
     report = execute_profile(profile, force=force, book_root=book_root)
+    write_claims_page(profile, book_root)
+    write_status_page(profile, report, book_root)
+    write_api_page(book_root)
+    print(f"[book {_clock(time.perf_counter() - start)}] rendering the HTML ...", flush=True)
     index = render_html(book_root)
-    total = time.perf_counter() - start
-    for name, status, seconds in report:
-        print(f"  {name:<28} {status:<7} {seconds:8.1f} s")
-    print(f"book built in {total:.0f} s with profile '{profile}'")
-    print(index)
+    print(f"[book {_clock(time.perf_counter() - start)}] built with profile '{profile}': {index}", flush=True)
     return index
 
 
@@ -181,12 +474,5 @@ def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], ou
     values = preflight(profile, {chapter.name: overrides}, only=[chapter.name])[chapter.name]
     output = Path(output) if output else REPO_ROOT / "_build" / "runs" / f"{chapter.name}.{profile}.ipynb"
     # a one-off run with overrides records its claims beside its notebook, not over the profile's
-    previous = os.environ.get(claims.CLAIMS_DIR_ENV)
-    os.environ[claims.CLAIMS_DIR_ENV] = str(output.resolve().parent / f"{output.stem}.claims")
-    try:
+    with _environment({claims.CLAIMS_DIR_ENV: str(output.resolve().parent / f"{output.stem}.claims")}):
         return execute_chapter(chapter, values, output)
-    finally:
-        if previous is None:
-            os.environ.pop(claims.CLAIMS_DIR_ENV, None)
-        else:
-            os.environ[claims.CLAIMS_DIR_ENV] = previous

@@ -39,6 +39,14 @@ from typing import Any
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CACHE_LOG_ENV = "ALIGNKD_CACHE_LOG"  # the book points it at a file to tell, per chapter, what was reused
+
+
+def _log_use(target: Path, reused: bool) -> None:
+    if os.environ.get(CACHE_LOG_ENV):
+        with open(os.environ[CACHE_LOG_ENV], "a") as log:
+            log.write(json.dumps({"result": target.parent.name, "file": target.name, "reused": reused}) + "\n")
+
 COMPLETE = ".complete"
 """The mark of a finished artifact folder, written last inside the partial folder."""
 KILL_AT_ENV = "ALIGNKD_KILL_AT"
@@ -120,9 +128,12 @@ class ResultStore:
         target = self.path(name, config)
         if target.exists():
             try:
-                return pd.read_parquet(target)
+                frame = pd.read_parquet(target)
+                _log_use(target, True)
+                return frame
             except (OSError, ValueError) as error:  # pyarrow's errors on a truncated file are both kinds
                 warnings.warn(f"{target} is unreadable ({error}); recomputing it", stacklevel=2)
+        _log_use(target, False)
         frame = compute()
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{name}: compute() must return a pandas DataFrame, got {type(frame).__name__}")
@@ -139,6 +150,7 @@ class ResultStore:
         `resumable=True`: `build` gets the folder as an interrupted run left it and resumes from it.
         """
         target = self.path(name, config, suffix="")
+        _log_use(target, _is_complete(target))
         if _is_complete(target):
             return target
         target.parent.mkdir(parents=True, exist_ok=True)

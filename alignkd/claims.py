@@ -213,3 +213,67 @@ def verdict_from_settings(verdicts: Sequence[str], what: str = "settings") -> tu
     if counts["holds"] == 0 and counts["does not hold"] > 0:
         return "does not hold", reason
     return "partly", reason
+
+
+def write_summary(table: pd.DataFrame, store_or_profile: ResultStore | str) -> Path:
+    """Write the gathered claims to `results/<profile>/claims.csv` (beside the per-chapter files)."""
+    path = claims_dir(store_or_profile).parent / "claims.csv"
+    _write_atomic(table[COLUMNS], path)
+    return path
+
+
+def _estimate(row) -> str:
+    if math.isnan(row.ours):
+        return "—"
+    if math.isnan(row.low):
+        return _fmt(row.ours)
+    return f"{_fmt(row.ours)} [{_fmt(row.low)}, {_fmt(row.high)}]"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def page(table: pd.DataFrame, titles: dict[str, str], figures: dict[str, str], profile: str) -> str:
+    """The "Claims at a glance" page (MyST markdown) for the claims in `table`.
+
+    `titles` maps every chapter stem to its title (chapters that recorded nothing are named as such);
+    `figures` maps figure names to the chapter showing them, so that each claim links to its figure.
+    A claim naming a figure no chapter shows is an error, raised here rather than left as a dead link.
+    """
+    lines = [
+        "# Claims at a glance",
+        "",
+        "Each of the paper's claims that a chapter tests, with the paper's value, ours with its 95 % interval, "
+        f"and a verdict: {', '.join(VERDICTS)}. Everything here is generated when the book is built (profile "
+        f"`{profile}`) from what the chapters recorded with `alignkd.claims.record`; the same table is written "
+        f"to `results/{profile}/claims.csv`. A verdict's reason says how the interval or the settings decided it.",
+        "",
+    ]
+    if len(table):
+        counts = table.verdict.value_counts()
+        lines += ["Of {} claims: {}.".format(len(table), ", ".join(
+            f"{counts[v]} {v}" for v in VERDICTS if v in counts)), ""]
+    else:
+        lines += ["No chapter recorded a claim in this build.", ""]
+    for chapter, rows in table.groupby("chapter", sort=False):
+        lines += [f"## {titles.get(chapter, chapter)}", "", f"Tested in {{doc}}`../chapters/{chapter}`.", "",
+                  "| claim | paper | ours (95 % interval) | verdict |", "|---|---|---|---|"]
+        for row in rows.itertuples():
+            claim = _cell(row.claim)
+            if row.figure:
+                if row.figure not in figures:
+                    known = ", ".join(sorted(figures)) or "none"
+                    raise ValueError(f"claim '{row.claim_id}' of {chapter} names figure '{row.figure}', which no "
+                                     f"chapter shows (figures: {known})")
+                claim += f" ({{numref}}`{row.figure}`)"
+            verdict = f"**{row.verdict}**" + (f": {_cell(row.reason)}" if row.reason else "")
+            lines.append(f"| {claim} | {_cell(row.paper_value)} | {_estimate(row)} | {verdict} |")
+        lines.append("")
+    silent = [name for name in titles if name not in set(table.chapter)]
+    if silent:
+        lines += ["## Chapters that recorded no claims", "",
+                  "These chapters have not recorded any claim with `alignkd.claims.record` in this build:", ""]
+        lines += [f"- {{doc}}`../chapters/{name}`" for name in silent]
+        lines.append("")
+    return "\n".join(lines)

@@ -14,19 +14,9 @@ from alignkd.chapters import chapters
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = book.stage_book(tmp_path_factory.mktemp("book"))
-    patch = pytest.MonkeyPatch()
-    patch.setenv("ALIGNKD_RESULTS", str(root / "results"))  # hermetic: no cached results from earlier runs
-    stale = root / "results" / "quick" / "claims" / "01_theory.csv"  # as if left by an older execution
-    stale.parent.mkdir(parents=True)
-    stale.write_text("chapter,claim_id\n01_theory,stale\n")
-    try:
-        index = book.build("quick", book_root=root)
-        yield root, index
-    finally:
-        patch.undo()
+@pytest.fixture
+def built(quick_book):
+    return quick_book
 
 
 @pytest.mark.book
@@ -117,3 +107,59 @@ def test_toc_points_at_the_executed_chapters():
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     assert toc["root"] == "book/intro"
     assert "book/reproduce" in files and "book/references" in files
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("name", sorted(chapters()))
+def test_every_chapter_ends_with_its_provenance_and_reads_as_a_page(built, name):
+    root, _ = built
+    page = (root / "_build" / "html" / "book" / "chapters" / f"{name}.html").read_text()
+    provenance = page.split('id="provenance"', 1)[1]
+    for fact in ("profile", "parameters", "commit", "library digest", "machine", "logical cores", "executed",
+                 "results", f'download="{name}.md"'):
+        assert fact in provenance, fact
+    download = root / "_build" / "html" / "_sources" / "book" / "chapters" / f"{name}.ipynb"  # the page's ⬇ .ipynb
+    assert f'href="../../_sources/book/chapters/{name}.ipynb"' in page
+    executed = nbformat.read(download, as_version=4)
+    assert not [o for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    assert not [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+    assert all(set(c.metadata.get("tags", [])) & book.VISIBILITY_TAGS for c in code), "a code cell is not collapsed"
+    parameters = next(c for c in code if "parameters" in c.metadata.tags)
+    assert 'profile = "quick"' in parameters.source
+    assert "Show the parameters this page was made with (profile quick)" in page
+
+
+@pytest.mark.book
+def test_generated_pages_claims_status_api_and_the_executed_extension(built):
+    root, _ = built
+    html = root / "_build" / "html" / "book"
+    claims_page = (html / "generated" / "claims.html").read_text()
+    recorded = claims.load("quick")
+    assert (root / "results" / "quick" / "claims.csv").exists()
+    silent = [name for name in chapters() if name not in set(recorded.chapter)]
+    for name in silent:  # a chapter that recorded nothing is named, not silently missing
+        assert f'href="../chapters/{name}.html"' in claims_page.split('id="chapters-that-recorded-no-claims"', 1)[1]
+    for row in recorded.itertuples():
+        assert row.verdict in claims_page
+    status = (html / "generated" / "status.html").read_text()
+    for name, chapter in chapters().items():
+        assert f'href="../chapters/{name}.html"' in status
+    assert "All chapters together" in status
+    api = (html / "generated" / "api.html").read_text()
+    assert 'id="alignkd.theory.reverse_kl_optimum"' in api and 'id="alignkd.claims.record"' in api
+    extend = (html / "extend.html").read_text()
+    assert re.search(r'<img[^>]+src="[^"]+\.png"', extend) and 'caption-number">Figure 1' in extend
+    assert "for π*(y*) ≥ 1/2" in extend  # its code ran during the build
+    assert 'download="fig-extend-recall.csv" href="data:text/csv;base64,' in extend
+
+
+@pytest.mark.book
+def test_the_terminal_shows_one_line_as_each_chapter_starts_and_ends(built):
+    root, _ = built
+    lines = (root / "terminal.log").read_text().splitlines()
+    assert all(re.match(r"\[book \d+:\d\d\] ", line) for line in lines), [l for l in lines if not l.startswith("[book")]
+    for number, name in enumerate(chapters(), 1):
+        mine = [line for line in lines if f" {name}: " in line]
+        assert len(mine) == 2 and "executing" in mine[0] and re.search(r"done in \d+\.\d s$", mine[1]), mine
+    assert lines[-1].endswith("index.html")

