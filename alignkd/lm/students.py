@@ -18,6 +18,12 @@ STUDENT_SIZES: dict[str, dict] = {
                          num_key_value_heads=3, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True),
     "smollm2-360m": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
                          num_key_value_heads=5, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True),
+    # The `gpu` profile's students on the SmolLM2 tokenizer (49 152 tokens, tied embeddings): ~30 M and ~10 M
+    # parameters, the embedding included (count_parameters: 29.5 M and 10.0 M).
+    "30m": dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
+                num_key_value_heads=6, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True),
+    "10m": dict(hidden_size=160, intermediate_size=512, num_hidden_layers=6, num_attention_heads=5,
+                num_key_value_heads=5, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True),
     # CPU sizes for the synthetic language: p' is `small`/`medium`, p'' and p_target `tiny`.
     "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
                  num_key_value_heads=2, rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=True),
