@@ -33,10 +33,12 @@ LM_KILLS = ["kd:shard", "directory:built", "directory:described", "directory:mar
 def _lm_pipeline(root: Path) -> None:
     """A tiny K-A / A-K run of one PPO seed: every kind of LM artifact, through the chapter's library calls."""
     from alignkd.cache import ResultStore
+    from alignkd.lm.algorithms import alignment_config
+    from alignkd.lm.config import LLMConfig, StageConfig
+    from alignkd.lm.experiments import references, run_pipelines
     from alignkd.lm.groundtruth import MarkovMixtureConfig
     from alignkd.lm.kd import KDDataConfig, TrainConfig
     from alignkd.lm.metrics import MetricConfig
-    from alignkd.lm.pipeline import LLMConfig, StageConfig, alignment_config, prepare, run_pipelines
 
     train, n = dict(epochs=1.0, learning_rate=0.002, batch_size=32, size="tiny"), 8
     config = LLMConfig(
@@ -47,8 +49,8 @@ def _lm_pipeline(root: Path) -> None:
                                TrainConfig(**train)),
         n_fold_samples=50, n_recall_samples=50, metrics=MetricConfig(n_samples=50, max_new_tokens=n))
     ppo = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, max_new_tokens=n, eval_every=1)
-    setup = prepare(config, ResultStore("crash", root=root), progress=False)
-    run_pipelines(setup, "ppo", ppo, [0], progress=False)
+    store = ResultStore("crash", root=root)
+    run_pipelines(store, references(config, store, progress=False), ppo, [0], progress=False)
 
 
 def serve() -> None:
@@ -58,8 +60,7 @@ def serve() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    import alignkd.lm.pipeline
-    import alignkd.lm.ppo  # noqa: F401
+    import alignkd.lm.experiments  # noqa: F401
 
     torch.set_num_threads(1)  # and OMP_NUM_THREADS=1: no thread pool that a fork could break
     with tempfile.TemporaryDirectory() as folder:  # imports what saving and loading a model pulls in, once

@@ -5,6 +5,7 @@ import torch
 
 from alignkd.lm.dpo import DPOConfig, response_logprobs, train_dpo
 from alignkd.lm.generation import Samples, sequence_logprobs
+from alignkd.lm.groundtruth import HFLanguageModel
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
 
@@ -27,9 +28,9 @@ def test_response_logprobs_mask_the_prompt():
 def toy_run(seed=0, **overrides):
     settings = dict(n_iterations=12, batch_size=32, grad_steps=4, pairs_per_step=8, learning_rate=3e-3, beta=0.1,
                     max_new_tokens=12, eval_every=4, device="cpu")
-    policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
+    policy, reference = (HFLanguageModel(tiny_llama(V, seed=1), None, [0], eos_id=1, pad_id=2) for _ in range(2))
     run = train_dpo(policy, reference, RewardOracle(fives_logprob), DPOConfig(**{**settings, **overrides}),
-                    prompt_ids=[0], seed=seed, progress=False)
+                    seed=seed, progress=False)
     return run
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from alignkd.lm.groundtruth import HFLanguageModel
 from alignkd.lm.grpo import GRPOConfig, grpo_loss, train_grpo
 from alignkd.objectives import k3
 from alignkd.lm.reward import RewardOracle
@@ -45,9 +46,9 @@ def test_clipping_stops_the_gradient_of_a_moved_ratio():
 def toy_run(seed=0, tokenizer=None, **overrides):
     settings = dict(n_iterations=12, batch_size=32, learning_rate=1e-2, beta=0.05, max_new_tokens=12,
                     eval_every=4, device="cpu")
-    policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
+    policy, reference = (HFLanguageModel(tiny_llama(V, seed=1), tokenizer, [0], eos_id=1, pad_id=2) for _ in range(2))
     return train_grpo(policy, reference, RewardOracle(fives_logprob), GRPOConfig(**{**settings, **overrides}),
-                      prompt_ids=[0], seed=seed, progress=False, tokenizer=tokenizer)
+                      seed=seed, progress=False)
 
 
 @pytest.mark.parametrize("kl_form", ["k3", "reward"])

@@ -5,10 +5,15 @@ import torch
 
 from alignkd.lm.ppo import PPOConfig, ValueHead, gae, policy_logprobs_and_values, shaped_rewards, train_ppo
 from alignkd.lm.generation import token_logprobs
+from alignkd.lm.groundtruth import HFLanguageModel, suppress_tokens
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
 
 V = 16
+
+
+def as_policy(model):
+    return HFLanguageModel(model, None, [0], eos_id=1, pad_id=2)
 
 
 def fives_logprob(tokens, mask):
@@ -21,7 +26,7 @@ def toy_run(seed=0, **overrides):
                     max_new_tokens=12, eval_every=4, device="cpu")
     config = PPOConfig(**{**settings, **overrides})
     policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
-    return train_ppo(policy, reference, RewardOracle(fives_logprob), config, prompt_ids=[0], seed=seed,
+    return train_ppo(as_policy(policy), as_policy(reference), RewardOracle(fives_logprob), config, seed=seed,
                      progress=False), policy
 
 
@@ -63,8 +68,14 @@ def test_policy_scores_match_token_logprobs_with_suppressed_tokens():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]).bool()
     head = ValueHead(model.config.hidden_size)
     with torch.no_grad():
-        logprob, _ = policy_logprobs_and_values(model, head, tokens, mask, suppress_ids=[0, 2, 3])
-        torch.testing.assert_close(logprob, token_logprobs(model, tokens, mask, [0, 2, 3]))
+        logits = model(input_ids=tokens).logits[:, :-1].float()
+        logits[..., [0, 2, 3]] = -torch.inf  # the language without <bos>, <pad>, <unk>, by hand
+        by_hand = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None])[..., 0]
+        by_hand = torch.where(mask[:, 1:], by_hand, torch.zeros(()))
+        suppress_tokens(model, [0, 2, 3])
+        logprob, _ = policy_logprobs_and_values(model, head, tokens, mask)
+        torch.testing.assert_close(logprob, by_hand)
+        torch.testing.assert_close(logprob, token_logprobs(model, tokens, mask))
     assert torch.isfinite(logprob).all() and logprob[0, -1] == 0.0  # padding (a suppressed id) scores 0, not −inf
 
 
@@ -87,10 +98,11 @@ def test_k3_form_also_raises_reward_and_on_eval_replaces_checkpoints():
     calls = []
     settings = dict(n_iterations=16, batch_size=32, mini_batch_size=8, learning_rate=3e-3, beta=0.05,
                     max_new_tokens=12, eval_every=8, device="cpu", kl_form="k3")
-    policy, reference = tiny_llama(V, seed=1), tiny_llama(V, seed=1)
-    run = train_ppo(policy, reference, RewardOracle(fives_logprob), PPOConfig(**settings), prompt_ids=[0], seed=0,
-                    progress=False, on_eval=lambda step, model: calls.append(step) or f"metrics@{step}",
-                    suppress_ids=[0, 2, 3])  # <bos>, <pad>, <unk> are not words: as the markov_mixture runs
+    # <bos>, <pad>, <unk> are not words: suppressed, as in the markov_mixture runs
+    policy, reference = (HFLanguageModel(tiny_llama(V, seed=1), None, [0], eos_id=1, pad_id=2, suppress_ids=[0, 2, 3])
+                         for _ in range(2))
+    run = train_ppo(policy, reference, RewardOracle(fives_logprob), PPOConfig(**settings), seed=0,
+                    progress=False, on_eval=lambda step, model: calls.append(step) or f"metrics@{step}")
     assert calls == [0, 8, 16] and run.checkpoints == {s: f"metrics@{s}" for s in calls}
     assert run.trajectory.notna().all().all()
     assert run.trajectory.reward_mean.iloc[-1] > run.trajectory.reward_mean.iloc[0] + 1.0

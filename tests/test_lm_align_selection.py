@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alignkd.lm.selection import AlignmentRun, find_std_collapse, select_dpo, select_last, select_ppo
+from alignkd.lm.selection import find_std_collapse, select_dpo, select_ppo
+from alignkd.lm.training import AlignmentRun
 
 
 def ppo_trajectory():
@@ -19,7 +20,6 @@ def test_ppo_rule_picks_the_last_checkpoint_before_the_std_collapses():
     trajectory = ppo_trajectory()
     assert find_std_collapse(trajectory) == 70
     assert select_ppo(trajectory) == 60  # the reward keeps rising after 60, but diversity is gone
-    assert select_last(trajectory) == 100
 
 
 def test_ppo_rule_prefers_higher_reward_before_the_collapse_and_ignores_row_order():

@@ -1,11 +1,13 @@
 """Ancestral sampling and response scoring against exact enumeration on a tiny Llama."""
 
+import copy
+
 import pytest
 import torch
-
-from alignkd.lm.generation import Samples, sample, sequence_logprobs, token_logprobs
 from transformers import LlamaForCausalLM
 
+from alignkd.lm.generation import Samples, sample, sequence_logprobs, token_logprobs
+from alignkd.lm.groundtruth import HFLanguageModel
 from alignkd.lm.students import count_parameters, make_student, student_config, tiny_llama
 
 V, BOS, EOS, PAD = 5, 0, 1, 2
@@ -85,15 +87,20 @@ def test_sequence_logprobs_match_hand_sum_and_ignore_padding():
 
 
 def test_suppressed_tokens_are_never_sampled_and_renormalised():
-    model = tiny_llama(V, seed=5)
-    s = sample(model, [BOS], 2000, 5, eos_id=EOS, pad_id=PAD, seed=0, suppress_ids=[BOS, PAD])
+    policy = HFLanguageModel(tiny_llama(V, seed=5), None, [BOS], eos_id=EOS, pad_id=PAD, suppress_ids=[BOS, PAD])
+    s = policy.sample(2000, 5, seed=0)
     response = s.tokens[s.response_mask]
     assert not ((response == BOS) | (response == PAD)).any()
-    # renormalised over the 3 allowed tokens, a zero-logit model gives −log 3 per token
+    # renormalised over the 3 allowed tokens, a zero-logit model gives −log 3 per token, in every scorer
     with torch.no_grad():
-        model.lm_head.weight.zero_()
-    scores = sequence_logprobs(model, s, suppress_ids=[BOS, PAD])
-    assert torch.allclose(scores.per_token, torch.full_like(scores.per_token, -torch.log(torch.tensor(3.0))), atol=1e-5)
+        policy.model.lm_head.weight.zero_()
+    third = -torch.log(torch.tensor(3.0))
+    scores = policy.log_prob(s)
+    assert torch.allclose(scores.per_token, torch.full_like(scores.per_token, third), atol=1e-5)
+    assert torch.allclose(sequence_logprobs(copy.deepcopy(policy.model), s).per_token, scores.per_token)
+    # wrapping again (e.g. a deep copy, as alignment makes) does not stack a second hook
+    again = policy.with_model(copy.deepcopy(policy.model))
+    assert len(again.model.get_output_embeddings()._forward_hooks) == 1
 
 
 def test_sampling_is_deterministic_in_the_seed():

@@ -1,4 +1,4 @@
-"""Metrics of the LLM testbed on exact densities, and a tiny end-to-end pipeline with its cache."""
+"""Metrics of the LLM testbed on exact densities, and the chapter's tables computed from them."""
 
 import math
 
@@ -6,13 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from alignkd.cache import ResultStore
-from alignkd.lm.groundtruth import MarkovMixtureConfig, markov_mixture
-from alignkd.lm.kd import KDDataConfig, TrainConfig
+from alignkd.lm.groundtruth import markov_mixture
 from alignkd.lm.metrics import MetricConfig, evaluate, per_token_mean, target_mass
-from alignkd.lm.pipeline import (LLMConfig, StageConfig, alignment_config, final_tau_effects, prepare, run_pipelines,
-                                 summarise)
 from alignkd.lm.reward import RewardOracle
+from alignkd.lm.summary import final_tau_effects
 
 
 def test_metrics_of_the_ground_truth_itself_are_exact_and_consistent():
@@ -53,42 +50,6 @@ def test_per_token_mean_and_target_mass_by_hand():
     posterior = p_star.topic_posterior(s)
     assert target_mass(p_star, s, 1) == pytest.approx(float((posterior[:, 1] > posterior[:, 0]).double().mean()))
     assert math.isfinite(per_token_mean(p_star, s))
-
-
-def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
-    torch.set_num_threads(1)
-    train = TrainConfig(size="tiny", learning_rate=5e-3, batch_size=32)
-    config = LLMConfig(markov=MarkovMixtureConfig(vocab_size=12, n_topics=3),
-                       high_recall=StageConfig(KDDataConfig(n_samples=300, max_new_tokens=6), train),
-                       low_recall=StageConfig(KDDataConfig(n_samples=200, max_new_tokens=6, tau=0.95, tau_topic=0.7), train),
-                       n_fold_samples=100, n_recall_samples=100, metrics=MetricConfig(n_samples=100, max_new_tokens=6))
-    store = ResultStore("test", root=tmp_path)
-    ppo = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, learning_rate=1e-3,
-                           max_new_tokens=6, eval_every=1, device="cpu")
-    setup = prepare(config, store, progress=False)
-    metrics, trajectories = run_pipelines(setup, "ppo", ppo, [0], progress=False)
-    assert list(metrics["model"]) == ["p*", "p'", "p''", "p_target", "p''_KA", "p'_AK", "p''_AK"]
-    assert metrics[["precision", "recall", "target_precision", "reward"]].notna().all().all()
-    assert set(trajectories["pipeline"]) == {"K-A", "A-K"} and (trajectories["iteration"].max() == 2)
-    before = sorted(p.name for p in tmp_path.rglob("*"))
-    again, _ = run_pipelines(prepare(config, store, progress=False), "ppo", ppo, [0], progress=False)
-    pd.testing.assert_frame_equal(metrics, again)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing recomputed, nothing written
-    table = summarise(metrics)
-    assert set(table["model"]) == set(metrics["model"])
-    # App. D: a second final-KD temperature reuses the aligned models and adds one p''_AK row per τ
-    swept, _ = run_pipelines(setup, "ppo", ppo, [0], final_taus=[0.95, 0.8], progress=False)
-    finals = swept[swept["model"] == "p''_AK"].set_index("final_tau")
-    assert list(finals.index) == [0.95, 0.8]
-    first = metrics[metrics["model"] == "p''_AK"].iloc[0]
-    assert (finals.loc[0.95, "precision"], finals.loc[0.95, "recall"]) == (first["precision"], first["recall"])
-    assert finals.loc[0.8, "precision"] != finals.loc[0.95, "precision"]
-    with pytest.raises(ValueError, match="final_taus"):
-        run_pipelines(setup, "ppo", ppo, [0], final_taus=[], progress=False)
-    with pytest.raises(ValueError, match="allowed: ppo, dpo, grpo"):
-        alignment_config("sft")
-    with pytest.raises(ValueError, match="tau_topic"):
-        LLMConfig(ground_truth="gguf:smollm2")  # the default p'' stage sharpens topics: synthetic language only
 
 
 def test_final_tau_effects_against_hand_computed_differences():

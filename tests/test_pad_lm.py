@@ -2,14 +2,16 @@
 
 import dataclasses
 
+import pandas as pd
 import pytest
 import torch
 
-from alignkd.lm.generation import sample, sequence_logprobs
-from alignkd.lm.groundtruth import BOS, EOS, PAD, UNK, markov_mixture
+from alignkd.lm.generation import sequence_logprobs
+from alignkd.lm.groundtruth import BOS, PAD, UNK, markov_mixture
 from alignkd.lm.students import tiny_llama
 from alignkd.pad.losses import pad_loss
-from alignkd.pad.lm import LMPADConfig, teacher_rewards, train_pad
+from alignkd.pad.lm import (LMPADConfig, comparison_rows, comparison_table, escape_verdicts, teacher_rewards,
+                            train_pad)
 
 torch.set_num_threads(1)
 VOCAB = 12
@@ -21,7 +23,8 @@ def ground_truth():
 
 
 def student(seed=0):
-    return tiny_llama(VOCAB, hidden=16, bos_id=BOS, eos_id=EOS, pad_id=PAD, seed=seed)
+    """A tiny Llama speaking the ground truth's language (its prompt, ids and suppressed tokens)."""
+    return ground_truth().wrap(tiny_llama(VOCAB, hidden=16, seed=seed))
 
 
 def tiny_config(**overrides):
@@ -30,12 +33,12 @@ def tiny_config(**overrides):
 
 
 def test_teacher_rewards_are_per_token_average_log_probs():
-    teacher = ground_truth().wrap(tiny_llama(VOCAB, hidden=16, bos_id=BOS, eos_id=EOS, pad_id=PAD, seed=3))
-    samples = sample(student(), [BOS], 8, 6, 0.8, eos_id=EOS, pad_id=PAD, seed=1, suppress_ids=SUPPRESS)
+    teacher = student(seed=3)
+    samples = student().sample(8, 6, 0.8, seed=1)
     rewards = teacher_rewards(teacher, samples, tiny_config())
     # independent: one forward pass, log-softmax over the language (suppressed tokens excluded), mean over response
     with torch.no_grad():
-        logits = teacher.model(input_ids=samples.tokens).logits[:, :-1].float()
+        logits = tiny_llama(VOCAB, hidden=16, seed=3)(input_ids=samples.tokens).logits[:, :-1].float()
     logits[..., SUPPRESS] = -torch.inf
     picked = torch.log_softmax(logits, -1).gather(-1, samples.tokens[:, 1:, None])[..., 0]
     keep = samples.response_mask[:, 1:]
@@ -49,10 +52,9 @@ def test_teacher_rewards_are_per_token_average_log_probs():
 def ranking_loss(model, teacher, config, seed=12345):
     """PPD loss of `model` against `teacher` on a fixed held-out batch of the model's own samples."""
     n, groups = config.n_responses, 16
-    samples = sample(model, [BOS], groups * n, config.max_new_tokens, config.tau, eos_id=EOS, pad_id=PAD,
-                     seed=seed, suppress_ids=SUPPRESS)
+    samples = model.sample(groups * n, config.max_new_tokens, config.tau, seed=seed)
     with torch.no_grad():
-        s = sequence_logprobs(model, samples, suppress_ids=SUPPRESS).per_token.reshape(groups, n)
+        s = sequence_logprobs(model.model, samples).per_token.reshape(groups, n)
     t = teacher_rewards(teacher, samples, config).reshape(groups, n)
     return pad_loss("ppd", s, t, config.beta).mean().item()
 
@@ -62,7 +64,7 @@ def test_train_pad_moves_student_rankings_toward_teacher():
     config = tiny_config(n_iterations=25)
     model = student()
     before = ranking_loss(model, teacher, config)
-    model, log = train_pad(model, teacher, config, prompt_ids=[BOS], eos_id=EOS, pad_id=PAD, suppress_ids=SUPPRESS)
+    log = train_pad(model, teacher, config)
     after = ranking_loss(model, teacher, config)
     assert list(log.columns) == ["step", "loss", "teacher_reward", "student_reward", "top1_agreement",
                                  "response_length"]
@@ -74,14 +76,13 @@ def test_train_pad_moves_student_rankings_toward_teacher():
 def test_same_seed_same_numbers():
     teacher = ground_truth()
     config = tiny_config(n_iterations=3)
-    runs = [train_pad(student(), teacher, config, prompt_ids=[BOS], eos_id=EOS, pad_id=PAD,
-                      suppress_ids=SUPPRESS) for _ in range(2)]
-    assert runs[0][1].equals(runs[1][1])
-    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+    students = [student(), student()]
+    logs = [train_pad(s, teacher, config) for s in students]
+    assert logs[0].equals(logs[1])
+    for a, b in zip(students[0].model.parameters(), students[1].model.parameters()):
         assert torch.equal(a, b)
-    other = train_pad(student(), teacher, dataclasses.replace(config, seed=1), prompt_ids=[BOS], eos_id=EOS,
-                      pad_id=PAD, suppress_ids=SUPPRESS)[1]
-    assert not other["loss"].equals(runs[0][1]["loss"])
+    other = train_pad(student(), teacher, dataclasses.replace(config, seed=1))
+    assert not other["loss"].equals(logs[0]["loss"])
 
 
 @pytest.mark.parametrize("field, value", [("n_responses", 1), ("beta", 0.0), ("beta", -1.0), ("loss", "kl"),
@@ -89,3 +90,30 @@ def test_same_seed_same_numbers():
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LMPADConfig(**{field: value})
+
+
+def test_comparison_rows_table_and_verdicts_from_a_hand_made_run():
+    nan = float("nan")
+
+    def row(pipeline, model, seed, reward, target, recall, final_tau=nan):
+        return {"algorithm": "ppo", "seed": seed, "pipeline": pipeline, "model": model, "final_tau": final_tau,
+                "reward": reward, "target_precision": target, "recall": recall, "precision": -2.0}
+
+    pipelines = pd.DataFrame([
+        row("reference", "p''", -1, 0.5, -6.0, -4.0), row("reference", "p_target", -1, 9.0, -1.0, -9.0),
+        row("K-A", "p''_KA", 0, 1.0, -5.0, -4.5), row("K-A", "p''_KA", 1, 2.0, -4.0, -4.5),
+        row("A-K", "p'_AK", 0, 4.0, -2.0, -3.0),
+        row("A-K", "p''_AK", 0, 3.0, -3.0, -3.5, 0.95), row("A-K", "p''_AK", 0, 99.0, 99.0, 99.0, 0.925),
+    ])
+    pad = pd.DataFrame([row("A→PAD (ppd, p_low)", "p''_PAD", 0, 2.0, -4.0, -3.9),
+                        row("A→PAD (ppd, p_low)", "p''_PAD", 1, 2.0, -4.0, -4.1)])
+    rows = comparison_rows(pipelines, [pad], main_tau=0.95)
+    assert list(rows["name"]) == ["p''", "K-A", "K-A", "p'_AK (teacher)", "A-K", "A→PAD (ppd, p_low)",
+                                  "A→PAD (ppd, p_low)"]  # p_target and the other final τ are gone
+    table = comparison_table(rows)
+    assert table.loc["K-A", ("reward", "mean")] == 1.5 and table.loc["K-A", ("reward", "std")] == pytest.approx(0.5 ** 0.5)
+    [verdict] = escape_verdicts(rows)
+    # PAD: reward 2.0 > K-A's 1.5 and target precision −4.0 > −4.5, recall −4.0 against A-K's −3.5
+    assert "escapes the low-recall trap" in verdict and "(-0.500)" in verdict
+    worse = pad.assign(reward=1.0)
+    assert "does not escape" in escape_verdicts(comparison_rows(pipelines, [worse], main_tau=0.95))[0]

@@ -6,8 +6,10 @@
 - `groundtruth`: ground truths p* behind one interface (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`).
 - `kd`: the KD stage (teacher samples sharded to disk, student training).
 - `metrics`: per-token average precision, recall, target precision and mean reward.
-- `pipeline`: Pipelines K-A and A-K.
-- alignment (`reward`, `ppo`, `dpo`, `grpo`, `selection`) is built on `generation`.
+- alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo` (trainers, by name in `algorithms`),
+  `training` (what the trainers share), `selection` (App. C.4 rules), `device`.
+- `config`: `LLMConfig` and `chapter_config` / `chapter_alignments` (a chapter's parameters → configs).
+- `experiments`: Pipelines K-A and A-K, every model cached under its recipe; `summary`: tables and verdicts.
 """
 
 import logging

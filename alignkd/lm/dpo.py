@@ -1,7 +1,7 @@
 """On-policy DPO against a fixed reference (paper §3.2, App. C.3).
 
-    run = train_dpo(policy, reference, oracle, DPOConfig(), prompt_ids=[bos], seed=0)
-    run.trajectory, run.checkpoints, run.selected_step     # see alignkd.lm.selection
+    run = train_dpo(policy, reference, oracle, DPOConfig(), seed=0)   # policy, reference: HFLanguageModel
+    run.trajectory, run.checkpoints, run.selected_step     # see alignkd.lm.training
 
 One iteration (App. C.3):
 
@@ -38,7 +38,10 @@ from .. import objectives
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle, pair_preferences
-from .selection import AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_dpo, snapshot
+from .device import autocast, resolve_device
+from .groundtruth import HFLanguageModel
+from .selection import select_dpo
+from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
 
 
 @dataclass
@@ -72,28 +75,26 @@ class DPOConfig(RunConfig):
         return cls(**{"device": "cuda", "bf16": True, **overrides})
 
 
-def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor,
-                      suppress_ids=()) -> torch.Tensor:
+def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     """[N] log-prob of each response (sum over response tokens; prompt and padding masked)."""
-    logprob = token_logprobs(model, tokens, attention, suppress_ids).float()
+    logprob = token_logprobs(model, tokens, attention).float()
     return torch.where(response.bool(), logprob, torch.zeros((), device=logprob.device)).sum(1)
 
 
-def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, prompt_ids, seed: int,
-              progress: bool = True, on_eval=None, suppress_ids=(), tokenizer=None) -> AlignmentRun:
+def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: RewardOracle, config: DPOConfig, *,
+              seed: int, progress: bool = True, on_eval=None) -> AlignmentRun:
     """Align `policy` by on-policy DPO with oracle preferences, anchored to the frozen `reference`.
 
-    `policy` is trained in place. Trajectory rows are measured on each evaluation iteration's fresh
+    `policy.model` is trained in place (samples start from `policy.prompt_ids`). Trajectory rows are measured on each evaluation iteration's fresh
     pairs before its updates: TRL's implicit-reward series (chosen/rejected reward, margin,
     accuracy), the oracle's rewards of chosen and rejected responses, and the reward mean/std and
     KL of all `batch_size` responses. The selected step is the peak margin (`select_dpo`, App. C.4).
-    `suppress_ids`: tokens outside the language, excluded from sampling and scoring (as in `sample`).
-    `tokenizer` is unused (DPO samples token ids itself); it keeps the registry's one signature.
     """
     if not isinstance(config, DPOConfig):
         raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
-    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    prompt_ids, eos_id, pad_id = policy.prompt_ids, policy.eos_id, policy.pad_id
+    policy, reference = policy.model, reference.model
     policy.to(device)
     reference.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
@@ -105,7 +106,7 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
     for iteration in tqdm(range(config.n_iterations + 1), desc="DPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.tau,
                                   eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
-                                  seed=iteration_seed(seed, iteration), suppress_ids=suppress_ids).to(device)
+                                  seed=iteration_seed(seed, iteration)).to(device)
         tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         reward = oracle.reward_from_nll(nll)
@@ -114,12 +115,12 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
         chosen = torch.where(first_is_chosen, torch.arange(n), torch.arange(n) + n)[keep].to(device)
         rejected = torch.where(first_is_chosen, torch.arange(n) + n, torch.arange(n))[keep].to(device)
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = response_logprobs(reference, tokens, attention, response, suppress_ids)
+            ref_logprob = response_logprobs(reference, tokens, attention, response)
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
             policy.eval()
             with torch.no_grad(), autocast(device, config.bf16):
-                logprob = response_logprobs(policy, tokens, attention, response, suppress_ids)
+                logprob = response_logprobs(policy, tokens, attention, response)
             chosen_reward = objectives.dpo_implicit_reward(logprob[chosen], ref_logprob[chosen], config.beta)
             rejected_reward = objectives.dpo_implicit_reward(logprob[rejected], ref_logprob[rejected], config.beta)
             rows.append({
@@ -151,8 +152,7 @@ def train_dpo(policy, reference, oracle: RewardOracle, config: DPOConfig, *, pro
             w, l = chosen[batch], rejected[batch]
             rows_wl = torch.cat([w, l])
             with autocast(device, config.bf16):
-                logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl],
-                                            suppress_ids)
+                logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl])
             loss = objectives.dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], config.beta)
             optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()

@@ -118,7 +118,6 @@ def sample(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
-    suppress_ids: Sequence[int] = (),
 ) -> Samples:
     """Draw `n` ancestral samples `prompt + response` from a causal LM at temperature τ.
 
@@ -132,8 +131,9 @@ def sample(
         batch_size: sequences generated in parallel.
         seed: samples are a deterministic function of (model, seed, batch_size) on CPU.
         progress: show a tqdm bar over batches.
-        suppress_ids: tokens that are not part of the language (e.g. <bos>, <pad>); they get
-            probability 0, and `sequence_logprobs(..., suppress_ids=...)` renormalises the same way.
+
+    Tokens outside the language are the model's own business: `groundtruth.HFLanguageModel` gives
+    them logit −∞ inside the model, so sampling and scoring here see the same distribution.
 
     Returns:
         `Samples` with tokens [n, len(prompt) + L] where L <= max_new_tokens is the longest response.
@@ -150,7 +150,6 @@ def sample(
     was_training = model.training
     model.eval()
     parts = []
-    suppress = torch.tensor(list(suppress_ids), dtype=torch.long, device=device)
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc="sampling", disable=not progress, leave=False):
         b = min(batch_size, n - start)
@@ -161,8 +160,6 @@ def sample(
         new_tokens, new_mask = [], []
         for step in range(max_new_tokens):
             logits = out.logits[:, -1, :].float() / temperature
-            if len(suppress):
-                logits[:, suppress] = -torch.inf
             next_token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
             next_token = torch.where(alive, next_token, torch.full_like(next_token, pad_id))
             new_tokens.append(next_token)
@@ -180,15 +177,12 @@ def sample(
     return Samples.cat(parts, pad_id).trim()
 
 
-def token_logprobs(model, tokens: torch.Tensor, mask: torch.Tensor, suppress_ids: Sequence[int] = ()) -> torch.Tensor:
+def token_logprobs(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log p(x_t | x_<t) for t = 1..T-1 under `model`, shape [n, T-1], zero where `mask[:, 1:]` is False.
 
-    Differentiable (call under `torch.no_grad()` when scoring only). Log-softmax is taken in float32,
-    over the vocabulary minus `suppress_ids` (as in `sample`).
+    Differentiable (call under `torch.no_grad()` when scoring only). Log-softmax is taken in float32.
     """
     logits = model(input_ids=tokens, attention_mask=mask.long()).logits[:, :-1].float()
-    if len(suppress_ids):
-        logits[..., list(suppress_ids)] = -torch.inf
     targets = tokens[:, 1:]
     picked = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
     return torch.where(mask[:, 1:], picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
@@ -202,8 +196,7 @@ class SequenceScores(NamedTuple):
     n_tokens: torch.Tensor  # number of response tokens
 
 
-def sequence_logprobs(model, samples: Samples, *, batch_size: int = 256, grad: bool = False,
-                      suppress_ids: Sequence[int] = ()) -> SequenceScores:
+def sequence_logprobs(model, samples: Samples, *, batch_size: int = 256, grad: bool = False) -> SequenceScores:
     """Summed and per-token-average log-probability of each response under a causal LM.
 
     Only response tokens count (the prompt is conditioned on); EOS counts; padding does not.
@@ -216,7 +209,7 @@ def sequence_logprobs(model, samples: Samples, *, batch_size: int = 256, grad: b
     with torch.set_grad_enabled(grad):
         for start in range(0, len(samples), batch_size):
             part = samples[start:start + batch_size].trim().to(device)
-            per_position = token_logprobs(model, part.tokens, part.mask, suppress_ids)
+            per_position = token_logprobs(model, part.tokens, part.mask)
             keep = part.response_mask[:, 1:]
             totals.append(torch.where(keep, per_position, torch.zeros((), device=device)).sum(1))
     total = torch.cat(totals).to(samples.tokens.device)

@@ -42,7 +42,7 @@ class LanguageModel:
     pad_id: int
     vocab_size: int
     exact: bool = False  # True when log_prob is an exact density (not a trained network)
-    suppress_ids: list[int] = []  # tokens outside the language (students never sample or score them)
+    suppress_ids: list[int] = []  # tokens outside the language: probability 0 under every model of it
 
     def sample(self, n: int, max_new_tokens: int, temperature: float = 1.0, *, seed: int = 0,
                batch_size: int = 256, progress: bool = False) -> Samples:
@@ -52,12 +52,9 @@ class LanguageModel:
         raise NotImplementedError
 
     def wrap(self, model) -> "HFLanguageModel":
-        """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt and ids.
-
-        Tokens outside the language (`suppress_ids`) get logit −∞ inside the model itself, so any
-        code that samples or scores it (alignment included) sees the same distribution."""
+        """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt, ids and
+        suppressed tokens (see `HFLanguageModel`)."""
         check_vocabulary(model, self.vocab_size, where="student")
-        suppress_tokens(model, self.suppress_ids)
         return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id,
                                suppress_ids=self.suppress_ids)
 
@@ -98,22 +95,32 @@ def check_tokenizers(teacher_tokenizer, student_tokenizer) -> None:
 
 
 class HFLanguageModel(LanguageModel):
-    """A `transformers` causal LM with its tokenizer and the prompt every sample starts from."""
+    """A `transformers` causal LM with everything that samples or trains it needs: the tokenizer, the
+    prompt every sample starts from, the EOS and padding ids, and the tokens outside the language.
+
+    This is the policy object of alignment and PAD. `suppress_ids` get logit −∞ inside the model itself
+    (`suppress_tokens`), so every forward pass — sampling, scoring, a trainer's loss, TRL's — sees the
+    same renormalised distribution, and a deep copy of the model keeps it."""
 
     def __init__(self, model, tokenizer, prompt_ids, *, eos_id: int, pad_id: int, suppress_ids=()):
         self.model, self.tokenizer = model, tokenizer
         self.suppress_ids = list(suppress_ids)
+        suppress_tokens(model, self.suppress_ids)
         self.prompt_ids, self.eos_id, self.pad_id = list(prompt_ids), int(eos_id), int(pad_id)
         self.vocab_size = len(tokenizer) if tokenizer is not None else model.config.vocab_size
 
+    def with_model(self, model) -> "HFLanguageModel":
+        """The same tokenizer, prompt and ids around another model (e.g. a trained copy)."""
+        return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id,
+                               suppress_ids=self.suppress_ids)
+
     def sample(self, n, max_new_tokens, temperature=1.0, *, seed=0, batch_size=256, progress=False):
         return sample(self.model, self.prompt_ids, n, max_new_tokens, temperature, eos_id=self.eos_id,
-                      pad_id=self.pad_id, batch_size=batch_size, seed=seed, progress=progress,
-                      suppress_ids=self.suppress_ids)
+                      pad_id=self.pad_id, batch_size=batch_size, seed=seed, progress=progress)
 
     def log_prob(self, samples, *, batch_size=256):
         self.model.eval()
-        return sequence_logprobs(self.model, samples, batch_size=batch_size, suppress_ids=self.suppress_ids)
+        return sequence_logprobs(self.model, samples, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- markov_mixture
@@ -378,7 +385,7 @@ def load_ground_truth(spec: str, **options) -> LanguageModel:
         return markov_mixture(**options)
     if spec.startswith("hf:") and len(spec) > 3:
         return load_hf(spec[3:], **options)
-    if spec in ("gguf:smollm2", "smollm2-gguf"):
+    if spec == "gguf:smollm2":
         return load_gguf_smollm2(**options)
     raise ValueError(f"ground truth '{spec}' is unknown (allowed: {', '.join(GROUND_TRUTHS)})")
 

@@ -1,7 +1,7 @@
 """GRPO against a fixed reference: critic-free, batch-mean baseline, KL to π_ref (paper App. A, B.1).
 
-    run = train_grpo(policy, reference, oracle, GRPOConfig(), prompt_ids=[bos], seed=0)
-    run = train_grpo(..., GRPOConfig(backend="trl"), tokenizer=tok)   # through trl.GRPOTrainer
+    run = train_grpo(policy, reference, oracle, GRPOConfig(), seed=0)   # policy, reference: HFLanguageModel
+    run = train_grpo(..., GRPOConfig(backend="trl"), seed=0)          # through trl.GRPOTrainer
 
 Every response starts from the same prompt, so the whole batch of `batch_size` responses is
 one GRPO group and the group-mean baseline is the paper's batch-mean baseline (App. A: "advantage =
@@ -21,8 +21,9 @@ Backends. `backend = "trl"` runs `trl.GRPOTrainer` (TRL 1.16) with `beta` > 0; T
 the k3 form. Two things make it fit our API: (1) with β > 0 GRPOTrainer builds its reference model by
 `from_pretrained(policy.config._name_or_path)`, so the frozen `reference` is saved to a temporary
 folder and the policy's `_name_or_path` points there for the trainer's construction (a hub id is
-never passed); (2) TRL tokenises text prompts, so a `tokenizer` whose encoding of the decoded prompt
-gives back `prompt_ids` is required. The default `backend = "ours"` is a batched ~60-line loop with
+never passed); (2) TRL tokenises text prompts, so the policy needs a tokenizer whose encoding of the
+decoded prompt gives back its `prompt_ids`. Tokens outside the language are suppressed inside the
+policy model (`HFLanguageModel`), so TRL's generation and loss see the same distribution as ours. The default `backend = "ours"` is a batched ~60-line loop with
 the same config names and both KL forms; it is the one the chapter's KL-form comparison needs, and
 it skips the Trainer's start-up (a few seconds per run). Per step the two cost about the same on a
 tiny Llama (measured on a loaded 2-core CPU: ≈ 0.12 s ours, ≈ 0.15–0.2 s TRL, 64 responses × 16 tokens).
@@ -42,8 +43,10 @@ from ..validation import require_choice, require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .ppo import rollout_row
 from .reward import RewardOracle
-from .selection import (AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_ppo,
-                        snapshot)
+from .device import autocast, resolve_device
+from .groundtruth import HFLanguageModel
+from .selection import select_ppo
+from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
 
 KL_FORMS = ("k3", "reward")
 BACKENDS = ("ours", "trl")
@@ -75,7 +78,7 @@ class GRPOConfig(RunConfig):
     max_new_tokens: int = 128
     """Response length cap (TRL: `max_completion_length`; App. C.3: max_length 128)."""
     backend: str = "ours"
-    """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs `tokenizer`)."""
+    """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs the policy's tokenizer)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -103,25 +106,22 @@ def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form
     return (per_token * mask).sum() / (mask.shape[0] * max_new_tokens)
 
 
-def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, prompt_ids, seed: int,
-               progress: bool = True, on_eval=None, suppress_ids=(), tokenizer=None) -> AlignmentRun:
-    """Align `policy` with GRPO anchored to the frozen `reference` (both HF causal LMs), in place.
+def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: RewardOracle, config: GRPOConfig, *,
+               seed: int, progress: bool = True, on_eval=None) -> AlignmentRun:
+    """Align `policy.model` with GRPO anchored to the frozen `reference.model`, in place.
 
     Trajectory rows come from each evaluation step's batch (before its update) for backend "ours",
     and from a separate batch of `batch_size` samples drawn at the step for backend "trl".
     The selected step follows the PPO rule (`select_ppo`: App. C.4 gives none for GRPO; both
-    maximise a reward and collapse the same way). `tokenizer` is needed only by backend "trl".
-    `suppress_ids`: tokens outside the language, excluded from sampling and scoring (as in `sample`);
-    with backend "trl" they are excluded from generation (`suppress_tokens`) but TRL's loss scores
-    with the full softmax, which differs by the (small) mass the model puts on them.
+    maximise a reward and collapse the same way). Backend "trl" needs `policy.tokenizer`.
     """
     if not isinstance(config, GRPOConfig):
         raise TypeError(f"config must be a GRPOConfig, got {type(config).__name__}")
     if config.backend == "trl":
-        return _train_grpo_trl(policy, reference, oracle, config, prompt_ids=list(prompt_ids), seed=seed,
-                               progress=progress, on_eval=on_eval, tokenizer=tokenizer, suppress_ids=suppress_ids)
+        return _train_grpo_trl(policy, reference, oracle, config, seed=seed, progress=progress, on_eval=on_eval)
     device = resolve_device(config.device)
-    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    prompt_ids, eos_id, pad_id = policy.prompt_ids, policy.eos_id, policy.pad_id
+    policy, reference = policy.model, reference.model
     policy.to(device)
     reference.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
@@ -131,15 +131,15 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
     for step in tqdm(range(config.n_iterations + 1), desc="GRPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens,
                                   config.tau, eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                                  seed=iteration_seed(seed, step), suppress_ids=suppress_ids).to(device)
+                                  seed=iteration_seed(seed, step)).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll).to(device)
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = token_logprobs(reference, tokens, attention, suppress_ids).float()
+            ref_logprob = token_logprobs(reference, tokens, attention).float()
         policy.train()
         with autocast(device, config.bf16):
-            logprob = token_logprobs(policy, tokens, attention, suppress_ids).float()
+            logprob = token_logprobs(policy, tokens, attention).float()
         old_logprob = logprob.detach()
 
         if step % config.eval_every == 0 or step == config.n_iterations:
@@ -156,7 +156,7 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
         for update in range(config.num_ppo_epochs):
             if update > 0:
                 with autocast(device, config.bf16):
-                    logprob = token_logprobs(policy, tokens, attention, suppress_ids).float()
+                    logprob = token_logprobs(policy, tokens, attention).float()
             loss = grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, config.beta, config.kl_form,
                              config.epsilon, config.max_new_tokens)
             optimizer.zero_grad(set_to_none=True)
@@ -173,9 +173,11 @@ def train_grpo(policy, reference, oracle: RewardOracle, config: GRPOConfig, *, p
 # ---------------------------------------------------------------------------------------------
 # Backend "trl": the same run through trl.GRPOTrainer.
 
-def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, progress, on_eval, tokenizer, suppress_ids):
+def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eval):
+    tokenizer, prompt_ids = policy.tokenizer, policy.prompt_ids
     if tokenizer is None:
-        raise ValueError("GRPOConfig.backend = 'trl' needs tokenizer=: trl.GRPOTrainer tokenises text prompts")
+        raise ValueError("GRPOConfig.backend = 'trl' needs a policy with a tokenizer: trl.GRPOTrainer tokenises "
+                         "text prompts")
     prompt_text = tokenizer.decode(prompt_ids)
     if tokenizer(prompt_text)["input_ids"] != prompt_ids:
         raise ValueError(f"GRPOConfig.backend = 'trl': the tokenizer encodes the decoded prompt {prompt_text!r} as "
@@ -186,7 +188,8 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
     from trl import GRPOTrainer
 
     device = resolve_device(config.device)
-    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    eos_id, pad_id = policy.eos_id, policy.pad_id
+    policy, reference = policy.model, reference.model
     policy.to(device)
     reference.to(device).eval().requires_grad_(False)
     rows, checkpoints = [], {}
@@ -209,11 +212,11 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
         was_training = policy.training
         samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
                          eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                         seed=iteration_seed(seed, step), suppress_ids=suppress_ids).to(device)
+                         seed=iteration_seed(seed, step)).to(device)
         attention, mask = samples.mask, samples.response_mask[:, 1:].float()
         with torch.no_grad(), autocast(device, config.bf16):
-            logprob = token_logprobs(policy, samples.tokens, attention, suppress_ids).float()
-            ref_logprob = token_logprobs(reference, samples.tokens, attention, suppress_ids).float()
+            logprob = token_logprobs(policy, samples.tokens, attention).float()
+            ref_logprob = token_logprobs(reference, samples.tokens, attention).float()
         nll = oracle.nll(samples)
         rows.append(rollout_row(step, oracle.reward_from_nll(nll), nll, logprob, ref_logprob, mask))
         checkpoints[step] = snapshot(step, policy, on_eval)
@@ -238,7 +241,6 @@ def _train_grpo_trl(policy, reference, oracle, config, *, prompt_ids, seed, prog
             scale_rewards=config.scale_rewards, loss_type="dr_grpo", max_completion_length=config.max_new_tokens,
             temperature=config.tau, top_p=1.0, top_k=0, seed=seed, data_seed=seed,
             bf16=config.bf16, use_cpu=device.type == "cpu", report_to="none", save_strategy="no",
-            generation_kwargs={"suppress_tokens": list(suppress_ids)} if len(suppress_ids) else None,
             logging_strategy="steps" if progress else "no", logging_steps=config.eval_every,
             disable_tqdm=not progress, shuffle_dataset=False,
         )

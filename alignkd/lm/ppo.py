@@ -1,13 +1,13 @@
 """PPO against a fixed reference, with a value head and per-token KL shaping (paper §3.1, App. C.3).
 
-    run = train_ppo(policy, reference, oracle, PPOConfig(), prompt_ids=[bos], seed=0)
-    run.trajectory, run.checkpoints, run.selected_step     # see alignkd.lm.selection
+    run = train_ppo(policy, reference, oracle, PPOConfig(), seed=0)   # policy, reference: HFLanguageModel
+    run.trajectory, run.checkpoints, run.selected_step     # see alignkd.lm.training
 
 TRL 1.16 no longer ships PPO, so this is ours, in the shape of the TRL 0.9.6 `PPOTrainer` the paper
 used (App. C.3: `AutoModelForCausalLMWithValueHead`, lr 1e-5, β 0.7, batch 64, mini-batch 8, 1 epoch).
 One iteration:
 
-1. sample `batch_size` responses from the current policy (prompt `prompt_ids`, τ = 1, no top-k/top-p);
+1. sample `batch_size` responses from the current policy (its prompt, τ = 1, no top-k/top-p);
 2. score them: folded oracle reward R (App. C.3), old log-probs and values, reference log-probs;
 3. per-token rewards. `kl_form = "reward"` (the paper's PPO, eq. 3): r_t = −β·(log π_old − log π_ref)_t
    at every response token, plus R at the last one; the optimum of this objective is
@@ -41,8 +41,10 @@ from .. import objectives
 from ..validation import require_choice, require_int, require_positive
 from .generation import Samples, sample, token_logprobs
 from .reward import RewardOracle
-from .selection import (AlignmentRun, RunConfig, autocast, iteration_seed, resolve_device, select_ppo,
-                        snapshot)
+from .device import autocast, resolve_device
+from .groundtruth import HFLanguageModel
+from .selection import select_ppo
+from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
 
 KL_FORMS = ("reward", "k3")
 
@@ -145,14 +147,10 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 # ---------------------------------------------------------------------------------------------
 
-def policy_logprobs_and_values(policy, value_head, tokens, mask, suppress_ids=()):
-    """Per-token log π(x_t | x_<t) and V(x_<t), both [B, T-1], from one forward pass; 0 off `mask[:, 1:]`.
-
-    The softmax excludes `suppress_ids`, as `generation.sample` and `token_logprobs` do."""
+def policy_logprobs_and_values(policy, value_head, tokens, mask):
+    """Per-token log π(x_t | x_<t) and V(x_<t), both [B, T-1], from one forward pass; 0 off `mask[:, 1:]`."""
     out = policy(input_ids=tokens, attention_mask=mask.long(), output_hidden_states=True)
     logits = out.logits[:, :-1].float()
-    if len(suppress_ids):
-        logits[..., list(suppress_ids)] = -torch.inf
     logprob = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None])[..., 0]
     logprob = torch.where(mask[:, 1:].bool(), logprob, torch.zeros((), dtype=logprob.dtype, device=logprob.device))
     return logprob, value_head(out.hidden_states[-1][:, :-1])
@@ -169,21 +167,20 @@ def rollout_row(iteration: int, reward: torch.Tensor, nll: torch.Tensor, logprob
     }
 
 
-def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, prompt_ids, seed: int,
-              progress: bool = True, on_eval=None, suppress_ids=(), tokenizer=None) -> AlignmentRun:
-    """Align `policy` to `oracle` with PPO anchored to the frozen `reference` (both HF causal LMs).
+def train_ppo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: RewardOracle, config: PPOConfig, *,
+              seed: int, progress: bool = True, on_eval=None) -> AlignmentRun:
+    """Align `policy` to `oracle` with PPO anchored to the frozen `reference`.
 
-    `policy` is trained in place; `reference` is frozen. Returns the trajectory (one row per
-    evaluation step, from that step's rollout batch, before its update), the checkpoints (CPU
-    state_dicts, or `on_eval(step, policy)` results) and the step chosen by `select_ppo` (App. C.4).
-    `suppress_ids`: tokens outside the language (the ground truth's `suppress_ids`); the policy and
-    the reference are the models' distributions renormalised without them, in sampling and scoring.
-    `tokenizer` is unused (PPO samples token ids itself); it keeps the registry's one signature.
+    `policy.model` is trained in place (samples start from `policy.prompt_ids`, end at its EOS);
+    `reference.model` is frozen. Returns the trajectory (one row per evaluation step, from that
+    step's rollout batch, before its update), the checkpoints (CPU state_dicts, or
+    `on_eval(step, policy.model)` results) and the step chosen by `select_ppo` (App. C.4).
     """
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
-    eos_id, pad_id = policy.config.eos_token_id, policy.config.pad_token_id
+    prompt_ids, eos_id, pad_id = policy.prompt_ids, policy.eos_id, policy.pad_id
+    policy, reference = policy.model, reference.model
     policy.to(device)
     reference.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
@@ -195,14 +192,14 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
     for iteration in tqdm(range(config.n_iterations + 1), desc="PPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
                                   eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                                  seed=iteration_seed(seed, iteration), suppress_ids=suppress_ids).to(device)
+                                  seed=iteration_seed(seed, iteration)).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll)
         policy.eval()
         with torch.no_grad(), autocast(device, config.bf16):
-            old_logprob, old_values = policy_logprobs_and_values(policy, value_head, tokens, attention, suppress_ids)
-            ref_logprob = token_logprobs(reference, tokens, attention, suppress_ids)
+            old_logprob, old_values = policy_logprobs_and_values(policy, value_head, tokens, attention)
+            ref_logprob = token_logprobs(reference, tokens, attention)
         old_logprob, old_values, ref_logprob = old_logprob.float(), old_values.float(), ref_logprob.float()
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
@@ -222,8 +219,7 @@ def train_ppo(policy, reference, oracle: RewardOracle, config: PPOConfig, *, pro
             for start in range(0, config.batch_size, config.mini_batch_size):
                 rows_mb = order[start:start + config.mini_batch_size]
                 with autocast(device, config.bf16):
-                    logprob, values = policy_logprobs_and_values(policy, value_head, tokens[rows_mb], attention[rows_mb],
-                                                                 suppress_ids)
+                    logprob, values = policy_logprobs_and_values(policy, value_head, tokens[rows_mb], attention[rows_mb])
                 logprob, values = logprob.float(), values.float()
                 # TRL 0.9.6's PPOTrainer.loss: token-averaged clipped policy loss and clipped value loss
                 policy_loss = objectives.masked_mean(objectives.policy_loss(

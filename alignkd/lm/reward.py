@@ -1,7 +1,6 @@
 """The reward oracle of the LLM experiments: NLL under p_target, folded (paper App. C.3, eqs. 9–10).
 
-    oracle = RewardOracle.from_model(p_target, target_samples)   # τ_f from p_target's own samples
-    oracle = RewardOracle.from_language_model(p_target_lm, target_samples)   # groundtruth.LanguageModel
+    oracle = RewardOracle.from_language_model(p_target, target_samples)   # τ_f from p_target's own samples
     oracle = RewardOracle.from_target_samples(target_logprob, target_samples)   # any scorer
     oracle.nll(samples)          # [B] per-token average NLL of the response tokens under p_target
     oracle.base_reward(samples)  # R_base = 10·exp(−0.5·NLL)                                (eq. 9)
@@ -12,8 +11,8 @@
 `target_logprob(token_ids, mask) -> [B]` is any function returning, per sequence, the *per-token
 average* log-probability under p_target of the tokens where `mask` is True; the oracle passes the
 response mask (`samples.response_mask`: the response and its EOS; not the prompt, since
-NLL(y | x) conditions on x; not padding). With right padding the attention mask is recoverable from it
-(every position up to the last response token), which is what `scorer_from_model` does.
+NLL(y | x) conditions on x; not padding). With right padding the real-token mask is recoverable from it
+(every position up to the last response token), which is what `scorer_from_language_model` does.
 
 Normalisation. NLL is the per-token average, not the sum. The paper's threshold τ_f = 8.4636 means
 R_base = 8.46 at the 90th percentile of p_target's own samples, i.e. NLL = −2·ln(0.84636) = 0.33 nats.
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .generation import Samples, token_logprobs
+from .generation import Samples
 
 TargetLogprob = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -112,17 +111,6 @@ class RewardOracle:
         return cls(target_logprob, threshold, **kwargs)
 
     @classmethod
-    def from_model(
-        cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, *,
-        suppress_ids=(), **kwargs
-    ) -> "RewardOracle":
-        """The oracle of a causal LM p_target; τ_f from `target_samples` (drawn from p_target), if given."""
-        scorer = scorer_from_model(p_target, suppress_ids=suppress_ids)
-        if target_samples is None:
-            return cls(scorer, None, **kwargs)
-        return cls.from_target_samples(scorer, target_samples, quantile, **kwargs)
-
-    @classmethod
     def from_language_model(
         cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, **kwargs
     ) -> "RewardOracle":
@@ -162,31 +150,6 @@ class RewardOracle:
         Preferences follow the NLL, not the folded reward, as in the paper's DPO labelling."""
         a_is_chosen, _ = pair_preferences(self.nll(a), self.nll(b))
         return a_is_chosen
-
-
-def scorer_from_model(model, batch_size: int = 256, suppress_ids=()) -> TargetLogprob:
-    """`target_logprob(token_ids, response_mask)` of a causal LM: per-token average log-prob of the
-    masked tokens. Sequences are right-padded, so every position up to the last masked one is real."""
-
-    @torch.no_grad()
-    def target_logprob(token_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-        device = next(model.parameters()).device
-        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
-        last = torch.where(response_mask, positions, -1).max(1).values
-        real = positions[None, :] <= last[:, None]
-        was_training = model.training
-        model.eval()
-        out = []
-        for start in range(0, token_ids.shape[0], batch_size):
-            rows = slice(start, start + batch_size)
-            per_position = token_logprobs(model, token_ids[rows].to(device), real[rows].to(device), suppress_ids).cpu()
-            keep = response_mask[rows, 1:].bool().cpu()
-            picked = torch.where(keep, per_position, torch.zeros((), dtype=per_position.dtype))
-            out.append(picked.sum(1) / keep.sum(1).clamp(min=1))
-        model.train(was_training)
-        return torch.cat(out)
-
-    return target_logprob
 
 
 def _real_mask_and_prompt_length(response_mask: torch.Tensor) -> tuple[torch.Tensor, int]:

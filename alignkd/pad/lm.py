@@ -1,11 +1,11 @@
 """Align → PAD on the language-model testbed (SPEC §5, PAD §4).
 
-Teacher: the aligned high-recall model p'_AK of Pipeline A-K (`alignkd.lm.pipeline.align(setup, "p'", ...)`).
+Teacher: the aligned high-recall model p'_AK of Pipeline A-K (`alignkd.lm.experiments.align(store, refs, "p'", ...)`).
 Student: the compact model, either fresh (initialised exactly as KD initialises its students,
 `make_student(size, ..., seed)`) or p'' (the compact KD model Pipeline K-A starts from). Each step:
 
-1. the student samples `groups_per_step` × n responses from the prompt at temperature τ (PAD: 0.8),
-   ancestral, no top-k / top-p (`alignkd.lm.generation.sample`);
+1. the student (an `HFLanguageModel`: its prompt, EOS, padding and suppressed tokens) samples
+   `groups_per_step` × n responses at temperature τ (PAD: 0.8), ancestral, no top-k / top-p;
 2. rewards are per-token average log-likelihoods (PAD eq. 7, length-normalised; EOS counts as a token):
    the teacher's without gradient, the student's with gradient (`sequence_logprobs(..., grad=True)`);
    the teacher's are optionally calibrated with MCQ selection probabilities, r̂ = (1−α) r + α log p_sel
@@ -22,12 +22,16 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..lm.generation import sample, sequence_logprobs
+from ..cache import ResultStore
+from ..lm.experiments import Aligned, References, align, load_model
+from ..lm.generation import sequence_logprobs
+from ..lm.groundtruth import HFLanguageModel, LanguageModel
 from ..lm.students import STUDENT_SIZES, make_student
 from ..validation import require_int, require_positive
 from .calibration import ORDERS, calibrate, selection_log_probs
@@ -100,26 +104,24 @@ def teacher_rewards(teacher, samples, config: LMPADConfig) -> torch.Tensor:
     return calibrate(rewards, log_p_sel, config.alpha)
 
 
-def train_pad(student, teacher, config: LMPADConfig, *, prompt_ids, eos_id: int, pad_id: int,
-              suppress_ids=(), progress: bool = False) -> tuple[torch.nn.Module, pd.DataFrame]:
-    """Train `student` (a causal LM, updated in place) by PAD against `teacher` (a `LanguageModel`).
+def train_pad(student: HFLanguageModel, teacher: LanguageModel, config: LMPADConfig, *,
+              progress: bool = False) -> pd.DataFrame:
+    """Train `student.model` in place by PAD against `teacher` (a `LanguageModel`).
 
-    Returns the student and a per-step log: loss, mean teacher and student rewards of the samples,
-    `top1_agreement` (share of groups whose best response is the same for student and teacher) and
-    the mean response length.
+    Returns a per-step log: loss, mean teacher and student rewards of the samples, `top1_agreement`
+    (share of groups whose best response is the same for student and teacher) and the mean response length.
     """
     if config.alpha > 0 and getattr(teacher, "tokenizer", None) is None:
         raise ValueError("alpha > 0 needs the teacher's tokenizer for MCQ prompts")
     n, groups = config.n_responses, config.groups_per_step
-    optimizer = torch.optim.Adam(student.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(student.model.parameters(), lr=config.learning_rate)
     log = []
     for step in tqdm(range(1, config.n_iterations + 1), desc=f"PAD {config.loss}", disable=not progress, leave=False):
-        samples = sample(student, prompt_ids, groups * n, config.max_new_tokens, config.tau,
-                         eos_id=eos_id, pad_id=pad_id, batch_size=groups * n, seed=config.seed * 1_000_003 + step,
-                         suppress_ids=suppress_ids)
+        samples = student.sample(groups * n, config.max_new_tokens, config.tau, batch_size=groups * n,
+                                 seed=config.seed * 1_000_003 + step)
         teacher_scores = teacher_rewards(teacher, samples, config).reshape(groups, n)
-        student.train()
-        student_scores = sequence_logprobs(student, samples, grad=True, suppress_ids=suppress_ids,
+        student.model.train()
+        student_scores = sequence_logprobs(student.model, samples, grad=True,
                                            batch_size=groups * n).per_token.reshape(groups, n)
         loss = pad_loss(config.loss, student_scores, teacher_scores, config.beta, config.group_size).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -130,53 +132,111 @@ def train_pad(student, teacher, config: LMPADConfig, *, prompt_ids, eos_id: int,
         log.append({"step": step, "loss": loss.item(), "teacher_reward": teacher_scores.mean().item(),
                     "student_reward": student_scores.mean().item(), "top1_agreement": top1.item(),
                     "response_length": samples.response_lengths.float().mean().item()})
-    student.eval()
-    return student, pd.DataFrame(log)
+    student.model.eval()
+    return pd.DataFrame(log)
 
 
-def initial_student(config: LMPADConfig, like, p_low=None):
-    """The student before PAD: fresh (`make_student` as KD does, seed `config.seed`) or a copy of p''."""
+def initial_student(config: LMPADConfig, like: LanguageModel, p_low: HFLanguageModel | None = None) -> HFLanguageModel:
+    """The student before PAD, with `like`'s prompt and ids: fresh (`make_student` as KD does, seed
+    `config.seed`) or a copy of p''."""
     if config.student_init == "p_low":
         if p_low is None:
             raise ValueError("student_init = 'p_low' needs the p'' model")
-        return copy.deepcopy(p_low.model if hasattr(p_low, "model") else p_low)
+        return like.wrap(copy.deepcopy(p_low.model))
     bos = like.tokenizer.bos_token_id if like.tokenizer.bos_token_id is not None else like.prompt_ids[0]
-    return make_student(config.student_size, like.vocab_size, bos_id=bos, eos_id=like.eos_id, pad_id=like.pad_id,
-                        max_positions=max(64, len(like.prompt_ids) + config.max_new_tokens + 1), seed=config.seed)
+    return like.wrap(make_student(config.student_size, like.vocab_size, bos_id=bos, eos_id=like.eos_id,
+                                  pad_id=like.pad_id, max_positions=max(64, len(like.prompt_ids) + config.max_new_tokens + 1),
+                                  seed=config.seed))
 
 
-def align_then_pad(setup, algorithm: str, algorithm_config, seeds: list[int], config: LMPADConfig, *,
-                   progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Align → PAD for several alignment seeds on an `alignkd.lm.pipeline.Setup` (cached in its store).
+@dataclass(frozen=True)
+class PADStudent:
+    """The recipe of a PAD student (its cache key, as `alignkd.lm.experiments`' recipes)."""
 
-    The teacher of seed s is the A-K alignment of that seed (`pipeline.align(setup, "p'", ...)`, the same
-    cached model as Pipeline A-K's); PAD runs with seed s. Returns (metric rows in the format of
-    `pipeline.run_pipelines`, per-step PAD logs).
+    teacher: Aligned
+    pad: LMPADConfig
+    start: Any
+    """The recipe of p'' for `student_init = "p_low"`, else "fresh"."""
+
+
+@dataclass(frozen=True)
+class PADResult:
+    """Align → PAD over seeds: metric rows in the format of `PipelineResult.metrics`, and per-step PAD logs."""
+
+    metrics: pd.DataFrame
+    logs: pd.DataFrame
+
+
+def align_then_pad(store: ResultStore, refs: References, alignment, seeds: list[int], config: LMPADConfig, *,
+                   label: str | None = None, progress: bool = True) -> PADResult:
+    """Align → PAD for several alignment seeds (cached in `store`).
+
+    The teacher of seed s is the A-K alignment of that seed (`experiments.align(store, refs, "p'", ...)`, the
+    same cached model as Pipeline A-K's); PAD runs with seed s. `label` names the algorithm column
+    (default: the algorithm's name), as `run_pipelines` does.
     """
-    from ..lm.pipeline import _load_student, align
-
     metrics, logs = [], []
     for seed in tqdm(seeds, desc="Align→PAD seeds", disable=not progress):
-        teacher, _, _, teacher_key = align(setup, "p'", algorithm, algorithm_config, seed, progress=progress)
+        teacher = align(store, refs, "p'", alignment, seed, progress=progress)
         pad_config = dataclasses.replace(config, seed=seed)
-        key = {"teacher": teacher_key, "pad": pad_config,
-               "student_start": setup.keys["p''"] if pad_config.student_init == "p_low" else "fresh"}
+        recipe = PADStudent(teacher.recipe, pad_config, refs.recipes["p''"] if pad_config.student_init == "p_low"
+                            else "fresh")
 
         def build(tmp: Path) -> None:
-            student = initial_student(pad_config, setup.p_star, setup.models["p''"])
-            student, log = train_pad(student, teacher, pad_config, prompt_ids=setup.p_star.prompt_ids,
-                                     eos_id=setup.p_star.eos_id, pad_id=setup.p_star.pad_id,
-                                     suppress_ids=setup.p_star.suppress_ids, progress=progress)
-            student.cpu().float().save_pretrained(tmp / "student")
+            student = initial_student(pad_config, refs.p_star, refs.models["p''"])
+            log = train_pad(student, teacher.model, pad_config, progress=progress)
+            student.model.cpu().float().save_pretrained(tmp / "student")
             log.to_parquet(tmp / "log.parquet")
 
-        folder = setup.store.directory("lm_pad", key, build)
-        student = _load_student(folder / "student", setup.p_star)
-        label = f"A→PAD ({pad_config.loss}, {pad_config.student_init})"
-        metrics.append({"algorithm": algorithm, "seed": seed, "pipeline": label, "model": "p''_PAD",
-                        "final_tau": float("nan"), **setup.evaluate(student)})
-        logs.append(pd.read_parquet(folder / "log.parquet").assign(seed=seed, pipeline=label))
-    return pd.DataFrame(metrics), pd.concat(logs, ignore_index=True)
+        folder = store.directory("lm_pad", recipe, build)
+        pipeline = f"A→PAD ({pad_config.loss}, {pad_config.student_init})"
+        metrics.append({"algorithm": label or teacher.recipe.algorithm, "seed": seed, "pipeline": pipeline,
+                        "model": "p''_PAD", "final_tau": float("nan"),
+                        **refs.evaluate(load_model(folder / "student", refs.p_star))})
+        logs.append(pd.read_parquet(folder / "log.parquet").assign(seed=seed, pipeline=pipeline))
+    return PADResult(pd.DataFrame(metrics), pd.concat(logs, ignore_index=True))
 
 
-__all__ = ["LMPADConfig", "STUDENT_INITS", "teacher_rewards", "train_pad", "initial_student", "align_then_pad"]
+
+# --------------------------------------------------------------------------- the chapter's table and verdicts
+
+
+def comparison_rows(pipelines: pd.DataFrame, pad: list[pd.DataFrame], main_tau: float) -> pd.DataFrame:
+    """K-A, A-K and every Align → PAD student in one table, one row per (model, seed), with a `name` column:
+    the reference models by their own name (p_target dropped: it is the oracle, not a contender), p'_AK as
+    "p'_AK (teacher)", A-K's final model at `main_tau` as "A-K", K-A's as "K-A", PAD students by pipeline."""
+    rows = pd.concat([pipelines, *pad], ignore_index=True)
+    at_main_tau = (rows.model != "p''_AK") | (rows.final_tau == main_tau)
+    rows = rows[(rows.model != "p_target") & at_main_tau]
+    rows = rows.assign(name=rows.pipeline.where(rows.pipeline != "reference", rows.model))
+    rows.loc[rows.model == "p'_AK", "name"] = "p'_AK (teacher)"
+    return rows.reset_index(drop=True)
+
+
+COMPARED = ["reward", "target_precision", "recall", "precision"]
+
+
+def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and seed std of reward, target precision, recall and precision per `name` (`comparison_rows`)."""
+    return rows.groupby("name", sort=False)[COMPARED].agg(["mean", "std"])
+
+
+def escape_verdicts(rows: pd.DataFrame) -> list[str]:
+    """One sentence per PAD student: does it escape the low-recall trap (higher reward *and* target
+    precision than K-A), and what happened to its recall against A-K, K-A and p''."""
+    means = rows.groupby("name")[COMPARED].mean()
+    ka, ak, low = means.loc["K-A"], means.loc["A-K"], means.loc["p''"]
+    lines = []
+    for name in [n for n in means.index if n.startswith("A→PAD")]:
+        row = means.loc[name]
+        escapes = row.target_precision > ka.target_precision and row.reward > ka.reward
+        lines.append(f"{name}: reward {row.reward:.3f} and target precision {row.target_precision:.3f} against K-A's "
+                     f"{ka.reward:.3f} / {ka.target_precision:.3f} and A-K's {ak.reward:.3f} / {ak.target_precision:.3f}, "
+                     f"so the reference-free student {'escapes' if escapes else 'does not escape'} the low-recall trap "
+                     f"here; its recall is {row.recall:.3f} against A-K's {ak.recall:.3f} ({row.recall - ak.recall:+.3f}), "
+                     f"K-A's {ka.recall:.3f} and p''’s {low.recall:.3f}.")
+    return lines
+
+
+__all__ = ["LMPADConfig", "STUDENT_INITS", "PADResult", "PADStudent", "teacher_rewards", "train_pad",
+           "initial_student", "align_then_pad", "comparison_rows", "comparison_table", "escape_verdicts"]

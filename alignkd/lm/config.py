@@ -1,0 +1,149 @@
+"""What defines one LLM experiment, and how a chapter's parameters become it.
+
+    config = chapter_config(params)            # LLMConfig: ground truth, KD stages, metrics
+    alignments = chapter_alignments(params)    # {algorithm name: its config}
+
+`params` are chapter 06's parameters (`notebooks/06_llm.md`) by name. A chapter that builds on its
+models (chapter 07's language-model section) reads them with `llm_chapter_params(profile)` and calls
+the same functions, so both chapters name the same cached models whatever the profile says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..chapters import find_chapter, resolve
+from .algorithms import alignment_config
+from .groundtruth import MarkovMixtureConfig
+from .kd import KDDataConfig, TrainConfig
+from .metrics import MetricConfig
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One KD stage: how the teacher is sampled and how the student is trained."""
+
+    data: KDDataConfig = KDDataConfig()
+    train: TrainConfig = TrainConfig()
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Everything that defines the reference models, the oracle and the metrics of one experiment."""
+
+    ground_truth: str = "markov_mixture"
+    """`markov_mixture`, `hf:<model id or local path>` or `gguf:smollm2`."""
+    markov: MarkovMixtureConfig = MarkovMixtureConfig()
+    """The synthetic language (ignored for other ground truths)."""
+    prompt: str = "The"
+    """Prompt of every sample for real LMs (paper: "The"); the synthetic language starts from <bos>."""
+    high_recall: StageConfig = StageConfig(KDDataConfig(tau=1.0), TrainConfig(size="small"))
+    """p' from p* (App. C.2: τ = 1.0, SmolLM2-360M)."""
+    low_recall: StageConfig = StageConfig(KDDataConfig(tau=0.95, tau_topic=0.7), TrainConfig(size="tiny"))
+    """p'' from p' (τ = 0.95, SmolLM2-135M); also the settings of A-K's final KD."""
+    target: StageConfig = StageConfig(KDDataConfig(tau=0.8), TrainConfig(size="tiny"))
+    """p_target from p' (τ = 0.8) for real LMs; unused under markov_mixture (the exact rare topic)."""
+    final_taus: tuple[float, ...] = (0.95,)
+    """Token temperatures of A-K's final KD (App. D sweeps 0.925 / 0.975); the first is the main one."""
+    n_fold_samples: int = 2000
+    """p_target samples that set the folding threshold τ_f (90th percentile of R_base, App. C.3)."""
+    n_recall_samples: int = 2000
+    """p* samples on which every model's recall is measured."""
+    metrics: MetricConfig = MetricConfig()
+    device: str = "cpu"
+    """Where ground-truth sampling and scoring run (`cpu`, `cuda`)."""
+
+    def __post_init__(self):
+        if not (self.ground_truth == "markov_mixture" or self.ground_truth.startswith("hf:")
+                or self.ground_truth == "gguf:smollm2"):
+            raise ValueError(f"LLMConfig.ground_truth = '{self.ground_truth}' (allowed: markov_mixture, "
+                             f"hf:<model id or path>, gguf:smollm2)")
+        if not self.final_taus or any(t <= 0 for t in self.final_taus):
+            raise ValueError(f"LLMConfig.final_taus = {self.final_taus}: a non-empty list of temperatures > 0")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"LLMConfig.device = '{self.device}' (allowed: cpu, cuda)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("LLMConfig.device = 'cuda' but no GPU is visible (use the quick/default profiles on CPU)")
+        if self.ground_truth != "markov_mixture":
+            for stage in (self.high_recall, self.low_recall):
+                if stage.data.tau_topic != 1.0:
+                    raise ValueError(f"tau_topic = {stage.data.tau_topic}: topic sharpening needs the markov_mixture "
+                                     f"ground truth (real LMs have no topic labels); set tau_topic = 1")
+
+    @property
+    def exact(self) -> bool:
+        return self.ground_truth == "markov_mixture"
+
+
+LLM_CHAPTER = "06_llm"
+
+
+def llm_chapter_params(profile: str) -> dict[str, Any]:
+    """Chapter 06's parameter values under `profile`: the notebook's defaults, then the profile file's."""
+    chapter = find_chapter(LLM_CHAPTER)
+    return {**{name: p.default for name, p in chapter.parameters.items()}, **resolve(chapter, profile)}
+
+
+# Chapter 06's SmolLM2 section: the same code path on the offline SmolLM2-135M-Instruct, at what a CPU affords.
+SMOLLM2_MAX_NEW_TOKENS = 16
+SMOLLM2_BATCH = 16
+SMOLLM2_MAX_EVAL = 64
+
+
+def _smollm2_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {**params, "ground_truth": "gguf:smollm2", "n_high": params["smollm2_samples"],
+            "n_low": params["smollm2_samples"] // 2, "max_new_tokens": SMOLLM2_MAX_NEW_TOKENS, "tau_topic": 1.0,
+            "n_eval": min(params["n_eval"], SMOLLM2_MAX_EVAL), "kd_epochs": params["smollm2_epochs"],
+            "kd_lr": params["smollm2_lr"], "kd_batch": SMOLLM2_BATCH}
+
+
+def chapter_config(params: Mapping[str, Any], *, smollm2: bool = False) -> LLMConfig:
+    """The `LLMConfig` of chapter 06's parameters (`smollm2=True`: its SmolLM2 section's)."""
+    if smollm2:
+        params = _smollm2_params(params)
+    train = dict(epochs=params["kd_epochs"], learning_rate=params["kd_lr"], batch_size=params["kd_batch"], bf16=params["bf16"],
+                 device=params["device"])
+    length, n_low = params["max_new_tokens"], params["n_low"]
+    return LLMConfig(
+        ground_truth=params["ground_truth"],
+        markov=MarkovMixtureConfig(vocab_size=params["vocab_size"], n_topics=params["n_topics"]),
+        high_recall=StageConfig(KDDataConfig(n_samples=params["n_high"], max_new_tokens=length, tau=params["tau_high"]),
+                                TrainConfig(size=params["high_size"], **train)),
+        low_recall=StageConfig(KDDataConfig(n_samples=n_low, max_new_tokens=length, tau=params["tau_low"],
+                                            tau_topic=params["tau_topic"]), TrainConfig(size=params["low_size"], **train)),
+        target=StageConfig(KDDataConfig(n_samples=n_low, max_new_tokens=length, tau=params["tau_target"]),
+                           TrainConfig(size=params["low_size"], **train)),
+        final_taus=tuple(params["final_taus"]), n_fold_samples=params["n_eval"], n_recall_samples=params["n_eval"],
+        metrics=MetricConfig(n_samples=params["n_eval"], max_new_tokens=length), device=params["device"])
+
+
+def chapter_alignments(params: Mapping[str, Any], *, smollm2: bool = False) -> dict[str, Any]:
+    """Chapter 06's alignment configs by algorithm name (`params["algorithms"]`, names of
+    `alignkd.lm.algorithms.ALGORITHMS`); `smollm2=True`: its SmolLM2 section's single short PPO run."""
+    shared = dict(eval_every=params["eval_every"], device=params["device"], bf16=params["bf16"])
+    iterations, batch, beta = params["iterations"], params["batch_size"], params["beta"]
+    if smollm2:
+        iterations = params["smollm2_iterations"]
+        return {"ppo": alignment_config("ppo", n_iterations=iterations, batch_size=SMOLLM2_BATCH, mini_batch_size=4,
+                                        beta=beta, learning_rate=params["ppo_lr"], max_new_tokens=SMOLLM2_MAX_NEW_TOKENS,
+                                        device=params["device"], bf16=params["bf16"],
+                                        eval_every=max(1, iterations // 5))}
+    length = params["max_new_tokens"]
+    configs = {}
+    for label in params["algorithms"]:
+        if label == "ppo":
+            configs[label] = alignment_config("ppo", n_iterations=iterations, batch_size=batch,
+                                              mini_batch_size=max(1, batch // 8), beta=beta,
+                                              learning_rate=params["ppo_lr"], max_new_tokens=length, **shared)
+        elif label == "dpo":
+            configs[label] = alignment_config("dpo", n_iterations=iterations, batch_size=batch,
+                                              grad_steps=params["dpo_grad_steps"], pairs_per_step=min(8, batch // 2),
+                                              beta=beta, learning_rate=params["dpo_lr"], max_new_tokens=length, **shared)
+        else:  # grpo or grpo_reward: the name fixes the KL form (an unknown name fails in the registry)
+            configs[label] = alignment_config(label, n_iterations=iterations, batch_size=batch, beta=beta,
+                                              learning_rate=params["ppo_lr"], max_new_tokens=length, **shared)
+    return configs

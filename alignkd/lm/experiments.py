@@ -1,0 +1,336 @@
+"""Pipelines K-A and A-K on a language ground truth (paper §4.2, App. C–D), every step cached.
+
+    refs = references(config, store)                       # References: p*, p', p'', p_target, oracle
+    run = align(store, refs, "p'", ppo_config, seed=0)     # Alignment: selected model and trajectory
+    result = run_pipelines(store, refs, ppo_config, [0, 1, 2])   # PipelineResult: metrics, trajectories
+
+    p*        ground truth (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`)
+    p'        high-recall student: KD from p* at τ = 1.0 (paper: SmolLM2-360M from scratch)
+    p''       low-recall student: KD from p' at τ = 0.95 (+ τ_topic on the synthetic language; 135M)
+    p_target  the reward oracle's model: under markov_mixture the rare topic's exact chain; otherwise
+              KD from p' at τ = 0.8 (paper: 135M)
+    K-A       align p'' against the fixed reference p''                      -> p''_KA
+    A-K       align p' against the fixed reference p' -> p'_AK, then KD it with p'''s settings -> p''_AK
+              (the final KD temperature can be swept: App. D)
+
+Reference models are trained once; the seeds are those of alignment and of A-K's final KD, as three
+alignment seeds are what the paper averages (App. C.1).
+
+Caching. Every model is named by its *recipe*: a frozen dataclass of the configs that made it, nesting
+the recipe of the model it came from (`Student(KDData(GroundTruth(...), data), train)`), stored under
+`config_hash(recipe)`. Two chapters that build the same model name the same folder, a re-run is free,
+and a changed parameter recomputes only the models downstream of it. After an interruption KD data
+generation resumes from the shards already saved (`resumable=True`); student training and alignment
+cannot resume mid-run, so the store hands them an empty folder and they start again.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..cache import ResultStore, crash_point
+from .algorithms import algorithm_of
+from .config import LLMConfig, StageConfig
+from .generation import Samples
+from .groundtruth import HFLanguageModel, LanguageModel, MarkovMixture, MarkovMixtureConfig, load_ground_truth
+from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
+from .metrics import evaluate
+from .reward import RewardOracle
+
+# --------------------------------------------------------------------------- recipes: what names a model
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """p*: the ground truth every lineage starts from."""
+
+    ground_truth: str
+    markov: MarkovMixtureConfig | None = None
+    prompt: str | None = None
+
+    @staticmethod
+    def of(config: LLMConfig) -> "GroundTruth":
+        if config.exact:
+            return GroundTruth(config.ground_truth, markov=config.markov)
+        return GroundTruth(config.ground_truth, prompt=config.prompt)
+
+
+@dataclass(frozen=True)
+class ExactTopic:
+    """p_target under markov_mixture: one topic's exact chain."""
+
+    ground_truth: GroundTruth
+    topic: int
+
+
+@dataclass(frozen=True)
+class KDData:
+    """A KD dataset: samples of `teacher` (a recipe)."""
+
+    teacher: Any
+    data: KDDataConfig
+
+
+@dataclass(frozen=True)
+class Student:
+    """A student trained from scratch on a KD dataset."""
+
+    data: KDData
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """The folded reward under `target`, its threshold τ_f set by that many of the target's samples."""
+
+    target: Any
+    n_fold_samples: int
+    max_new_tokens: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Aligned:
+    """A copy of `reference` aligned against itself to `oracle`, at the App. C.4-selected checkpoint."""
+
+    reference: Any
+    algorithm: str
+    config: Any
+    seed: int
+    oracle: Oracle
+
+
+def distilled(teacher: Any, stage: StageConfig) -> Student:
+    return Student(KDData(teacher, stage.data), stage.train)
+
+
+def final_stage(config: LLMConfig, tau: float, seed: int) -> StageConfig:
+    """A-K's last step: p'''s KD settings at token temperature `tau`, data and training seeded by `seed`."""
+    low = config.low_recall
+    return StageConfig(dataclasses.replace(low.data, tau=tau, seed=seed), dataclasses.replace(low.train, seed=seed))
+
+
+# --------------------------------------------------------------------------- typed results
+
+
+@dataclass(frozen=True)
+class References:
+    """The ground truth, the reference models, the oracle and the shared recall samples of one experiment.
+
+    `models` and `recipes` are keyed "p*", "p'", "p''", "p_target"."""
+
+    config: LLMConfig
+    models: dict[str, LanguageModel]
+    recipes: dict[str, Any]
+    oracle: RewardOracle
+    oracle_recipe: Oracle
+    recall_samples: Samples
+    target_topic: int | None
+
+    @property
+    def p_star(self) -> LanguageModel:
+        return self.models["p*"]
+
+    def evaluate(self, q: LanguageModel) -> dict[str, float]:
+        """Every metric of `alignkd.lm.metrics` for model `q`."""
+        return evaluate(q, p_star=self.p_star, p_target=self.models["p_target"], recall_samples=self.recall_samples,
+                        config=self.config.metrics, oracle=self.oracle, target_topic=self.target_topic)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """One cached alignment run: the selected model, where it is stored, and the run's trajectory
+    (columns of `alignkd.lm.training`, plus `selected_step`)."""
+
+    recipe: Aligned
+    path: Path
+    model: HFLanguageModel
+    trajectory: pd.DataFrame
+
+    @property
+    def selected_step(self) -> int:
+        return int(self.trajectory["selected_step"].iloc[0])
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """K-A and A-K for one algorithm and several seeds.
+
+    metrics: one row per model — algorithm (the label), seed (−1 for the shared reference models),
+        pipeline (K-A, A-K, or `reference` for p*, p', p'', p_target), model (p*, p', p'', p_target,
+        p''_KA, p'_AK, p''_AK), final_tau (A-K's last KD), and the metrics of `alignkd.lm.metrics`.
+    trajectories: every alignment's trajectory with algorithm, seed and pipeline columns.
+    """
+
+    metrics: pd.DataFrame
+    trajectories: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Pipelines:
+    """What a `PipelineResult` is cached under."""
+
+    config: LLMConfig
+    algorithm: str
+    label: str
+    alignment: Any
+    seeds: tuple[int, ...]
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def ground_truth(config: LLMConfig) -> LanguageModel:
+    """p* of an experiment (not cached: the synthetic language is drawn in milliseconds, real LMs load from disk)."""
+    if config.exact:
+        return MarkovMixture.from_config(config.markov)
+    options = {"prompt": config.prompt}
+    if config.ground_truth.startswith("hf:"):
+        options["device"] = config.device
+    return load_ground_truth(config.ground_truth, **options)
+
+
+def load_model(folder: Path, like: LanguageModel) -> HFLanguageModel:
+    """A saved student or aligned model, with `like`'s tokenizer, prompt and ids."""
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(folder)
+    model.eval()
+    return like.wrap(model)
+
+
+def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star: LanguageModel, *,
+            progress: bool = True) -> HFLanguageModel:
+    """KD (cached): sample `teacher` into shards (resumable), train a student from scratch on them."""
+    classify = None
+    if recipe.data.data.tau_topic < 1:
+        if not isinstance(p_star, MarkovMixture):
+            raise ValueError("tau_topic < 1 needs the markov_mixture ground truth")
+        classify = lambda s: p_star.topic_posterior(s).argmax(1)  # noqa: E731
+    data_config = recipe.data.data
+    folder = store.directory("lm_kd_data", recipe.data, resumable=True,
+                             build=lambda tmp: generate_dataset(teacher, data_config, tmp, classify=classify,
+                                                                progress=progress))
+
+    def build(tmp: Path) -> None:
+        data = load_dataset(folder, p_star.pad_id, limit=data_config.n_samples)
+        bos = p_star.tokenizer.bos_token_id if p_star.tokenizer.bos_token_id is not None else p_star.prompt_ids[0]
+        model, log = train_student(data, recipe.train, vocab_size=p_star.vocab_size, bos_id=bos,
+                                   eos_id=p_star.eos_id, pad_id=p_star.pad_id, progress=progress)
+        model.save_pretrained(tmp / "model")  # not at the top: the store writes its own config.json there
+        log.to_parquet(tmp / "train_log.parquet")
+
+    return load_model(store.directory("lm_student", recipe, build) / "model", p_star)
+
+
+def references(config: LLMConfig, store: ResultStore, *, progress: bool = True) -> References:
+    """Ground truth, p', p'', p_target (cached), the oracle and the recall samples."""
+    p_star = ground_truth(config)
+    source = GroundTruth.of(config)
+    high_recipe = distilled(source, config.high_recall)
+    high = student(store, high_recipe, p_star, p_star, progress=progress)
+    low_recipe = distilled(high_recipe, config.low_recall)
+    low = student(store, low_recipe, high, p_star, progress=progress)
+    target_topic = None
+    if config.exact:
+        target_topic = config.markov.target_topic % config.markov.n_topics
+        p_target, target_recipe = p_star.restrict([target_topic]), ExactTopic(source, target_topic)
+    else:
+        target_recipe = distilled(high_recipe, config.target)
+        p_target = student(store, target_recipe, high, p_star, progress=progress)
+    cap = config.metrics.max_new_tokens
+    oracle_recipe = Oracle(target_recipe, config.n_fold_samples, cap, config.metrics.seed + 1)
+    fold_samples = p_target.sample(config.n_fold_samples, cap, 1.0, seed=oracle_recipe.seed)
+    oracle = RewardOracle.from_language_model(p_target, fold_samples)
+    recall_samples = p_star.sample(config.n_recall_samples, cap, 1.0, seed=config.metrics.seed + 2)
+    return References(config, {"p*": p_star, "p'": high, "p''": low, "p_target": p_target},
+                      {"p*": source, "p'": high_recipe, "p''": low_recipe, "p_target": target_recipe},
+                      oracle, oracle_recipe, recall_samples, target_topic)
+
+
+def align(store: ResultStore, refs: References, reference_name: str, alignment, seed: int, *,
+          progress: bool = True) -> Alignment:
+    """Align a copy of `refs.models[reference_name]` against the frozen original and keep the
+    App. C.4-selected checkpoint (cached). `alignment` is the config of an `ALGORITHMS` entry."""
+    entry = algorithm_of(alignment)
+    reference = refs.models[reference_name]
+    recipe = Aligned(refs.recipes[reference_name], entry.name, alignment, seed, refs.oracle_recipe)
+
+    def build(tmp: Path) -> None:
+        checkpoints = tmp / "checkpoints"
+        checkpoints.mkdir()
+
+        def on_eval(step: int, model) -> Path:
+            path = checkpoints / f"step_{step:06d}.pt"
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+            crash_point("align:checkpoint")
+            return path
+
+        policy = reference.with_model(copy.deepcopy(reference.model))
+        frozen = reference.with_model(copy.deepcopy(reference.model))
+        run = entry.train(policy, frozen, refs.oracle, alignment, seed=seed, progress=progress, on_eval=on_eval)
+        policy.model.load_state_dict(torch.load(run.selected, weights_only=True))
+        policy.model.cpu().float().save_pretrained(tmp / "selected")
+        run.trajectory.assign(selected_step=run.selected_step).to_parquet(tmp / "trajectory.parquet")
+        shutil.rmtree(checkpoints)  # only the selected model is kept
+
+    folder = store.directory("lm_aligned", recipe, build)
+    return Alignment(recipe, folder, load_model(folder / "selected", refs.p_star),
+                     pd.read_parquet(folder / "trajectory.parquet"))
+
+
+PIPELINES = (("K-A", "p''"), ("A-K", "p'"))  # (pipeline, the reference model it aligns)
+
+
+def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[int], *, label: str | None = None,
+                  final_taus: list[float] | None = None, progress: bool = True) -> PipelineResult:
+    """K-A and A-K for one alignment config and several seeds (cached; columns in `PipelineResult`).
+
+    A-K's final KD runs once per temperature in `final_taus` (default: the config's); App. D sweeps
+    it for PPO and DPO only, so a chapter can pass a shorter list for the other algorithms.
+    """
+    name = algorithm_of(alignment).name
+    label = label or name
+    config = refs.config
+    if final_taus is not None:  # replace() re-runs LLMConfig's checks on the override
+        config = dataclasses.replace(config, final_taus=tuple(final_taus))
+    key = Pipelines(config, name, label, alignment, tuple(seeds))
+    runs: dict[tuple[int, str], Alignment] = {}
+
+    def run(seed: int, reference_name: str) -> Alignment:  # each alignment is built or read once per call
+        if (seed, reference_name) not in runs:
+            runs[seed, reference_name] = align(store, refs, reference_name, alignment, seed, progress=progress)
+        return runs[seed, reference_name]
+
+    def metrics() -> pd.DataFrame:
+        nan = float("nan")
+        rows = [{"seed": -1, "pipeline": "reference", "model": model_name, "final_tau": nan, **refs.evaluate(model)}
+                for model_name, model in refs.models.items()]  # shared by all seeds: one row each, seed = -1
+        for seed in tqdm(seeds, desc=f"{label} seeds", disable=not progress):
+            ka, ak = run(seed, "p''"), run(seed, "p'")
+            rows.append({"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": nan, **refs.evaluate(ka.model)})
+            rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan, **refs.evaluate(ak.model)})
+            for tau in config.final_taus:
+                final = student(store, distilled(ak.recipe, final_stage(config, tau, seed)), ak.model, refs.p_star,
+                                progress=progress)
+                rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau,
+                             **refs.evaluate(final)})
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "algorithm", label)
+        return frame
+
+    def trajectories() -> pd.DataFrame:
+        return pd.concat([run(seed, reference_name).trajectory.assign(algorithm=label, seed=seed, pipeline=pipeline)
+                          for seed in seeds for pipeline, reference_name in PIPELINES], ignore_index=True)
+
+    return PipelineResult(store.frame("lm_pipeline_metrics", key, metrics),
+                          store.frame("lm_pipeline_trajectories", key, trajectories))

@@ -1,0 +1,92 @@
+"""What the three LLM alignment trainers (`train_ppo`, `train_dpo`, `train_grpo`) share.
+
+    run = train_ppo(policy, reference, oracle, PPOConfig(), seed=0)   # an AlignmentRun
+    run.trajectory                          # DataFrame, one row per evaluation step
+    run.checkpoints[step]                   # CPU state_dict (or what on_eval returned) at that step
+    run.selected_step                       # chosen by the App. C.4 rule (`alignkd.lm.selection`)
+
+`RunConfig` holds the fields every alignment config shares (rollout temperature, gradient
+clipping, evaluation cadence, hardware); `PPOConfig`, `DPOConfig` and `GRPOConfig` extend it.
+
+Trajectory columns (all runs): `iteration` (number of optimiser iterations done before the row's
+samples were drawn; 0 is the initial policy), `reward_mean`, `reward_std` (folded oracle reward of
+the policy's samples), `nll_mean` (per-token NLL under p_target), `kl` (mean over samples of the
+sequence log-ratio Σ_t log π/π_ref, an unbiased estimate of KL(π ‖ π_ref)). DPO adds the four
+App. C.4 / Fig. 14 quantities as TRL's DPOTrainer logs them (implicit rewards β·log π/π_ref summed
+over response tokens, on the iteration's freshly generated pairs): `chosen_reward`,
+`rejected_reward`, `margin`, `accuracy`; and the oracle's view of the same pairs:
+`chosen_oracle_reward`, `rejected_oracle_reward`, `n_pairs` (untied pairs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..validation import require_int, require_positive
+from .device import check_device
+
+
+@dataclass
+class AlignmentRun:
+    """What `train_ppo`, `train_dpo` and `train_grpo` return.
+
+    trajectory: one row per evaluation step (columns in the module docstring).
+    checkpoints: evaluation step -> CPU copy of the policy state_dict, or whatever the caller's
+        `on_eval(step, policy)` returned at that step.
+    selected_step: the iteration chosen by the algorithm's App. C.4 rule.
+    algorithm: "ppo", "dpo" or "grpo".
+    """
+
+    trajectory: pd.DataFrame
+    checkpoints: dict[int, Any] = field(default_factory=dict)
+    selected_step: int = 0
+    algorithm: str = ""
+
+    @property
+    def selected(self) -> Any:
+        """The checkpoint (or on_eval result) at the selected step."""
+        return self.checkpoints[self.selected_step]
+
+    @property
+    def final_step(self) -> int:
+        return int(self.trajectory["iteration"].iloc[-1])
+
+
+def snapshot(step: int, policy, on_eval) -> Any:
+    """What a run keeps at an evaluation step: on_eval(step, policy) if given, else a CPU state_dict copy."""
+    if on_eval is not None:
+        return on_eval(step, policy)
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in policy.state_dict().items()}
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Sampling seed of one iteration: distinct per (seed, iteration), identical across runs."""
+    return (seed * 1_000_003 + iteration) % (2**63 - 1)
+
+
+@dataclass
+class RunConfig:
+    """The fields every LLM alignment config shares (App. C.3 for the values)."""
+
+    tau: float = 1.0
+    """Sampling temperature τ of the rollouts (App. C.3: τ = 1.0); no top-k, no top-p."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm at this value; 0 = no clipping (TRL 0.9.6's default)."""
+    eval_every: int = 10
+    """Record a trajectory row and a checkpoint every this many iterations (and at 0 and the end).
+    Without `on_eval` each checkpoint is a CPU copy of the state_dict (≈ 0.5 GB at SmolLM2-135M in
+    fp32): at the paper's scale pass an `on_eval` that writes to disk, or evaluate less often."""
+    device: str = "auto"
+    """"auto" (CUDA if present), "cpu", "cuda" or "cuda:N"."""
+    bf16: bool = False
+    """bf16 autocast for forward passes (the paper trains in bf16); needs a CUDA GPU."""
+
+    def __post_init__(self):
+        require_positive(self, "tau")
+        require_int(self, "eval_every")
+        if not self.max_grad_norm >= 0:
+            raise ValueError(f"{type(self).__name__}.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
+        check_device(self.device, self.bf16, type(self).__name__)
