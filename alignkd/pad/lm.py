@@ -36,8 +36,8 @@ from ..lm.students import STUDENT_SIZES, make_student
 from ..validation import require_int, require_positive
 from .calibration import ORDERS, calibrate, selection_log_probs
 from .losses import check_pad_settings, pad_loss
+from .mog.training import STUDENT_INITS  # one list of student starts for both testbeds
 
-STUDENT_INITS = ("fresh", "p_low")
 
 
 @dataclass(frozen=True)
