@@ -60,7 +60,7 @@ def geometry_verdict(table: pd.DataFrame) -> str:
     paper_tp = PAPER_FIGURE1["p'"]["target_precision"]
     tp_gaps = ", ".join(f"{tp[f'spacing {s:g}: mean − paper']:+.1f} at {s:g}" for s in sorted(mean_gap))
     return (f"The paper's six Figure 1 numbers are closest to spacing {best:g}: the mean |ours − paper| is "
-            f"{mean_gap[best]:.2f} there against {others}. Most of it is p'’s Target Precision (ours − paper: {tp_gaps}), "
+            f"{mean_gap[best]:.2f} there against {others}. p'’s Target Precision alone differs by {tp_gaps} (ours − paper), "
             f"which depends on the grid: p* itself scores {p_star_target_precision(1.0):.2f} at spacing 1.0 and "
             f"{p_star_target_precision(1.5):.2f} at 1.5 (the paper's p': {paper_tp:.2f}).")
 
