@@ -39,7 +39,10 @@ PROVENANCE_KEY = "alignkd_provenance"
 # myst-nb's visibility tags, and ours: `show-input` keeps a code cell's source open on the page
 VISIBILITY_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell", "hide-output", "remove-output",
                    "show-input"}
-_KERNEL_QUIET = ["--IPKernelApp.log_level=ERROR"]  # not "Kernel is running over TCP without encryption" per chapter
+# Kernel logging stays off the terminal: "Kernel is running over TCP without encryption" at every start and
+# "KeyboardInterrupt caught in kernel" when the client's shutdown SIGINT lands mid-iteration. A cell's error or a
+# dead kernel still fails the chapter through papermill.
+_KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 # papermill reads "# >= 10" spec comments as type hints and warns on each; the spec is ours, not a hint
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 # for the same reason papermill believes every profile value is unknown; alignkd.chapters checks them properly
