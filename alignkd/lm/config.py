@@ -105,18 +105,25 @@ def chapter_config(params: Mapping[str, Any], *, smollm2: bool = False) -> LLMCo
     """The `LLMConfig` of chapter 06's parameters (`smollm2=True`: its SmolLM2 section's)."""
     if smollm2:
         params = _smollm2_params(params)
-    train = dict(epochs=params["kd_epochs"], learning_rate=params["kd_lr"], batch_size=params["kd_batch"], bf16=params["bf16"],
-                 device=params["device"])
     length, n_low = params["max_new_tokens"], params["n_low"]
+
+    def train(size: str, n_samples: int) -> TrainConfig:  # early stopping holds out at most a fifth of the data
+        return TrainConfig(size=size, epochs=params["kd_epochs"], learning_rate=params["kd_lr"],
+                           batch_size=params["kd_batch"], bf16=params["bf16"], device=params["device"],
+                           validation_size=min(params["kd_validation"], n_samples // 5),
+                           early_stopping_patience=params["kd_patience"],
+                           early_stopping_threshold=params["kd_threshold"])
+
     return LLMConfig(
         ground_truth=params["ground_truth"],
-        markov=MarkovMixtureConfig(vocab_size=params["vocab_size"], n_topics=params["n_topics"]),
+        markov=MarkovMixtureConfig(vocab_size=params["vocab_size"], n_topics=params["n_topics"],
+                                   topic_markers=params["topic_markers"]),
         high_recall=StageConfig(KDDataConfig(n_samples=params["n_high"], max_new_tokens=length, tau=params["tau_high"]),
-                                TrainConfig(size=params["high_size"], **train)),
+                                train(params["high_size"], params["n_high"])),
         low_recall=StageConfig(KDDataConfig(n_samples=n_low, max_new_tokens=length, tau=params["tau_low"],
-                                            tau_topic=params["tau_topic"]), TrainConfig(size=params["low_size"], **train)),
+                                            tau_topic=params["tau_topic"]), train(params["low_size"], n_low)),
         target=StageConfig(KDDataConfig(n_samples=n_low, max_new_tokens=length, tau=params["tau_target"]),
-                           TrainConfig(size=params["low_size"], **train)),
+                           train(params["low_size"], n_low)),
         final_taus=tuple(params["final_taus"]), n_fold_samples=params["n_eval"], n_recall_samples=params["n_eval"],
         metrics=MetricConfig(n_samples=params["n_eval"], max_new_tokens=length), device=params["device"])
 

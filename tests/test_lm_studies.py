@@ -1,0 +1,65 @@
+"""Chapter 06's studies: reward gaps at matched length and the 2 × 2 of K-A references, on a tiny run."""
+
+import pandas as pd
+import pytest
+import torch
+
+from alignkd.cache import ResultStore
+from alignkd.lm.algorithms import alignment_config
+from alignkd.lm.config import LLMConfig, StageConfig
+from alignkd.lm.experiments import align, references, run_pipelines
+from alignkd.lm.groundtruth import MarkovMixtureConfig
+from alignkd.lm.kd import KDDataConfig, TrainConfig
+from alignkd.lm.metrics import MetricConfig
+from alignkd.lm.studies import capacity_grid, gap_decomposition, length_gaps
+
+TRAIN = TrainConfig(size="tiny", learning_rate=5e-3, batch_size=32)
+CONFIG = LLMConfig(markov=MarkovMixtureConfig(vocab_size=12, n_topics=3, topic_markers=2),
+                   high_recall=StageConfig(KDDataConfig(n_samples=300, max_new_tokens=6), TRAIN),
+                   low_recall=StageConfig(KDDataConfig(n_samples=200, max_new_tokens=6, tau=0.95, tau_topic=0.5), TRAIN),
+                   n_fold_samples=100, n_recall_samples=100, metrics=MetricConfig(n_samples=100, max_new_tokens=6))
+PPO = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, learning_rate=1e-3, max_new_tokens=6,
+                       eval_every=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    torch.set_num_threads(1)
+    store = ResultStore("test", root=tmp_path_factory.mktemp("studies"))
+    refs = references(CONFIG, store, progress=False)
+    return store, refs, run_pipelines(store, refs, PPO, [0], progress=False).metrics
+
+
+def test_length_gaps_read_the_pipelines_models(run):
+    store, refs, metrics = run
+    gaps = length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5)
+    row = gaps.iloc[0]
+    assert (row["algorithm"], row["seed"]) == ("ppo", 0)
+    assert 1 <= row["mean_length_a"] <= 6 and 1 <= row["mean_length_b"] <= 6
+    assert 0 < row["coverage_a"] <= 1 and abs(row["matched"]) < 10
+
+
+def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):
+    store, refs, metrics = run
+    grid = capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
+    assert list(zip(grid["tau_topic"], grid["stage"])) == [(0.5, "reference"), (0.5, "aligned"),
+                                                           (1.0, "reference"), (1.0, "aligned")]
+    # the pruned tiny cell is p'' itself, and its K-A run is the pipeline's: same metrics
+    ka = metrics[metrics["model"] == "p''_KA"].iloc[0]
+    cell = grid[(grid["tau_topic"] == 0.5) & (grid["stage"] == "aligned")].iloc[0]
+    assert cell["reward"] == ka["reward"] and cell["recall"] == ka["recall"]
+    reference = metrics[metrics["model"] == "p''"].iloc[0]
+    assert grid.iloc[0]["reward"] == reference["reward"]
+    assert align(store, refs, "p''", PPO, 0, progress=False).path.exists()
+
+
+def test_gap_decomposition_by_hand():
+    grid = pd.DataFrame({"algorithm": "ppo", "stage": "aligned", "seed": [0, 1] * 4,
+                         "size": ["small"] * 4 + ["tiny"] * 4, "tau_topic": [0.5, 0.5, 1.0, 1.0] * 2,
+                         "reward": [2.0, 2.0, 3.0, 3.2, 1.0, 1.2, 1.5, 1.5]})
+    metrics = pd.DataFrame({"algorithm": "ppo", "model": ["p''_KA", "p''_KA", "p''_AK", "p''_AK", "p''_AK"],
+                            "final_tau": [float("nan")] * 2 + [0.95, 0.95, 0.9], "reward": [1.0, 1.2, 3.0, 3.4, 9.0]})
+    parts = gap_decomposition(grid, metrics, high_size="small", low_size="tiny", tau_topic=0.5, final_tau=0.95)
+    assert parts["gap"] == pytest.approx(3.2 - 1.1)
+    assert parts["pruning"] == pytest.approx(1.5 - 1.1) and parts["size"] == pytest.approx(3.1 - 1.5)
+    assert parts["rest"] == pytest.approx(2.1 - 0.4 - 1.6)
