@@ -63,3 +63,22 @@ def test_gap_decomposition_by_hand():
     assert parts["gap"] == pytest.approx(3.2 - 1.1)
     assert parts["pruning"] == pytest.approx(1.5 - 1.1) and parts["size"] == pytest.approx(3.1 - 1.5)
     assert parts["rest"] == pytest.approx(2.1 - 0.4 - 1.6)
+
+
+def test_coverage_sweep_measures_each_references_share_and_the_gap(run):
+    from alignkd.lm.premise import PremiseRule
+    from alignkd.lm.studies import coverage_sweep, sweep_intervals
+
+    store, refs, metrics = run
+    sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0],
+                           rule=PremiseRule(max_new_tokens=6), progress=False)
+    assert list(sweep["tau_topic"]) == [0.5, 0.5, 1.0, 1.0]
+    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 gap is run_pipelines'
+    by_model = metrics[metrics.seed == 0].set_index("model")
+    assert first["gap_reward"] == pytest.approx(by_model.loc["p''_AK", "reward"] - by_model.loc["p''_KA", "reward"])
+    shares = sweep.groupby("tau_topic")["share_low"].first()
+    assert shares[0.5] < shares[1.0]  # the sharpening prunes the target from p''
+    table = sweep_intervals(sweep)
+    assert list(table["n_seeds"]) == [2, 2]
+    assert (table["low"] <= table["mean"]).all() and (table["mean"] <= table["high"]).all()
+    assert table["mean"].iloc[0] == pytest.approx(sweep["gap_reward"][:2].mean())

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..cache import ResultStore
 from .config import StageConfig
-from .experiments import References, align, distilled, final_stage, student
+from .experiments import References, align, distilled, final_stage, references, run_pipelines, student
 from .length import length_matched_gap, reward_samples
 
 LENGTH_SEED = 777
@@ -103,3 +103,47 @@ def gap_decomposition(grid: pd.DataFrame, metrics: pd.DataFrame, *, high_size: s
     size = aligned[(high_size, 1.0)] - aligned[(low_size, 1.0)] if high_size != low_size else 0.0
     gap = ak - ka
     return {"gap": float(gap), "pruning": float(pruning), "size": float(size), "rest": float(gap - pruning - size)}
+
+
+def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], seeds: Sequence[int], *,
+                   tau_topics: Sequence[float], rule=None, progress: bool = True) -> pd.DataFrame:
+    """The gap against coverage (issue 11.3): for each τ_topic, p'' (and A-K's final KD) distilled with that
+    sharpening, the premise shares measured, and K-A / A-K run for every alignment and seed.
+
+    One row per (tau_topic, algorithm, seed): the measured target share of p'' and its ratio to p*'s, and
+    A-K − K-A in final reward and in final target share (A-K's final KD at the config's first τ)."""
+    from .premise import PremiseRule, cached_premise_check
+
+    rule = rule or PremiseRule(max_new_tokens=config.metrics.max_new_tokens)
+    rows = []
+    for tau_topic in tau_topics:
+        low = config.low_recall
+        swept = dataclasses.replace(config, low_recall=StageConfig(dataclasses.replace(low.data, tau_topic=tau_topic),
+                                                                   low.train))
+        refs = references(swept, store, progress=progress)
+        check = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic, rule)
+        for label, alignment in alignments.items():
+            metrics = run_pipelines(store, refs, alignment, list(seeds), label=label,
+                                    final_taus=[config.final_taus[0]], progress=progress).metrics
+            by_seed = metrics[metrics["seed"] >= 0].set_index(["model", "seed"])
+            for seed in seeds:
+                ak, ka = by_seed.loc[("p''_AK", seed)], by_seed.loc[("p''_KA", seed)]
+                rows.append({"tau_topic": tau_topic, "algorithm": label, "seed": seed,
+                             "share_low": check.share("p''"), "ratio_low": check.ratio("p''"), "premise": check.passed,
+                             "gap_reward": ak["reward"] - ka["reward"],
+                             "gap_target_mass": ak["target_mass"] - ka["target_mass"]})
+    return pd.DataFrame(rows)
+
+
+def sweep_intervals(sweep: pd.DataFrame, column: str = "gap_reward") -> pd.DataFrame:
+    """Mean of `column` over seeds per (tau_topic, algorithm) with its 95 % bootstrap interval (over seeds)."""
+    from ..stats import paired_bootstrap
+
+    rows = []
+    for (tau_topic, label), part in sweep.groupby(["tau_topic", "algorithm"], sort=False):
+        values = part[column].to_numpy()
+        estimate, low, high = paired_bootstrap(values, [0.0] * len(values))
+        rows.append({"tau_topic": tau_topic, "algorithm": label, "share_low": part["share_low"].iloc[0],
+                     "ratio_low": part["ratio_low"].iloc[0], "premise": bool(part["premise"].iloc[0]),
+                     "mean": estimate, "low": low, "high": high, "n_seeds": len(values)})
+    return pd.DataFrame(rows)
