@@ -100,10 +100,11 @@ def test_an_interrupted_alignment_reruns_to_the_numbers_of_an_uninterrupted_one(
 
 def test_chapter_07_builds_chapter_06s_configuration_from_the_same_profile():
     params = llm_chapter_params("quick")
-    assert params["n_high"] == 1000 and params["kd_epochs"] == 1.0  # params/quick.yaml, then the notebook default
+    assert params["n_high"] == 1000 and params["kd_epochs"] == 6.0  # params/quick.yaml
     config = chapter_config(params)
     assert config.high_recall.data.n_samples == params["n_high"] and config.low_recall.train.size == params["low_size"]
-    assert config.markov == MarkovMixtureConfig(vocab_size=params["vocab_size"], n_topics=params["n_topics"])
+    assert config.markov == MarkovMixtureConfig(vocab_size=params["vocab_size"], n_topics=params["n_topics"],
+                                                topic_markers=params["topic_markers"])
     assert config.final_taus == tuple(params["final_taus"]) and config.metrics.n_samples == params["n_eval"]
     # a changed chapter-06 parameter reaches every reader of the profile (nothing retyped elsewhere)
     changed = chapter_config({**params, "n_high": params["n_high"] + 1})
