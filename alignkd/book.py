@@ -12,11 +12,13 @@ re-executed chapter recomputes only what its changed parameters affect.
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import contextlib
 import datetime
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -31,7 +33,7 @@ import nbformat
 
 from . import claims, provenance
 from .cache import CACHE_LOG_ENV, REPO_ROOT
-from .chapters import Chapter, chapters, preflight
+from .chapters import Chapter, ParameterError, chapters, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
@@ -77,8 +79,11 @@ def _stamp_of(path: Path) -> str | None:
 
 
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
-                    progress: bool = True, library: str | None = None) -> Path:
+                    progress: bool = True, library: str | None = None, threads: int | None = None) -> Path:
     """Execute one chapter with checked parameter values into `output` (written only on success).
+
+    `threads` caps the kernel's math threads (OpenMP, MKL: what torch's intra-op pool reads at start-up), so
+    that chapters executed side by side do not oversubscribe the cores; None leaves the kernel's defaults.
 
     The executed notebook is made to read as a page (`present`) and ends with its provenance; the same
     facts are kept in its metadata under `alignkd_provenance`.
@@ -96,7 +101,8 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
         jupytext.write(notebook, source)
         executed_at = datetime.datetime.now(datetime.timezone.utc)
         start = time.perf_counter()
-        with _environment({CACHE_LOG_ENV: str(cache_log)}):
+        limits = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
+        with _environment({CACHE_LOG_ENV: str(cache_log), **limits}):
             papermill.execute_notebook(
                 str(source), str(executed), parameters=values, kernel_name="python3",
                 cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
@@ -240,38 +246,112 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
+def default_jobs() -> int:
+    """Chapters executed at once: one per core (`ALIGNKD_JOBS` overrides); each runs one thread when > 1."""
+    if os.environ.get("ALIGNKD_JOBS"):
+        jobs = os.environ["ALIGNKD_JOBS"]
+        if not jobs.isdigit() or int(jobs) < 1:
+            raise ParameterError(f"ALIGNKD_JOBS = {jobs!r}: must be a whole number >= 1")
+        return int(jobs)
+    return max(1, os.cpu_count() or 1)
+
+
+def _dependants(selected: dict[str, Chapter]) -> dict[str, int]:
+    """How many selected chapters wait, directly or not, on each one."""
+    waiting = {name: set() for name in selected}
+    for name in reversed(list(selected)):  # `after` names only earlier chapters, so one backward pass suffices
+        for before in selected[name].after:
+            if before in waiting:
+                waiting[before] |= {name} | waiting[name]
+    return {name: len(names) for name, names in waiting.items()}
+
+
 def execute_profile(profile: str, only: list[str] | None = None, force: bool = False,
-                    book_root: Path = REPO_ROOT) -> list[tuple[str, str, float]]:
+                    book_root: Path = REPO_ROOT, *, jobs: int | None = None,
+                    overrides: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, str, float]]:
     """Execute every chapter (or `only` those) for a profile; returns (chapter, 'ran'|'cached', seconds).
 
-    Prints one line as each chapter starts and one as it ends, with its time and the time since the start.
+    Up to `jobs` chapters (default: one per core) execute at once, each in its own process with one thread
+    per core it gets; a chapter starts only after the chapters its front matter names under `alignkd: after:`
+    (their cached results are its inputs). Among the chapters ready to start, the one that took longest at its
+    last execution goes first (so the longest lane starts early), else the one most chapters wait on, else
+    book order. Prints one line as each chapter starts and one as it ends, with its time and the time since
+    the start. If a chapter fails, no further chapter starts, the running ones finish, and the first error
+    is raised.
     """
-    values = preflight(profile)  # every value and what it asks of this machine, before anything runs
+    values = preflight(profile, overrides)  # every value and what it asks of this machine, before anything runs
     library = _library_digest()
     out_dir = chapters_dir(book_root)
-    report = []
-    selected = [(name, chapter) for name, chapter in chapters().items() if not only or name in only]
+    selected = {name: chapter for name, chapter in chapters().items() if not only or name in only}
+    numbers = {name: number for number, name in enumerate(selected, 1)}
+    if jobs is not None and jobs < 1:
+        raise ParameterError(f"jobs = {jobs}: must be >= 1 (chapters executed at once)")
+    jobs = jobs or default_jobs()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    dependants = _dependants(selected)
     began = time.perf_counter()
-    for number, (name, chapter) in enumerate(selected, 1):
-        output = out_dir / f"{name}.ipynb"
+    statuses: dict[str, tuple[str, float]] = {}
+
+    def where(name: str) -> str:
+        return f"[book {_clock(time.perf_counter() - began)}] {numbers[name]}/{len(selected)} {name}"
+
+    pending = []
+    for name, chapter in selected.items():
         stamp = chapter_stamp(chapter, values[name], library) + f":{profile}"
-        where = f"[book {_clock(time.perf_counter() - began)}] {number}/{len(selected)} {name}"
-        if not force and _stamp_of(output) == stamp:
-            report.append((name, "cached", 0.0))
-            print(f"{where}: unchanged since its last execution, not re-executed", flush=True)
-            continue
-        print(f"{where}: executing (profile {profile}) ...", flush=True)
-        start = time.perf_counter()
+        if not force and _stamp_of(out_dir / f"{name}.ipynb") == stamp:
+            statuses[name] = ("cached", 0.0)
+            print(f"{where(name)}: unchanged since its last execution, not re-executed", flush=True)
+        else:
+            pending.append((name, stamp))
+    last = {name: (_provenance_of(out_dir / f"{name}.ipynb") or {}).get("seconds", 0.0) for name, _ in pending}
+    pending.sort(key=lambda item: (-last[item[0]], -dependants[item[0]], numbers[item[0]]))
+
+    def ready(name: str) -> bool:
+        return all(statuses.get(before, ("pending",))[0] in ("cached", "ran") for before in selected[name].after
+                   if before in selected)
+
+    def start(name: str, stamp: str, run):
+        print(f"{where(name)}: executing (profile {profile}) ...", flush=True)
         claims.clear(profile, name)  # the chapter records its claims afresh; none may survive from an older run
-        execute_chapter(chapter, values[name], output, stamp=stamp, progress=False, library=library)
-        elapsed = time.perf_counter() - start
-        report.append((name, "ran", elapsed))
-        print(f"[book {_clock(time.perf_counter() - began)}] {number}/{len(selected)} {name}: done in {elapsed:.1f} s",
-              flush=True)
+        statuses[name] = ("running", time.perf_counter())
+        return run(execute_chapter, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
+                   progress=False, library=library, threads=threads if jobs > 1 else None)
+
+    def finish(name: str, error: BaseException | None) -> None:
+        elapsed = time.perf_counter() - statuses[name][1]
+        if error is None:
+            statuses[name] = ("ran", elapsed)
+            print(f"{where(name)}: done in {elapsed:.1f} s", flush=True)
+        else:
+            statuses[name] = ("failed", elapsed)
+            print(f"{where(name)}: FAILED after {elapsed:.1f} s ({type(error).__name__})", flush=True)
+
+    if jobs == 1:  # in this process, in book order: what a debugger or a monkeypatch sees
+        for name, stamp in sorted(pending, key=lambda item: numbers[item[0]]):
+            start(name, stamp, lambda function, *args, **kwargs: function(*args, **kwargs))
+            finish(name, None)
+    elif pending:
+        failure = None
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter per chapter: no state leaks between
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+            running: dict[concurrent.futures.Future, str] = {}
+            while pending or running:
+                for item in [item for item in pending if failure is None and ready(item[0])][:jobs - len(running)]:
+                    pending.remove(item)
+                    running[start(*item, pool.submit)] = item[0]
+                if not running:
+                    break
+                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    finish(name, future.exception())
+                    failure = failure or future.exception()
+        if failure is not None:
+            raise failure
     stale = {p.stem for p in out_dir.glob("*.ipynb")} - set(chapters())
     for name in stale:  # a chapter renamed or removed must not linger in the book
         (out_dir / f"{name}.ipynb").unlink()
-    return report
+    return [(name, *statuses[name]) for name in selected]
 
 
 def _provenance_of(path: Path) -> dict[str, Any] | None:
@@ -455,11 +535,12 @@ def setup(app):
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
-def build(profile: str = "default", force: bool = False, book_root: Path = REPO_ROOT) -> Path:
+def build(profile: str = "default", force: bool = False, book_root: Path = REPO_ROOT, *,
+          jobs: int | None = None) -> Path:
     """The main job: execute every chapter for `profile`, write the generated pages, render the HTML book."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars belong on the terminal, not in the book
     start = time.perf_counter()
-    report = execute_profile(profile, force=force, book_root=book_root)
+    report = execute_profile(profile, force=force, book_root=book_root, jobs=jobs)
     write_claims_page(profile, book_root)
     write_status_page(profile, report, book_root)
     write_api_page(book_root)

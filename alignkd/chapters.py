@@ -149,6 +149,7 @@ class Chapter:
     path: Path
     title: str
     parameters: dict[str, Parameter] = field(default_factory=dict)
+    after: tuple[str, ...] = ()  # chapters whose cached results this one reads: the book runs them first
 
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
         """Validate a full or partial set of values; unknown names fail with the known ones listed."""
@@ -231,12 +232,22 @@ def load_chapter(path: Path) -> Chapter:
          for line in c.source.splitlines() if line.startswith("# ")),
         path.stem,
     )
-    return Chapter(path.stem, path, title, parse_parameters(cells[0].source, str(path)))
+    after = notebook.metadata.get("alignkd", {}).get("after", [])
+    if not isinstance(after, list) or not all(isinstance(name, str) for name in after):
+        raise ValueError(f"{path}: front matter `alignkd: after:` must be a list of chapter names, got {after!r}")
+    return Chapter(path.stem, path, title, parse_parameters(cells[0].source, str(path)), tuple(after))
 
 
 def chapters(directory: Path = NOTEBOOKS_DIR) -> dict[str, Chapter]:
-    """Every chapter, in book order (by file name)."""
-    return {p.stem: load_chapter(p) for p in sorted(directory.glob("[0-9][0-9]_*.md"))}
+    """Every chapter, in book order (by file name); a chapter's `after` names only earlier chapters."""
+    found = {p.stem: load_chapter(p) for p in sorted(directory.glob("[0-9][0-9]_*.md"))}
+    for name, chapter in found.items():
+        earlier = [other for other in found if other < name]
+        wrong = [other for other in chapter.after if other not in earlier]
+        if wrong:
+            raise ValueError(f"{chapter.path}: `alignkd: after:` names {wrong}; it may name only earlier chapters "
+                             f"({', '.join(earlier) or 'none'})")
+    return found
 
 
 def find_chapter(name: str, directory: Path = NOTEBOOKS_DIR) -> Chapter:

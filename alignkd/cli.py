@@ -68,7 +68,7 @@ def _cmd_run(args) -> None:
 def _cmd_book(args) -> None:
     from .book import build
 
-    build(args.profile, force=args.force)
+    build(args.profile, force=args.force, jobs=args.jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     book = commands.add_parser("book", help="execute every chapter and render the HTML book")
     book.add_argument("--profile", default="default", choices=PROFILES)
     book.add_argument("--force", action="store_true", help="re-execute chapters even if unchanged")
+    book.add_argument("--jobs", type=int, default=None, metavar="N",
+                      help="chapters executed at once (default: one per core, or ALIGNKD_JOBS)")
     book.set_defaults(func=_cmd_book)
 
     args = parser.parse_args(argv)

@@ -1,0 +1,105 @@
+"""Chapters executed side by side: `after:` order, one thread each, and a failure that stops the build."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from alignkd import book
+from alignkd.chapters import ParameterError, load_chapter
+
+HEADER = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+          "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n{after}---\n\n# {title}\n\n"
+          "```{{code-cell}} ipython3\n:tags: [parameters]\nprofile = \"quick\"  # one of: quick, default, paper\n```\n\n")
+
+
+def toy_chapter(folder: Path, name: str, body: str, after: list[str] = ()) -> Path:
+    """A chapter whose one cell logs its start, runs `body`, and logs its end and its thread limit."""
+    front = f"alignkd:\n  after: [{', '.join(after)}]\n" if after else ""
+    log = folder / "log.jsonl"
+    cell = ("import json, os, time\n"
+            f"with open({str(log)!r}, 'a') as f: f.write(json.dumps({{'chapter': {name!r}, 'event': 'start', "
+            "'t': time.time()}) + '\\n')\n"
+            f"{body}\n"
+            f"with open({str(log)!r}, 'a') as f: f.write(json.dumps({{'chapter': {name!r}, 'event': 'end', "
+            "'t': time.time(), 'threads': os.environ.get('OMP_NUM_THREADS')}) + '\\n')\n")
+    path = folder / f"{name}.md"
+    path.write_text(HEADER.format(after=front, title=name) + f"```{{code-cell}} ipython3\n{cell}```\n")
+    return path
+
+
+@pytest.fixture
+def toy_book(tmp_path, monkeypatch):
+    """Three toy chapters: b waits on a (`after:`), c waits on nothing; each sleeps 1.5 s."""
+    sources = tmp_path / "notebooks"
+    sources.mkdir()
+    for name, after in (("91_a", []), ("92_b", ["91_a"]), ("93_c", [])):
+        toy_chapter(sources, name, "time.sleep(1.5)", after)
+    toys = {p.stem: load_chapter(p) for p in sorted(sources.glob("*.md"))}
+    monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(book, "chapters", lambda: toys)
+    monkeypatch.setattr(book, "preflight", lambda profile, overrides=None: {name: {"profile": "quick"} for name in toys})
+    return tmp_path, sources
+
+
+def events(folder: Path) -> dict[tuple[str, str], dict]:
+    rows = [json.loads(line) for line in (folder / "notebooks" / "log.jsonl").read_text().splitlines()]
+    return {(row["chapter"], row["event"]): row for row in rows}
+
+
+def test_chapters_run_side_by_side_after_what_they_read(toy_book, capsys):
+    root, _ = toy_book
+    report = book.execute_profile("quick", book_root=root, jobs=2)
+    log = events(root)
+    assert [status for _, status, _ in report] == ["ran", "ran", "ran"]
+    assert log[("92_b", "start")]["t"] >= log[("91_a", "end")]["t"]  # b reads a's results: it waits
+    assert log[("93_c", "start")]["t"] < log[("91_a", "end")]["t"]  # c reads nothing: it runs beside a
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    assert {row["threads"] for (_, event), row in log.items() if event == "end"} == {expected}
+    terminal = capsys.readouterr().out.splitlines()
+    assert len([line for line in terminal if "executing" in line]) == 3
+    assert len([line for line in terminal if "done in" in line]) == 3
+    assert all((root / "book" / "chapters" / f"{name}.ipynb").exists() for name in ("91_a", "92_b", "93_c"))
+    # unchanged chapters are not executed again, whatever the number of jobs
+    assert {status for _, status, _ in book.execute_profile("quick", book_root=root, jobs=2)} == {"cached"}
+
+
+def test_one_job_runs_in_book_order_in_this_process(toy_book):
+    root, _ = toy_book
+    book.execute_profile("quick", book_root=root, jobs=1)
+    log = events(root)
+    starts = sorted((row["t"], chapter) for (chapter, event), row in log.items() if event == "start")
+    assert [chapter for _, chapter in starts] == ["91_a", "92_b", "93_c"]
+    assert {row["threads"] for (_, event), row in log.items() if event == "end"} == {os.environ.get("OMP_NUM_THREADS")}
+
+
+def test_a_failing_chapter_stops_what_waits_on_it_and_raises(toy_book, monkeypatch):
+    root, sources = toy_book
+    toy_chapter(sources, "91_a", "raise RuntimeError('boom')")
+    toys = {p.stem: load_chapter(p) for p in sorted(sources.glob("*.md"))}
+    monkeypatch.setattr(book, "chapters", lambda: toys)
+    started = time.time()
+    with pytest.raises(Exception, match="boom"):
+        book.execute_profile("quick", book_root=root, jobs=2)
+    log = events(root)
+    assert ("92_b", "start") not in log  # it would read a's missing results
+    assert log[("93_c", "end")]["t"] > started  # already running beside a: it finishes, and its page is kept
+    assert not (root / "book" / "chapters" / "91_a.ipynb").exists()
+
+
+def test_after_may_name_only_earlier_chapters(tmp_path):
+    from alignkd.chapters import chapters
+
+    toy_chapter(tmp_path, "91_a", "pass", ["92_b"])
+    toy_chapter(tmp_path, "92_b", "pass")
+    with pytest.raises(ValueError, match=r"may name only earlier chapters"):
+        chapters(tmp_path)
+
+
+@pytest.mark.parametrize("jobs", [0, -1])
+def test_jobs_must_be_positive(toy_book, jobs):
+    root, _ = toy_book
+    with pytest.raises(ParameterError, match="jobs"):
+        book.execute_profile("quick", book_root=root, jobs=jobs)
