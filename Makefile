@@ -3,6 +3,8 @@
 # pinned, so that pip never resolves a CUDA build on a CPU-only machine; then the lock without resolving
 # anything (--no-deps), then alignkd itself. `make lock` regenerates the lock from pyproject.toml.
 PROFILE ?= default
+# chapters executed at once (empty: one per core)
+JOBS ?=
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +16,7 @@ LOCK := requirements.lock
 .PHONY: book test env lock clean
 
 book: $(VENV)/.installed
-	$(BIN)/python -m alignkd book --profile $(PROFILE)
+	$(BIN)/python -m alignkd book --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

@@ -9,11 +9,12 @@
    machine shows, the wall ratio moves with the load of a shared one), the ratios (goal ≥ 20×) and the
    largest parameter difference between the two.
 2. The MoG part of the `default` book (chapters 02, 03, 04, 05 and chapter 07's MoG section, i.e. 07 with
-   `lm_section=False`) executed into an empty results folder (or `--results DIR`), one after another;
-   prints each chapter's wall time, its CPU time (user + system of the chapter's whole process tree, the
-   Jupyter kernel included, read from /proc while it runs: what it costs on an otherwise idle machine, since
-   every chapter runs one thread) and the totals (goal ≤ 480 s on 2 CPU cores). The load average is printed before and after: on a shared machine wall time overstates
-   the cost.
+   `lm_section=False`) executed into an empty results folder (or `--results DIR`) exactly as `make book` executes
+   them: `alignkd.book.execute_profile` with `--jobs` chapters at once (default: one per core), each one thread,
+   in the order their `after:` front matter allows. Prints each chapter's time, the wall time of the whole part
+   (goal <= 480 s on 2 CPU cores) and its CPU time (user + system of the whole process tree, kernels included,
+   read from /proc while it runs). The load average is printed before and after: on a shared machine wall
+   time overstates the cost.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from alignkd.mog.mixture import Mixture
 from alignkd.mog.sft import SFTConfig, fit_p_star
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = [("02_mog_setup", []), ("03_mog_alignment", []), ("04_mog_multi_target", []), ("05_mog_coverage", []),
-            ("07_pad", ["-p", "lm_section=False"])]
+CHAPTERS = ["02_mog_setup", "03_mog_alignment", "04_mog_multi_target", "05_mog_coverage", "07_pad"]
+OVERRIDES = {"07_pad": {"lm_section": False}}  # chapter 07's MoG section only
 
 
 def ratio(iterations: int) -> None:
@@ -86,34 +87,37 @@ def _tree_cpu(root: int) -> dict[int, float]:
     return {pid: cpu[pid] for pid in tree if pid in cpu}
 
 
-def _run_measured(command: list[str], env: dict) -> tuple[float, float]:
-    """Run `command`; return its wall time and the CPU time of its process tree (polled every 0.5 s, so a
-    process that lives less than that may be missed: the chapters' kernels live for the whole chapter)."""
+def _run_measured(command: list[str], env: dict, log: Path) -> tuple[float, float]:
+    """Run `command` (its output to `log`); return its wall time and the CPU time of its process tree (polled every
+    0.5 s, so a process that lives less than that may be missed: the chapters' kernels live for the whole chapter)."""
     t0 = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seen: dict[int, float] = {}
-    while process.poll() is None:
-        seen.update(_tree_cpu(process.pid))
-        time.sleep(0.5)
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        seen: dict[int, float] = {}
+        while process.poll() is None:
+            seen.update(_tree_cpu(process.pid))
+            time.sleep(0.5)
     if process.returncode:
+        print(log.read_text())
         raise subprocess.CalledProcessError(process.returncode, command)
     return time.perf_counter() - t0, sum(seen.values())
 
 
-def chapters(results: str | None) -> None:
+def chapters(results: str | None, jobs: int | None) -> None:
     print(f"load average before the chapters: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs", flush=True)
-    total_wall = total_cpu = 0.0
     with tempfile.TemporaryDirectory() as scratch:
-        root = results or scratch
-        env = {**os.environ, "ALIGNKD_RESULTS": root}
-        for chapter, extra in CHAPTERS:
-            wall, cpu = _run_measured([sys.executable, "-m", "alignkd", "run", chapter, "--profile", "default", *extra,
-                                       "-o", str(Path(scratch) / f"{chapter}.ipynb")], env)
-            total_wall, total_cpu = total_wall + wall, total_cpu + cpu
-            print(f"  {chapter}: wall {wall:.0f} s, CPU {cpu:.0f} s (load average {os.getloadavg()[0]:.1f})",
-                  flush=True)
-    print(f"MoG part of the default book (02-05, 07's MoG section), empty cache: wall {total_wall:.0f} s, "
-          f"CPU {total_cpu:.0f} s (goal <= 480 s on 2 CPU cores); load average now {os.getloadavg()[0]:.1f}")
+        env = {**os.environ, "ALIGNKD_RESULTS": results or scratch, "TQDM_DISABLE": "1"}
+        run = (f"from pathlib import Path; from alignkd.book import execute_profile; "
+               f"execute_profile('default', only={CHAPTERS!r}, overrides={OVERRIDES!r}, force=True, "
+               f"book_root=Path({scratch!r}), jobs={jobs!r})")
+        log = Path(scratch) / "book.log"
+        wall, cpu = _run_measured([sys.executable, "-c", run], env, log)
+        for line in log.read_text().splitlines():
+            if "done in" in line:
+                print("  " + line, flush=True)
+    print(f"MoG part of the default book (02-05, 07's MoG section), empty cache, {jobs or os.cpu_count()} chapters at "
+          f"once: wall {wall:.0f} s (goal <= 480 s on 2 CPU cores), CPU {cpu:.0f} s; load average now "
+          f"{os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
@@ -122,8 +126,9 @@ if __name__ == "__main__":
     parser.add_argument("--iterations", type=int, default=400, help="PPO iterations (default: the default profile's)")
     parser.add_argument("--chapters-only", action="store_true")
     parser.add_argument("--results", help="results folder to fill (default: a temporary, empty one)")
+    parser.add_argument("--jobs", type=int, help="chapters executed at once (default: one per core, as `make book`)")
     args = parser.parse_args()
     if not args.chapters_only:
         ratio(args.iterations)
     if not args.ratio_only:
-        chapters(args.results)
+        chapters(args.results, args.jobs)
