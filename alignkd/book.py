@@ -438,7 +438,16 @@ def render_html(book_root: Path = REPO_ROOT) -> Path:
     html = book_root / "_build" / "html"
     for page in html.rglob("*.html"):
         _drop_repeated_inline_scripts(page)
+    _give_the_redirect_a_favicon(html / "index.html")
     return html / "index.html"
+
+
+def _give_the_redirect_a_favicon(index: Path) -> None:
+    """jupyter-book's root index.html only redirects to the first page and names no icon, so a browser that
+    asks for /favicon.ico before the redirect logs a 404 in the console; point it at the book's own icon."""
+    text = index.read_text()
+    if 'rel="icon"' not in text:
+        index.write_text('<link rel="icon" href="_static/favicon.svg" />\n' + text)
 
 
 def _drop_repeated_inline_scripts(page: Path) -> None:
