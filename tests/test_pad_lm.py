@@ -10,7 +10,7 @@ from alignkd.lm.generation import sequence_logprobs
 from alignkd.lm.groundtruth import BOS, PAD, UNK, markov_mixture
 from alignkd.lm.students import tiny_llama
 from alignkd.pad.losses import pad_loss
-from alignkd.pad.lm import (LMPADConfig, comparison_rows, comparison_table, escape_verdicts, teacher_rewards,
+from alignkd.pad.lm import (LMPADConfig, comparison_rows, comparison_table, escape_claim_rows, escape_verdicts, teacher_rewards,
                             train_pad)
 
 torch.set_num_threads(1)
@@ -117,3 +117,24 @@ def test_comparison_rows_table_and_verdicts_from_a_hand_made_run():
     assert "escapes the low-recall trap" in verdict and "(-0.500)" in verdict
     worse = pad.assign(reward=1.0)
     assert "does not escape" in escape_verdicts(comparison_rows(pipelines, [worse], main_tau=0.95))[0]
+
+
+def test_escape_claims_pair_pad_with_k_a_by_seed():
+    def row(name, seed, reward):
+        return {"name": name, "seed": seed, "reward": reward}
+
+    rows = pd.DataFrame([row("p''", -1, 0.1), row("K-A", 0, 1.0), row("K-A", 1, 2.0), row("K-A", 2, 3.0),
+                         row("A→PAD (ppd, p_low)", 0, 2.0), row("A→PAD (ppd, p_low)", 1, 3.5),
+                         row("A→PAD (ppd, p_low)", 2, 4.0),  # gaps 1.0, 1.5, 1.0: all above 0
+                         row("A→PAD (vpd, fresh)", 0, 1.0)])  # one seed: no interval
+    claims = escape_claim_rows(rows).set_index("claim_id")
+    first = claims.loc["lm-escape-0"]
+    assert first.ours == pytest.approx(3.5 / 3) and 1.0 <= first.low <= first.ours <= first.high <= 1.5
+    assert first.verdict == "holds" and "3 seeds" in first.reason
+    second = claims.loc["lm-escape-1"]
+    assert second.verdict == "not testable here" and second.ours == 0.0 and "1 seed(s)" in second.reason
+    two_seeds = escape_claim_rows(rows[rows.seed != 2]).set_index("claim_id").loc["lm-escape-0"]
+    assert two_seeds.verdict == "not testable here" and two_seeds.ours == pytest.approx(1.25)
+    from alignkd.claims import make_row
+    for record in escape_claim_rows(rows).to_dict("records"):  # every row is one claims.record accepts
+        make_row(**{k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()})

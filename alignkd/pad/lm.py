@@ -238,5 +238,53 @@ def escape_verdicts(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+MIN_SEEDS = 3  # the paper's seed count (App. C), and the fewest that give a bootstrap interval a verdict can rest on
+
+
+def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str = "fig-07-lm") -> pd.DataFrame:
+    """Rows for `alignkd.claims.record`: per PAD student, "it ends with a higher reward than K-A" on chapter 06's
+    language-model testbed, paired by seed (bootstrap 95 % interval; with fewer than `MIN_SEEDS`, not testable)."""
+    from ..claims import verdict_from_interval
+    from ..stats import paired_bootstrap
+
+    finals = rows[rows.seed >= 0]
+    ka = finals[finals.name == "K-A"].set_index("seed")["reward"]
+    out = []
+    for number, name in enumerate(n for n in dict.fromkeys(finals.name) if n.startswith("A→PAD")):
+        pad = finals[finals.name == name].set_index("seed")["reward"]
+        paired = pd.concat({"pad": pad, "ka": ka}, axis=1, join="inner").dropna()
+        row = dict(chapter=chapter, claim_id=f"lm-escape-{number}", figure=figure,
+                   claim=f"{name}: a reference-free student ends with a higher reward than K-A on the language-model "
+                         f"testbed (chapter 06's references, paired by seed)",
+                   paper_value="not in either paper: this book's question (PAD is reference-free)")
+        if len(paired) < MIN_SEEDS:  # 2 pairs give a bootstrap only 3 distinct means: no interval worth a verdict
+            out.append({**row, "ours": float((paired["pad"] - paired["ka"]).mean()) if len(paired) else None,
+                        "low": None, "high": None, "verdict": "not testable here",
+                        "reason": f"{len(paired)} seed(s): a verdict needs an interval over >= {MIN_SEEDS} seeds"})
+            continue
+        gap = paired_bootstrap(paired["pad"].to_numpy(), paired["ka"].to_numpy())
+        verdict, reason = verdict_from_interval(gap.low, gap.high, "> 0")
+        out.append({**row, "ours": gap.estimate, "low": gap.low, "high": gap.high, "verdict": verdict,
+                    "reason": f"{reason}; {len(paired)} seeds"})
+    return pd.DataFrame(out)
+
+
+def comparison_figure(rows: pd.DataFrame):
+    """Per seed recall against target precision (left) and final reward, mean ± sd over seeds (right), of every
+    model in `comparison_rows`."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), constrained_layout=True)
+    sns.scatterplot(data=rows, x="recall", y="target_precision", hue="name", style="name", s=50, ax=axes[0])
+    axes[0].set(xlabel="recall (nats/token)", ylabel="target precision (nats/token)")
+    axes[0].legend(fontsize=6, frameon=False)
+    sns.barplot(data=rows[rows.seed >= 0], x="name", y="reward", errorbar="sd", ax=axes[1])
+    axes[1].set(xlabel="", ylabel="final reward")
+    axes[1].tick_params(axis="x", rotation=35, labelsize=7)
+    return fig
+
+
 __all__ = ["LMPADConfig", "STUDENT_INITS", "PADResult", "PADStudent", "teacher_rewards", "train_pad",
-           "initial_student", "align_then_pad", "comparison_rows", "comparison_table", "escape_verdicts"]
+           "initial_student", "align_then_pad", "comparison_rows", "comparison_table", "escape_verdicts",
+           "escape_claim_rows", "comparison_figure"]

@@ -23,11 +23,11 @@ the sampling trap is not, since the student only ever ranks its own samples.
 """
 
 from .comparison import Comparison, cached_comparison, pad_label, run_comparison
-from .report import (answer, comparison_boxplots, escape_verdict, final_models, paired_gaps, summary_table,
+from .report import (answer, answer_claim_rows, comparison_boxplots, escape_verdict, final_models, paired_gaps, summary_table,
                      trajectory_plot, trajectory_table)
 from .student import fresh_student, tempered
 from .training import STUDENT_INITS, PADConfig, PADRun, align_then_pad, pad_step_loss, train
 
 __all__ = ["PADConfig", "PADRun", "STUDENT_INITS", "Comparison", "tempered", "fresh_student", "pad_step_loss", "train",
            "align_then_pad", "pad_label", "run_comparison", "cached_comparison", "final_models", "summary_table",
-           "comparison_boxplots", "trajectory_plot", "trajectory_table", "escape_verdict", "paired_gaps", "answer"]
+           "comparison_boxplots", "trajectory_plot", "trajectory_table", "escape_verdict", "paired_gaps", "answer", "answer_claim_rows"]

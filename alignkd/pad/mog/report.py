@@ -121,3 +121,33 @@ def answer(frame: pd.DataFrame, lost: pd.DataFrame | None, trap: str) -> str:
                          f"{format_interval(a['diff'], a.ci_low, a.ci_high)}, minus A-K "
                          f"{format_interval(b['diff'], b.ci_low, b.ci_high)}: the reference-free student {escaped}.")
     return "\n".join(lines)
+
+
+ESCAPE_PAPER_VALUE = "not in either paper: this book's question (PAD is reference-free, §2 of the PAD paper)"
+
+
+def answer_claim_rows(frame: pd.DataFrame, lost: pd.DataFrame | None, trap: str, chapter: str = "07_pad",
+                      figure: str = "fig-07-mog-lost") -> pd.DataFrame:
+    """Rows for `alignkd.claims.record`: per PAD variant, "the reference-free student ends with a higher reward
+    than K-A" on the trials whose K-A reference lost the target (the trap the question is about), paired by trial.
+    Without lost-target trials each variant's row says the question is not testable at this size."""
+    from ...claims import verdict_from_interval
+
+    rows = []
+    variants = [p for p in dict.fromkeys(final_models(frame).pipeline.astype(str)) if p.startswith("A→PAD")]
+    gaps = paired_gaps(lost, "K-A", ("reward",)) if lost is not None else None
+    for number, pad in enumerate(variants):
+        claim = (f"{pad}: a reference-free student escapes the low-recall trap, ending with a higher reward than K-A "
+                 f"on the trials whose K-A reference lost the target")
+        row = dict(chapter=chapter, claim_id=f"mog-escape-{number}", claim=claim, paper_value=ESCAPE_PAPER_VALUE,
+                   figure=figure)
+        if gaps is None:
+            rows.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
+                         "reason": "no β_KD of chapter 05's grid leaves enough trials without the target at this "
+                                   "profile's size"})
+            continue
+        gap = gaps[gaps.pipeline == pad].iloc[0]
+        verdict, reason = verdict_from_interval(gap.ci_low, gap.ci_high, "> 0")
+        rows.append({**row, "ours": gap["diff"], "low": gap.ci_low, "high": gap.ci_high, "verdict": verdict,
+                     "reason": f"{reason}; {int(gap.n)} trials whose p'' lost the target at {trap}"})
+    return pd.DataFrame(rows)
