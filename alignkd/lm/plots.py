@@ -1,6 +1,9 @@
-"""Figures of the LLM chapter: Figure 5 / 15 (pipeline trajectories) and Figures 13–14 (selection)."""
+"""Figures of the LLM chapter: Figure 5 / 15 (pipeline trajectories), Figures 13–14 (selection), and the
+two studies the paper has no figure for: recall against capacity and the gap against coverage."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -53,7 +56,7 @@ def selection_figure(trajectories: pd.DataFrame, algorithm: str):
     """App. C.4: PPO/GRPO mean and std of reward (Fig. 13), DPO chosen/rejected/margin/accuracy (Fig. 14),
     one line per seed and pipeline, the selected step dashed."""
     frame = trajectories[trajectories["algorithm"] == algorithm]
-    if algorithm == "dpo" and "margin" in frame:
+    if "margin" in frame and frame["margin"].notna().any():  # DPO logs TRL's implicit-reward series
         columns = [c for c in ("chosen_reward", "rejected_reward", "margin", "accuracy") if c in frame]
     else:
         columns = ["reward_mean", "reward_std"]
@@ -66,4 +69,40 @@ def selection_figure(trajectories: pd.DataFrame, algorithm: str):
         ax.set_title(column.replace("_", " "))
     fig.suptitle(f"Model selection trajectories ({algorithm}; dashed: selected checkpoint)")
     fig.tight_layout()
+    return fig
+
+
+def capacity_figure(grids: Sequence[pd.DataFrame]):
+    """Mean reward (left) and target share (right) of the K-A references of `studies.capacity_grid` before
+    (open) and after (filled) alignment, means over seeds with their standard deviation."""
+    grid = pd.concat(grids, ignore_index=True)
+    grid["reference"] = grid["size"] + grid["pruned"].map({True: ", pruned", False: ", kept"})
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), constrained_layout=True)
+    for ax, column in zip(axes, ("reward", "target_mass")):
+        for stage, marker in (("reference", "o"), ("aligned", "s")):
+            part = grid[grid["stage"] == stage].groupby(["algorithm", "reference"])[column].agg(["mean", "std"])
+            part = part.reset_index()
+            ax.errorbar(part["reference"], part["mean"], yerr=part["std"].fillna(0), fmt=marker, capsize=3,
+                        mfc="none" if stage == "reference" else None, label=stage)
+        ax.set(ylabel=column.replace("_", " "))
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    axes[0].legend(frameon=False)
+    return fig
+
+
+def coverage_figure(sweep: pd.DataFrame):
+    """A-K − K-A in final reward (left) and target share (right) against p'''s measured target share, one
+    line per algorithm over the τ_topic values of `studies.coverage_sweep`, 95 % bootstrap intervals over seeds."""
+    from .studies import sweep_intervals  # studies loads the models' stack; the other figures need none of it
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), constrained_layout=True)
+    for ax, column in zip(axes, ("gap_reward", "gap_target_mass")):
+        table = sweep_intervals(sweep, column)
+        for label, part in table.groupby("algorithm", sort=False):
+            ax.errorbar(part["share_low"] * 100, part["mean"],
+                        yerr=[part["mean"] - part["low"], part["high"] - part["mean"]], fmt="o-", capsize=3,
+                        label=label)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set(xlabel="p'' target share (%)", ylabel="A-K − K-A " + column.removeprefix("gap_").replace("_", " "))
+    axes[0].legend(frameon=False, fontsize=8)
     return fig

@@ -1,8 +1,24 @@
-"""Tables and verdicts of the LLM chapters, computed from `run_pipelines` metrics (no models needed)."""
+"""Tables, sentences and claims of the LLM chapter, computed from `run_pipelines` metrics (no models needed).
+
+    gaps = final_gaps(metrics, main_tau)          # A-K vs K-A final models per algorithm and metric
+    print("\n".join(final_sentences(gaps, premise)))
+    record_claims(store, gaps, premise)           # the chapter's rows of the claims page
+
+Chapter 06 only orchestrates and plots: every number it prints and every verdict it writes is made here.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
 import pandas as pd
+
+from .. import claims
+from ..claims import verdict_from_interval
+from ..stats import format_interval, paired_bootstrap
 
 
 def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "precision", "recall")) -> pd.DataFrame:
@@ -36,3 +52,216 @@ def final_tau_effects(metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
                                                  else (d_precision < 0 and d_recall > 0))})
     return pd.DataFrame(rows, columns=["algorithm", "final_tau", "d_precision", "d_recall", "precision_std",
                                        "recall_std", "paper_direction"])
+
+
+# --------------------------------------------------------------------------- A-K against K-A, final models
+
+FINAL_MODELS = {"A-K": "p''_AK", "K-A": "p''_KA"}
+FINAL_COLUMNS = ("reward", "target_precision", "recall", "response_length", "target_mass")
+CHAPTER = "06_llm"
+NO_PREMISE = "Premise: not measurable on this ground truth."
+
+
+class FinalGap(NamedTuple):
+    """A-K's final model (p''_AK at the main final τ) against K-A's (p''_KA) in one metric, over seeds."""
+
+    algorithm: str
+    metric: str
+    ak_mean: float
+    ak_std: float
+    ka_mean: float
+    ka_std: float
+    n_pairs: int
+    """seeds present in both pipelines (the pairs of the bootstrap)."""
+    gap: float
+    """mean over paired seeds of A-K − K-A."""
+    low: float
+    high: float
+    """95 % paired-bootstrap interval of `gap` over seeds (`alignkd.stats.paired_bootstrap`); NaN below 2 pairs."""
+
+
+def final_values(metrics: pd.DataFrame, algorithm: str, pipeline: str, column: str, main_tau: float) -> pd.Series:
+    """Per-seed `column` of a pipeline's final model (A-K's at `main_tau`), indexed by seed."""
+    part = metrics[(metrics["algorithm"] == algorithm) & (metrics["model"] == FINAL_MODELS[pipeline])]
+    if pipeline == "A-K":
+        part = part[np.isclose(part["final_tau"].astype(float), main_tau)]
+    return part.set_index("seed")[column].sort_index()
+
+
+def final_gaps(metrics: pd.DataFrame, main_tau: float, columns: Sequence[str] = FINAL_COLUMNS) -> pd.DataFrame:
+    """One `FinalGap` row per (algorithm, metric) of a `run_pipelines` table, for the metrics it has.
+
+    Means and stds (ddof 1) are over each pipeline's own seeds; the gap and its interval pair the seeds
+    both pipelines ran (seed s of A-K and of K-A share their alignment seed)."""
+    rows = []
+    for algorithm in metrics["algorithm"].unique():
+        for column in (c for c in columns if c in metrics.columns):
+            ak = final_values(metrics, algorithm, "A-K", column, main_tau)
+            ka = final_values(metrics, algorithm, "K-A", column, main_tau)
+            pairs = pd.concat({"ak": ak, "ka": ka}, axis=1, join="inner").dropna()
+            interval = paired_bootstrap(pairs["ak"].to_numpy(), pairs["ka"].to_numpy())
+            rows.append(FinalGap(algorithm, column, ak.mean(), ak.std(), ka.mean(), ka.std(), len(pairs), *interval))
+    return pd.DataFrame(rows, columns=FinalGap._fields)
+
+
+def final_gap(gaps: pd.DataFrame, algorithm: str, metric: str) -> FinalGap:
+    """The `FinalGap` of one algorithm and metric from a `final_gaps` table."""
+    row = gaps[(gaps["algorithm"] == algorithm) & (gaps["metric"] == metric)]
+    if len(row) != 1:
+        raise KeyError(f"final_gaps has no row for algorithm {algorithm!r}, metric {metric!r}")
+    return FinalGap(*row.iloc[0])
+
+
+def premise_note(premise) -> str:
+    """The premise's verdict paragraph (`PremiseCheck.verdict`), or why there is none (`premise` None)."""
+    return premise.verdict() if premise is not None else NO_PREMISE
+
+
+def _premise_failed(premise) -> bool:
+    return premise is not None and not premise.passed
+
+
+def final_sentences(gaps: pd.DataFrame, premise=None) -> list[str]:
+    """Per algorithm: A-K's and K-A's final reward, target precision, recall and length, and whether they
+    support §4.2's claim that A-K ends with the higher reward *and* target precision."""
+    lines = []
+    for algorithm in gaps["algorithm"].unique():
+        reward, target, recall, length = (final_gap(gaps, algorithm, m) for m in
+                                          ("reward", "target_precision", "recall", "response_length"))
+        supports = reward.ak_mean > reward.ka_mean and target.ak_mean > target.ka_mean
+        verdict = "supports" if supports else "does not support"
+        if _premise_failed(premise):
+            verdict += " (on references that FAIL the premise, so it is no test of the paper's mechanism)"
+        lines.append(f"{algorithm}: final reward A-K {reward.ak_mean:.3f} ± {reward.ak_std:.3f} vs K-A "
+                     f"{reward.ka_mean:.3f} ± {reward.ka_std:.3f} (paired gap "
+                     f"{format_interval(reward.gap, reward.low, reward.high, 3)}); target precision "
+                     f"{target.ak_mean:.3f} vs {target.ka_mean:.3f}; recall {recall.ak_mean:.3f} vs "
+                     f"{recall.ka_mean:.3f}; mean length {length.ak_mean:.1f} vs {length.ka_mean:.1f} tokens. This {verdict} the paper's "
+                     "claim that A-K ends with higher reward and target precision (§4.2).")
+    return lines
+
+
+def target_share_sentences(gaps: pd.DataFrame) -> list[str]:
+    """Per algorithm: the share of the target topic in the final models' samples (synthetic language only)."""
+    return [f"{row.algorithm}: share of the target topic after alignment, K-A {row.ka_mean:.1%}, A-K {row.ak_mean:.1%}."
+            for row in gaps[gaps["metric"] == "target_mass"].itertuples()]
+
+
+def reward_claim(gaps: pd.DataFrame, algorithm: str, premise=None) -> dict:
+    """The arguments of `claims.record` for "A-K ends with a higher mean reward than K-A" (`algorithm`)."""
+    gap = final_gap(gaps, algorithm, "reward")
+    if _premise_failed(premise):
+        numbers = dict(ours=None, low=None, high=None, verdict="not testable here",
+                       reason="the references fail the premise: " + premise.verdict())
+    elif math.isnan(gap.low):
+        numbers = dict(ours=None, low=None, high=None, verdict="not testable here",
+                       reason="fewer than two seeds: no interval")
+    else:
+        verdict, reason = verdict_from_interval(gap.low, gap.high)
+        numbers = dict(ours=gap.gap, low=gap.low, high=gap.high, verdict=verdict, reason=reason)
+    return dict(chapter=CHAPTER, claim_id=f"ak_reward_{algorithm}",
+                claim=f"A-K ends with a higher mean reward than K-A ({algorithm}, final models, paired by seed)",
+                paper_value="A-K > K-A (Figure 5)", **numbers)
+
+
+def premise_claim(premise) -> dict:
+    """The arguments of `claims.record` for the premise of §4.2 (p'' lost the target, p' kept it)."""
+    return dict(chapter=CHAPTER, claim_id="premise",
+                claim="Before alignment, p'' has lost the rare target (≤ 25 % of p*'s target share) while p' keeps "
+                      "it (≥ 75 %)", paper_value="assumed in §4.2", ours=premise.ratio("p''"),
+                verdict="holds" if premise.passed else "does not hold",
+                reason="" if premise.passed else premise.verdict(), figure="fig-06-premise")
+
+
+def record_claims(store, gaps: pd.DataFrame, premise=None) -> pd.DataFrame:
+    """Record chapter 06's claims with `alignkd.claims.record`: the premise (when measurable) and, per
+    algorithm, A-K's reward gain over K-A. Returns the rows recorded, in order."""
+    rows = ([premise_claim(premise)] if premise is not None else [])
+    rows += [reward_claim(gaps, algorithm, premise) for algorithm in gaps["algorithm"].unique()]
+    for row in rows:
+        claims.record(store, **row)
+    return pd.DataFrame(rows, columns=claims.COLUMNS)
+
+
+# --------------------------------------------------------------------------- length, capacity, App. D
+
+LENGTH_COLUMNS = ["raw", "matched", "coverage_a", "coverage_b", "mean_length_a", "mean_length_b"]
+
+
+def length_table(gaps: pd.DataFrame) -> pd.DataFrame:
+    """Means over seeds per algorithm of a `studies.length_gaps` table (a: A-K's final model, b: K-A's)."""
+    return gaps.groupby("algorithm", sort=False)[LENGTH_COLUMNS].mean()
+
+
+def length_reading(raw: float, matched: float) -> str:
+    """What a raw and a length-matched reward gain (A-K − K-A) say about length."""
+    if raw <= 0:
+        return "A-K has no reward gain here, so there is none for length to explain"
+    if matched > 0:
+        return f"the gain survives at matched length ({matched / raw:.0%} of it)"
+    return "the gain vanishes at matched length: it is a length effect"
+
+
+def length_sentences(gaps: pd.DataFrame) -> list[str]:
+    """Per algorithm: A-K − K-A reward raw and at matched length, both mean lengths, and `length_reading`."""
+    return [f"{algorithm}: A-K − K-A reward {row.raw:+.3f} raw, {row.matched:+.3f} at matched length (mean length "
+            f"{row.mean_length_a:.1f} vs {row.mean_length_b:.1f} tokens); {length_reading(row.raw, row.matched)}."
+            for algorithm, row in length_table(gaps).iterrows()]
+
+
+def target_share_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of the target share per (algorithm, model)."""
+    return metrics.pivot_table(index=["algorithm", "model"], values="target_mass", aggfunc=["mean", "std"])
+
+
+def decomposition_sentence(algorithm: str, parts: dict[str, float]) -> str:
+    """One `studies.gap_decomposition` as a sentence."""
+    return (f"{algorithm}: A-K − K-A = {parts['gap']:+.3f} reward; losing the target (pruned vs kept, p'''s size) "
+            f"accounts for {parts['pruning']:+.3f}, p'''s size with the target kept for {parts['size']:+.3f}, "
+            f"the rest {parts['rest']:+.3f}.")
+
+
+def selected_steps(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """The App. C.4-selected iteration per (algorithm, pipeline) and seed (columns)."""
+    return trajectories.groupby(["algorithm", "pipeline", "seed"])["selected_step"].first().unstack("seed")
+
+
+PAPER_APP_D = pd.DataFrame([
+    {"algorithm": "ppo", "final_tau": 0.95, "paper_precision": -2.1573, "paper_recall": -4.2113},
+    {"algorithm": "ppo", "final_tau": 0.925, "paper_precision": -1.9880, "paper_recall": -4.2371},
+    {"algorithm": "dpo", "final_tau": 0.95, "paper_precision": -1.2187, "paper_recall": -4.4132},
+    {"algorithm": "dpo", "final_tau": 0.975, "paper_precision": -1.5623, "paper_recall": -4.3346},
+])
+"""App. D's precision and recall of A-K's final SmolLM2 model per final KD temperature."""
+
+
+def app_d_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Our mean precision and recall of p''_AK per (algorithm, final_tau) beside `PAPER_APP_D`."""
+    ours = (metrics[metrics["model"] == "p''_AK"].groupby(["algorithm", "final_tau"])[["precision", "recall"]]
+            .mean().reset_index())
+    return (ours.merge(PAPER_APP_D, on=["algorithm", "final_tau"], how="outer")
+            .sort_values(["algorithm", "final_tau"], ignore_index=True))
+
+
+def final_tau_sentences(metrics: pd.DataFrame, main_tau: float) -> list[str]:
+    """Per row of `final_tau_effects`: the change against `main_tau` and whether App. D's trade holds."""
+    lines = []
+    for row in final_tau_effects(metrics, main_tau).itertuples():
+        trade = ("a lower τ buys precision with recall" if row.final_tau < main_tau
+                 else "a higher τ buys recall with precision")
+        lines.append(f"{row.algorithm}: final KD τ {row.final_tau:g} vs {main_tau:g}: precision "
+                     f"{row.d_precision:+.3f} (seed std {row.precision_std:.3f}), recall {row.d_recall:+.3f} (seed std "
+                     f"{row.recall_std:.3f}). The paper's trade (App. D: {trade}) "
+                     f"{'holds' if row.paper_direction else 'does not hold'} here.")
+    return lines
+
+
+def reference_note(refs) -> str:
+    """The oracle's fold threshold (beside the paper's) and, on the synthetic language, p*'s topic weights
+    and which topic is the target. `refs`: an `experiments.References`."""
+    note = f"fold threshold τ_f = {refs.oracle.fold_threshold:.4f} (paper, SmolLM2 p_target: 8.4636)"
+    if refs.target_topic is None:
+        return note
+    weights = [float(w) for w in refs.p_star.weights]
+    return (f"{note}\np* topic weights {[round(w, 3) for w in weights]}; target = topic {refs.target_topic} "
+            f"({weights[refs.target_topic]:.1%} of p*)")
