@@ -102,7 +102,9 @@ def test_record_claims_rows(tmp_path, metrics):
     gaps = summary.final_gaps(metrics, main_tau=0.95)
     rows = summary.record_claims(store, gaps, premise(0.04, 0.04, 0.004))
     stored = claims.load(store)
-    assert list(stored["claim_id"]) == ["premise", "ak_reward_ppo", "ak_reward_dpo"] == list(rows["claim_id"])
+    assert list(stored["claim_id"]) == ["premise", "ak_reward_ppo", "ak_target_precision_ppo", "ak_reward_dpo",
+                                        "ak_target_precision_dpo"] == list(rows["claim_id"])
+    assert set(stored["figure"][1:]) == {"fig-06-figure5"}
     first = stored.iloc[0]
     assert (first["verdict"], first["ours"], first["figure"]) == ("holds", pytest.approx(0.1), "fig-06-premise")
     ppo = stored.set_index("claim_id").loc["ak_reward_ppo"]
@@ -123,7 +125,7 @@ def test_record_claims_when_the_premise_fails_or_is_not_measurable(tmp_path, met
     claims.clear(store, "06_llm")
     one_seed = summary.final_gaps(pd.DataFrame(pipeline_rows("ppo", ak=[1.0], ka=[0.0])), main_tau=0.95)
     rows = summary.record_claims(store, one_seed, None)  # no premise row on a real LM
-    assert list(rows["claim_id"]) == ["ak_reward_ppo"]
+    assert list(rows["claim_id"]) == ["ak_reward_ppo", "ak_target_precision_ppo"]
     assert rows.iloc[0]["reason"] == "fewer than two seeds: no interval"
 
 
@@ -212,3 +214,26 @@ def test_capacity_and_coverage_figures_draw_their_points():
     (series,) = fig.axes[0].containers  # one algorithm: one line over p''s share (%)
     assert list(series.lines[0].get_xdata()) == [1.0, 4.0]
     assert list(series.lines[0].get_ydata()) == pytest.approx([0.3, 0.05])
+
+
+def test_app_d_claims_pair_seeds_and_need_both_changes_on_the_claimed_side(tmp_path):
+    def final(tau, seed, precision, recall):
+        return {"algorithm": "ppo", "seed": seed, "model": "p''_AK", "final_tau": tau, "precision": precision,
+                "recall": recall}
+
+    metrics = pd.DataFrame(
+        [final(0.95, s, p, r) for s, (p, r) in enumerate([(-2.0, -4.0), (-2.2, -4.1), (-2.1, -4.2)])]
+        # τ 0.925: precision +0.1, +0.2, +0.1 and recall −0.1, −0.1, −0.2 per seed: App. D's trade, every seed
+        + [final(0.925, s, p, r) for s, (p, r) in enumerate([(-1.9, -4.1), (-2.0, -4.2), (-2.0, -4.4)])]
+        # τ 0.975: recall +0.1 each seed (claimed), precision +0.1 each seed (against the claim)
+        + [final(0.975, s, p, r) for s, (p, r) in enumerate([(-1.9, -3.9), (-2.1, -4.0), (-2.0, -4.1)])])
+    store = ResultStore("test", root=tmp_path)
+    rows = summary.record_app_d_claims(store, metrics, 0.95).set_index("claim_id")
+    lower, higher = rows.loc["app_d_ppo_0.925"], rows.loc["app_d_ppo_0.975"]
+    assert lower["ours"] == pytest.approx(4 / 30) and 0.1 - 1e-9 <= lower["low"] <= lower["high"] <= 0.2 + 1e-9
+    assert lower["verdict"] == "holds" and "gains precision and loses recall" in lower["claim"]
+    assert higher["ours"] == pytest.approx(0.1) and higher["verdict"] == "partly"  # recall as claimed, precision not
+    assert "recall +0.100 [+0.100, +0.100] (holds)" in higher["reason"]
+    assert list(claims.load(store)["claim_id"]) == ["app_d_ppo_0.925", "app_d_ppo_0.975"]
+    one_seed = summary.app_d_claims(metrics[metrics.seed == 0], 0.95)
+    assert {row["verdict"] for row in one_seed} == {"not testable here"}

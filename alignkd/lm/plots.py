@@ -29,46 +29,60 @@ def pipeline_points(metrics: pd.DataFrame, algorithm: str, y: str, final_tau: fl
     return pd.DataFrame(rows)
 
 
-def trajectory_figure(metrics: pd.DataFrame, algorithms: list[str], y: str = "target_precision",
-                      final_tau: float | None = None, title: str = "Figure 5"):
-    """Recall (x) against a target metric (y), K-A red and A-K blue, arrows along each pipeline,
-    marker size ∝ the cross-seed standard deviation (instability), as in the paper's Figures 5 and 15."""
-    fig, axes = plt.subplots(1, len(algorithms), figsize=(5.2 * len(algorithms), 4.2), squeeze=False)
-    for ax, algorithm in zip(axes[0], algorithms):
-        points = pipeline_points(metrics, algorithm, y, final_tau)
-        scale = 400 / max(points["std"].max(), 1e-9)
-        for pipeline, part in points.groupby("pipeline", sort=False):
-            part = part.sort_values("order")
-            ax.scatter(part["recall"], part[y], s=30 + scale * part["std"], color=COLORS[pipeline], alpha=0.6,
-                       label=pipeline, edgecolor="k")
-            for (_, a), (_, b) in zip(part.iloc[:-1].iterrows(), part.iloc[1:].iterrows()):
-                ax.annotate("", xy=(b["recall"], b[y]), xytext=(a["recall"], a[y]),
-                            arrowprops=dict(arrowstyle="->", color=COLORS[pipeline]))
-            for _, row in part.iterrows():
-                ax.annotate(row["model"], (row["recall"], row[y]), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set(xlabel="overall recall (per-token log-lik.)", ylabel=y.replace("_", " "), title=f"{title}: {algorithm}")
-        ax.legend(loc="best")
-    fig.tight_layout()
+def _trajectory_panel(ax, points: pd.DataFrame, y: str, scale: float) -> None:
+    for pipeline, part in points.groupby("pipeline", sort=False):
+        part = part.sort_values("order")
+        ax.scatter(part["recall"], part[y], s=15 + scale * part["std"], color=COLORS[pipeline], alpha=0.6,
+                   label=pipeline, edgecolor="k")
+        for (_, a), (_, b) in zip(part.iloc[:-1].iterrows(), part.iloc[1:].iterrows()):
+            ax.annotate("", xy=(b["recall"], b[y]), xytext=(a["recall"], a[y]),
+                        arrowprops=dict(arrowstyle="->", color=COLORS[pipeline]))
+        for _, row in part.iterrows():
+            ax.annotate(row["model"], (row["recall"], row[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+
+
+def trajectory_figure(metrics: pd.DataFrame, algorithms: Sequence[str],
+                      panels: Sequence[tuple[str, float | None]] = (("target_precision", None), ("reward", None))):
+    """Recall (x) against a target metric (y), K-A red and A-K blue, arrows along each pipeline, marker size ∝ the
+    cross-seed standard deviation (instability), as in the paper's Figures 5 and 15: one row per algorithm, one
+    column per (y, A-K's final KD τ) in `panels` (τ None: every final τ pooled), two columns to the text's width."""
+    fig, axes = plt.subplots(len(algorithms), len(panels), figsize=(3.5 * len(panels), 2.9 * len(algorithms)),
+                             squeeze=False, constrained_layout=True)
+    for row, algorithm in zip(axes, algorithms):
+        for ax, (y, final_tau) in zip(row, panels):
+            points = pipeline_points(metrics, algorithm, y, final_tau)
+            _trajectory_panel(ax, points, y, 200 / max(points["std"].max(), 1e-9))
+            tau = "" if final_tau is None else f", final KD τ {final_tau:g}"
+            ax.set_title(f"{algorithm}{tau}", fontsize=9)
+            ax.set(xlabel="overall recall (nats/token)", ylabel=y.replace("_", " "))
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7, frameon=False)
     return fig
 
 
-def selection_figure(trajectories: pd.DataFrame, algorithm: str):
-    """App. C.4: PPO/GRPO mean and std of reward (Fig. 13), DPO chosen/rejected/margin/accuracy (Fig. 14),
-    one line per seed and pipeline, the selected step dashed."""
-    frame = trajectories[trajectories["algorithm"] == algorithm]
-    if "margin" in frame and frame["margin"].notna().any():  # DPO logs TRL's implicit-reward series
-        columns = [c for c in ("chosen_reward", "rejected_reward", "margin", "accuracy") if c in frame]
-    else:
-        columns = ["reward_mean", "reward_std"]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.8 * len(columns), 3.2), squeeze=False)
-    for ax, column in zip(axes[0], columns):
+def selection_figure(trajectories: pd.DataFrame, algorithms: Sequence[str]):
+    """App. C.4: PPO/GRPO mean and std of reward (Fig. 13), DPO chosen/rejected/margin/accuracy (Fig. 14), one
+    line per seed and pipeline, the selected step dashed; two panels a row, the algorithms one after another."""
+    series = []
+    for algorithm in algorithms:
+        frame = trajectories[trajectories["algorithm"] == algorithm]
+        if "margin" in frame and frame["margin"].notna().any():  # DPO logs TRL's implicit-reward series
+            columns = [c for c in ("chosen_reward", "rejected_reward", "margin", "accuracy") if c in frame]
+        else:
+            columns = ["reward_mean", "reward_std"]
+        series += [(algorithm, frame, column) for column in columns]
+    n_rows = (len(series) + 1) // 2
+    fig, axes = plt.subplots(n_rows, 2, figsize=(7, 2.4 * n_rows), squeeze=False, constrained_layout=True)
+    for ax, (algorithm, frame, column) in zip(axes.flat, series):
         sns.lineplot(frame, x="iteration", y=column, hue="pipeline", units="seed", estimator=None,
-                     palette=COLORS, ax=ax, legend=column == columns[0])
+                     palette=COLORS, ax=ax, legend=ax is axes.flat[0])
         for (pipeline, seed), part in frame.groupby(["pipeline", "seed"]):
             ax.axvline(part["selected_step"].iloc[0], color=COLORS[pipeline], ls="--", lw=0.8)
-        ax.set_title(column.replace("_", " "))
-    fig.suptitle(f"Model selection trajectories ({algorithm}; dashed: selected checkpoint)")
-    fig.tight_layout()
+        ax.set_title(f"{algorithm}: {column.replace('_', ' ')}", fontsize=9)
+        ax.set(ylabel="")
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(series):]:
+        ax.axis("off")
     return fig
 
 

@@ -147,9 +147,13 @@ def target_share_sentences(gaps: pd.DataFrame) -> list[str]:
             for row in gaps[gaps["metric"] == "target_mass"].itertuples()]
 
 
-def reward_claim(gaps: pd.DataFrame, algorithm: str, premise=None) -> dict:
-    """The arguments of `claims.record` for "A-K ends with a higher mean reward than K-A" (`algorithm`)."""
-    gap = final_gap(gaps, algorithm, "reward")
+CLAIMED_METRICS = {"reward": "mean reward", "target_precision": "target precision"}  # Figure 5's two claims
+
+
+def reward_claim(gaps: pd.DataFrame, algorithm: str, premise=None, metric: str = "reward") -> dict:
+    """The arguments of `claims.record` for "A-K ends with a higher <metric> than K-A" (`algorithm`; `metric` one
+    of `CLAIMED_METRICS`: Figure 5 claims both the reward and the target precision)."""
+    gap = final_gap(gaps, algorithm, metric)
     if _premise_failed(premise):
         numbers = dict(ours=None, low=None, high=None, verdict="not testable here",
                        reason="the references fail the premise: " + premise.verdict())
@@ -159,9 +163,9 @@ def reward_claim(gaps: pd.DataFrame, algorithm: str, premise=None) -> dict:
     else:
         verdict, reason = verdict_from_interval(gap.low, gap.high)
         numbers = dict(ours=gap.gap, low=gap.low, high=gap.high, verdict=verdict, reason=reason)
-    return dict(chapter=CHAPTER, claim_id=f"ak_reward_{algorithm}",
-                claim=f"A-K ends with a higher mean reward than K-A ({algorithm}, final models, paired by seed)",
-                paper_value="A-K > K-A (Figure 5)", **numbers)
+    return dict(chapter=CHAPTER, claim_id=f"ak_{metric}_{algorithm}",
+                claim=f"A-K ends with a higher {CLAIMED_METRICS[metric]} than K-A ({algorithm}, final models, paired "
+                      "by seed)", paper_value="A-K > K-A (Figure 5)", figure="fig-06-figure5", **numbers)
 
 
 def premise_claim(premise) -> dict:
@@ -175,9 +179,10 @@ def premise_claim(premise) -> dict:
 
 def record_claims(store, gaps: pd.DataFrame, premise=None) -> pd.DataFrame:
     """Record chapter 06's claims with `alignkd.claims.record`: the premise (when measurable) and, per
-    algorithm, A-K's reward gain over K-A. Returns the rows recorded, in order."""
+    algorithm, A-K's gain over K-A in reward and in target precision. Returns the rows recorded, in order."""
     rows = ([premise_claim(premise)] if premise is not None else [])
-    rows += [reward_claim(gaps, algorithm, premise) for algorithm in gaps["algorithm"].unique()]
+    rows += [reward_claim(gaps, algorithm, premise, metric) for algorithm in gaps["algorithm"].unique()
+             for metric in CLAIMED_METRICS if metric in set(gaps["metric"])]
     for row in rows:
         claims.record(store, **row)
     return pd.DataFrame(rows, columns=claims.COLUMNS)
@@ -254,6 +259,55 @@ def final_tau_sentences(metrics: pd.DataFrame, main_tau: float) -> list[str]:
                      f"{row.recall_std:.3f}). The paper's trade (App. D: {trade}) "
                      f"{'holds' if row.paper_direction else 'does not hold'} here.")
     return lines
+
+
+def app_d_claims(metrics: pd.DataFrame, main_tau: float) -> list[dict]:
+    """The arguments of `claims.record` for App. D's trade, per (algorithm, final τ ≠ `main_tau`): a lower final KD
+    τ gains precision and loses recall, a higher one the reverse. Both changes are paired by seed against
+    `main_tau` with bootstrap intervals; the claim holds where both intervals lie on the claimed side
+    (`claims.verdict_from_settings` over the two). `ours` is the change in precision."""
+    from ..claims import verdict_from_settings
+
+    finals = metrics[metrics["model"] == FINAL_MODELS["A-K"]]
+    rows = []
+    for algorithm, part in finals.groupby("algorithm", sort=False):
+        by_tau = {tau: at.set_index("seed") for tau, at in part.groupby("final_tau")}
+        base = next((at for tau, at in by_tau.items() if np.isclose(tau, main_tau)), None)
+        for tau, at in by_tau.items():
+            if base is None or np.isclose(tau, main_tau):
+                continue
+            lower = tau < main_tau
+            row = dict(chapter=CHAPTER, claim_id=f"app_d_{algorithm}_{tau:g}", figure="fig-06-figure15",
+                       claim=f"A-K's final KD at τ {tau:g} instead of {main_tau:g} "
+                             f"{'gains precision and loses recall' if lower else 'gains recall and loses precision'} "
+                             f"({algorithm}; ours: the change in precision, paired by seed)",
+                       paper_value=(f"{'+' if lower else '−'}precision, {'−' if lower else '+'}recall "
+                                    f"(App. D, {algorithm.upper()})"))
+            seeds = at.index.intersection(base.index)
+            if len(seeds) < 2:
+                rows.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
+                             "reason": f"{len(seeds)} seed(s) at both temperatures: no interval"})
+                continue
+            changes = {metric: paired_bootstrap(at.loc[seeds, metric].to_numpy(), base.loc[seeds, metric].to_numpy())
+                       for metric in ("precision", "recall")}
+            sides = {"precision": "> 0" if lower else "< 0", "recall": "< 0" if lower else "> 0"}
+            verdicts = {metric: verdict_from_interval(changes[metric].low, changes[metric].high, sides[metric])[0]
+                        for metric in sides}
+            verdict, _ = verdict_from_settings(list(verdicts.values()), "changes")
+            reason = "; ".join(f"{metric} {format_interval(*changes[metric], 3)} ({verdicts[metric]})"
+                               for metric in sides)
+            precision = changes["precision"]
+            rows.append({**row, "ours": precision.estimate, "low": precision.low, "high": precision.high,
+                         "verdict": verdict, "reason": reason})
+    return rows
+
+
+def record_app_d_claims(store, metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
+    """Record `app_d_claims` with `alignkd.claims.record`; returns the rows recorded."""
+    rows = app_d_claims(metrics, main_tau)
+    for row in rows:
+        claims.record(store, **row)
+    return pd.DataFrame(rows, columns=claims.COLUMNS)
 
 
 def reference_note(refs) -> str:
