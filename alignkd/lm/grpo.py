@@ -8,7 +8,7 @@ one GRPO group and the group-mean baseline is the paper's batch-mean baseline (A
 reward − batch-mean reward"; hence `scale_rewards = "none"`, no division by the std).
 
 Two KL forms (SPEC §4 found they change the mechanism, so both are named and reported):
-- `kl_form = "k3"` (GRPO as published and as TRL implements it): A_i = R_i − mean R, and β·k3 per
+- `kl_form = "k3"` (GRPO as published, DeepSeekMath; TRL's with `use_bias_correction_kl = False`): A_i = R_i − mean R, and β·k3 per
   token is added to the loss, k3 = e^{ref−θ} − (ref−θ) − 1. Its gradient pulls like a forward KL,
   whose optimum depends much less on how little mass π_ref puts on the target.
 - `kl_form = "reward"`: the KL is folded into the sequence reward, R'_i = R_i − β·Σ_t log π/π_ref,
@@ -17,22 +17,32 @@ Two KL forms (SPEC §4 found they change the mechanism, so both are named and re
 Per-token losses are summed and divided by batch_size × max_new_tokens (TRL's
 "dr_grpo" aggregation), so a response's log-prob enters with its full sum, as the objective asks.
 
-Backends. `backend = "trl"` runs `trl.GRPOTrainer` (TRL 1.16) with `beta` > 0; TRL supports only
-the k3 form. Two things make it fit our API: (1) with β > 0 GRPOTrainer builds its reference model by
-`from_pretrained(policy.config._name_or_path)`, so the frozen `reference` is saved to a temporary
-folder and the policy's `_name_or_path` points there for the trainer's construction (a hub id is
-never passed); (2) TRL tokenises text prompts, so the policy needs a tokenizer whose encoding of the
-decoded prompt gives back its `prompt_ids`. Tokens outside the language are suppressed inside the
-policy model (`HFLanguageModel`), so TRL's generation and loss see the same distribution as ours. The default `backend = "ours"` is a batched ~60-line loop with
-the same config names and both KL forms; it is the one the chapter's KL-form comparison needs, and
-it skips the Trainer's start-up (a few seconds per run). Per step the two cost about the same on a
-tiny Llama (measured on a loaded 2-core CPU: ≈ 0.12 s ours, ≈ 0.15–0.2 s TRL, 64 responses × 16 tokens).
+Backends. `backend = "trl"` runs `trl.GRPOTrainer` (TRL 1.16, `trl_trainer`), k3 form only; the
+default `backend = "ours"` is the batched loop below, with both forms. On the same batch they take the
+same update: tests/test_lm_align_grpo.py hands TRL's trainer a fixed batch of completions (only its
+sampler is replaced) and finds its advantages, reference log-probs, loss, every parameter's gradient and
+its AdamW step equal to `score_batch` + `batch_loss` + `optimizer_for`'s (μ = 1 and μ = 2, where the
+clip binds). Two TRL settings had to be found for that, and `trl_trainer` sets both: (1)
+`use_bias_correction_kl = False` — TRL's default multiplies k3 by the ratio ρ, which adds β·k3·∇log π
+to the gradient even on-policy (TRL: "the unbiased reverse-KL gradient"), not GRPO's published k3; (2) the suppressed
+tokens of the language also as a bias of the output layer (`suppress_in_head`), because TRL's fused LM
+head never calls the layer's forward hook. Further fit: GRPOTrainer loads its reference with
+`from_pretrained(policy.config._name_or_path)`, so the frozen `reference` is saved to a temporary folder
+that the name points to while the trainer is built; TRL tokenises text prompts, so the policy needs a
+tokenizer whose encoding of the decoded prompt gives back its `prompt_ids`; TRL scores tokens at the
+sampling temperature τ and our loop at 1, the same at the chapter's τ = 1.
+
+The chapter runs "ours": the KL-in-reward form exists only there, and the test pins its k3 to TRL's.
+It is also cheaper. `python benchmarks/grpo_backends.py` (one thread, 2-core machine at load ≈ 9, so
+CPU seconds of the process): per iteration of 64 responses × ≤ 24 tokens, ours 0.031 s (tiny) and
+0.067 s (small), TRL 0.057 s and 0.099 s (×1.8, ×1.5), and TRL's trainer costs ≈ 0.3–0.6 s to start.
 """
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -44,7 +54,7 @@ from .generation import Samples, sample, token_logprobs
 from .ppo import rollout_row
 from .reward import RewardOracle
 from .device import autocast, resolve_device
-from .groundtruth import HFLanguageModel
+from .groundtruth import HFLanguageModel, suppress_tokens
 from .selection import select_ppo
 from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
 
@@ -78,7 +88,8 @@ class GRPOConfig(RunConfig):
     max_new_tokens: int = 128
     """Response length cap (TRL: `max_completion_length`; App. C.3: max_length 128)."""
     backend: str = "ours"
-    """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs the policy's tokenizer)."""
+    """"ours" (batched loop, both KL forms) or "trl" (`trl.GRPOTrainer`, k3 only; needs the policy's tokenizer).
+    Both take the same update on the same batch (module docstring)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -106,6 +117,50 @@ def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form
     return (per_token * mask).sum() / (mask.shape[0] * max_new_tokens)
 
 
+class GRPOBatch(NamedTuple):
+    """One sampled batch with everything its updates need, fixed before the first update."""
+
+    samples: Samples
+    mask: torch.Tensor  # [B, T-1] float: 1 on response tokens (EOS included)
+    old_logprob: torch.Tensor  # [B, T-1] log π_old, the policy that drew the samples
+    ref_logprob: torch.Tensor  # [B, T-1] log π_ref
+    advantages: torch.Tensor  # [B]
+
+
+def policy_logprobs(policy, samples: Samples, config: GRPOConfig) -> torch.Tensor:
+    """log π_θ(y_t | x, y_<t) of every token of `samples`, differentiable, [B, T-1] (zero off the response)."""
+    policy.train()
+    with autocast(samples.tokens.device, config.bf16):
+        return token_logprobs(policy, samples.tokens, samples.mask).float()
+
+
+def score_batch(policy, reference, samples: Samples, score: torch.Tensor,
+                config: GRPOConfig) -> tuple[GRPOBatch, torch.Tensor]:
+    """The batch of one iteration (advantages from `score` [B] and `config.kl_form`) and the policy's
+    differentiable log-probs on it, which the first update reuses: on-policy, ρ = 1 in value."""
+    mask = samples.response_mask[:, 1:].float()
+    with torch.no_grad(), autocast(samples.tokens.device, config.bf16):
+        ref_logprob = token_logprobs(reference, samples.tokens, samples.mask).float()
+    logprob = policy_logprobs(policy, samples, config)
+    old_logprob = logprob.detach()
+    shaped = score
+    if config.kl_form == "reward":  # eq. 3 on whole responses: log π(y) = Σ_t log π(y_t | y_<t)
+        shaped = objectives.shaped_reward(score, (old_logprob * mask).sum(1), (ref_logprob * mask).sum(1), config.beta)
+    advantages = objectives.group_advantages(shaped, scale=config.scale_rewards == "group")
+    return GRPOBatch(samples, mask, old_logprob, ref_logprob, advantages), logprob
+
+
+def batch_loss(logprob: torch.Tensor, batch: GRPOBatch, config: GRPOConfig) -> torch.Tensor:
+    """`grpo_loss` of the policy's log-probs `logprob` on `batch` with `config`'s β, KL form, ε and length cap."""
+    return grpo_loss(logprob, batch.old_logprob, batch.ref_logprob, batch.advantages, batch.mask, config.beta,
+                     config.kl_form, config.epsilon, config.max_new_tokens)
+
+
+def optimizer_for(policy, config: GRPOConfig) -> torch.optim.Optimizer:
+    """Adam without weight decay: TRL's AdamW with `weight_decay = 0` is the same update."""
+    return torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+
+
 def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: RewardOracle, config: GRPOConfig, *,
                seed: int, progress: bool = True, on_eval=None) -> AlignmentRun:
     """Align `policy.model` with GRPO anchored to the frozen `reference.model`, in place.
@@ -125,40 +180,27 @@ def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewa
     policy.to(device)
     reference.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    optimizer = optimizer_for(policy, config)
     rows, checkpoints = [], {}
 
     for step in tqdm(range(config.n_iterations + 1), desc="GRPO", disable=not progress):
         samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens,
                                   config.tau, eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
                                   seed=iteration_seed(seed, step)).to(device)
-        tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll).to(device)
-        with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = token_logprobs(reference, tokens, attention).float()
-        policy.train()
-        with autocast(device, config.bf16):
-            logprob = token_logprobs(policy, tokens, attention).float()
-        old_logprob = logprob.detach()
+        batch, logprob = score_batch(policy, reference, samples, score, config)
 
         if step % config.eval_every == 0 or step == config.n_iterations:
-            rows.append(rollout_row(step, score, nll, old_logprob, ref_logprob, mask))
+            rows.append(rollout_row(step, score, nll, batch.old_logprob, batch.ref_logprob, batch.mask))
             checkpoints[step] = snapshot(step, policy, on_eval)
         if step == config.n_iterations:
             break
 
-        shaped = score
-        if config.kl_form == "reward":  # eq. 3 on whole responses: log π(y) = Σ_t log π(y_t | y_<t)
-            shaped = objectives.shaped_reward(score, (old_logprob * mask).sum(1), (ref_logprob * mask).sum(1),
-                                              config.beta)
-        advantages = objectives.group_advantages(shaped, scale=config.scale_rewards == "group")
         for update in range(config.num_ppo_epochs):
             if update > 0:
-                with autocast(device, config.bf16):
-                    logprob = token_logprobs(policy, tokens, attention).float()
-            loss = grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, config.beta, config.kl_form,
-                             config.epsilon, config.max_new_tokens)
+                logprob = policy_logprobs(policy, samples, config)
+            loss = batch_loss(logprob, batch, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.max_grad_norm > 0:
@@ -173,7 +215,67 @@ def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewa
 # ---------------------------------------------------------------------------------------------
 # Backend "trl": the same run through trl.GRPOTrainer.
 
-def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eval):
+SUPPRESSED_LOGIT = -1e9
+"""Output-layer bias of the suppressed tokens in TRL's loss: e^{−1e9} is 0 in every float type, and unlike
+−∞ it keeps the fused head's entropy (Σ p·logit) finite."""
+
+
+def completion_samples(prompt_ids: list[int], completion_ids: list[list[int]], pad_id: int) -> Samples:
+    """`prompt + completion` rows, right-padded with `pad_id` (TRL hands completions as lists, EOS included)."""
+    width = max(1, max(len(c) for c in completion_ids))
+    tokens = torch.full((len(completion_ids), len(prompt_ids) + width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    tokens[:, :len(prompt_ids)] = torch.tensor(prompt_ids)
+    for i, completion in enumerate(completion_ids):
+        tokens[i, len(prompt_ids):len(prompt_ids) + len(completion)] = torch.tensor(completion, dtype=torch.long)
+        mask[i, :len(prompt_ids) + len(completion)] = True
+    return Samples(tokens, mask, len(prompt_ids))
+
+
+def suppress_in_head(model, ids) -> None:
+    """Give `ids` the bias `SUPPRESSED_LOGIT` in `model`'s output layer (a buffer, not saved; idempotent).
+
+    TRL 1.16 scores completions with a fused LM head that multiplies the hidden states by the output
+    layer's weight and adds its bias itself, so the forward hook of `suppress_tokens` never runs in its
+    loss: without this, TRL's loss would renormalise over tokens its sampler can never draw."""
+    head = model.get_output_embeddings()
+    if not ids or isinstance(head.bias, torch.Tensor) and not isinstance(head.bias, torch.nn.Parameter):
+        return
+    if head.bias is not None:
+        raise ValueError(f"{type(model).__name__}'s output layer has a trained bias: suppressing tokens inside "
+                         "TRL's fused head needs a bias-free one")
+    bias = torch.zeros(head.weight.shape[0], device=head.weight.device)
+    bias[list(ids)] = SUPPRESSED_LOGIT
+    del head.bias  # nn.Linear keeps an empty `bias` parameter slot
+    head.register_buffer("bias", bias, persistent=False)
+
+
+def unsuppress_head(model) -> None:
+    """Undo `suppress_in_head`: a bias-free output layer again."""
+    head = model.get_output_embeddings()
+    if isinstance(head.bias, torch.Tensor) and not isinstance(head.bias, torch.nn.Parameter):
+        del head.bias
+        head.register_parameter("bias", None)
+
+
+def trl_reward(oracle: RewardOracle, prompt_ids: list[int], pad_id: int):
+    """`oracle` as a TRL reward function (TRL passes each completion's token ids)."""
+    def reward(prompts, completions, completion_ids, **kwargs):
+        return oracle.reward(completion_samples(prompt_ids, completion_ids, pad_id)).tolist()
+    return reward
+
+
+def trl_trainer(policy: HFLanguageModel, reference: HFLanguageModel, reward_func, config: GRPOConfig, *, seed: int,
+                folder: str, progress: bool = False, callbacks=()):
+    """The `trl.GRPOTrainer` that backend "trl" trains with: `config` in TRL's names (`max_steps =
+    n_iterations`, `num_generations = batch_size`, `loss_type = "dr_grpo"`, `use_bias_correction_kl =
+    False`), `policy.model` trained in place, `reference.model` (saved under `folder`) as its frozen
+    π_ref, `policy`'s suppressed tokens suppressed in TRL's loss too, and one prompt row per step.
+
+    `use_bias_correction_kl` (True by default in TRL 1.16) multiplies the k3 term by the ratio ρ, whose
+    gradient is not 0 even at ρ = 1: it adds β·k3·∇log π, which turns the KL gradient into the
+    reverse-KL one. False keeps GRPO's published k3 (DeepSeekMath), the `kl_form = "k3"` of our loop:
+    tests/test_lm_align_grpo.py pins both facts on TRL's own loss."""
     tokenizer, prompt_ids = policy.tokenizer, policy.prompt_ids
     if tokenizer is None:
         raise ValueError("GRPOConfig.backend = 'trl' needs a policy with a tokenizer: trl.GRPOTrainer tokenises "
@@ -183,44 +285,64 @@ def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eva
         raise ValueError(f"GRPOConfig.backend = 'trl': the tokenizer encodes the decoded prompt {prompt_text!r} as "
                          f"{tokenizer(prompt_text)['input_ids']}, not prompt_ids = {prompt_ids}; use backend = 'ours'")
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
     device = resolve_device(config.device)
-    eos_id, pad_id = policy.eos_id, policy.pad_id
-    policy, reference = policy.model, reference.model
-    policy.to(device)
-    reference.to(device).eval().requires_grad_(False)
+    model = policy.model.to(device)
+    reference.model.save_pretrained(f"{folder}/reference")
+    trl_config = TRLGRPOConfig(
+        output_dir=f"{folder}/out", max_steps=config.n_iterations, learning_rate=config.learning_rate,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=1,
+        num_generations=config.batch_size, generation_batch_size=config.batch_size,
+        num_iterations=config.num_ppo_epochs, beta=config.beta, epsilon=config.epsilon,
+        scale_rewards=config.scale_rewards, loss_type="dr_grpo", use_bias_correction_kl=False,
+        max_completion_length=config.max_new_tokens, temperature=config.tau, top_p=1.0, top_k=0, seed=seed,
+        data_seed=seed, bf16=config.bf16, use_cpu=device.type == "cpu", report_to="none", save_strategy="no",
+        logging_strategy="steps" if progress else "no", logging_steps=config.eval_every,
+        disable_tqdm=not progress, shuffle_dataset=False,
+    )
+    dataset = Dataset.from_dict({"prompt": [prompt_text] * max(1, config.n_iterations)})
+    name_or_path = model.config._name_or_path
+    model.config._name_or_path = f"{folder}/reference"  # GRPOTrainer loads its reference from here
+    try:
+        trainer = GRPOTrainer(model=model, reward_funcs=reward_func, args=trl_config, train_dataset=dataset,
+                              processing_class=tokenizer, callbacks=list(callbacks))
+    finally:
+        model.config._name_or_path = name_or_path
+    for network in (model, trainer.ref_model):
+        suppress_tokens(network, policy.suppress_ids)
+        suppress_in_head(network, policy.suppress_ids)
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # it prints the final metrics even with logging off
+    return trainer
+
+
+def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eval):
+    from transformers import TrainerCallback
+
+    device = resolve_device(config.device)
+    prompt_ids, eos_id, pad_id = policy.prompt_ids, policy.eos_id, policy.pad_id
+    model, reference_model = policy.model, reference.model
+    model.to(device)
+    reference_model.to(device).eval().requires_grad_(False)
     rows, checkpoints = [], {}
-    prompt = torch.tensor(prompt_ids)
-
-    def to_samples(completion_ids: list[list[int]]) -> Samples:
-        width = max(1, max(len(c) for c in completion_ids))
-        tokens = torch.full((len(completion_ids), len(prompt_ids) + width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(tokens, dtype=torch.bool)
-        for i, completion in enumerate(completion_ids):
-            tokens[i, :len(prompt_ids)] = prompt
-            tokens[i, len(prompt_ids):len(prompt_ids) + len(completion)] = torch.tensor(completion, dtype=torch.long)
-            mask[i, :len(prompt_ids) + len(completion)] = True
-        return Samples(tokens, mask, len(prompt_ids))
-
-    def oracle_reward(prompts, completions, completion_ids, **kwargs):
-        return oracle.reward(to_samples(completion_ids)).tolist()
 
     def evaluate(step: int):
-        was_training = policy.training
-        samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
+        was_training = model.training
+        samples = sample(model, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
                          eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
                          seed=iteration_seed(seed, step)).to(device)
         attention, mask = samples.mask, samples.response_mask[:, 1:].float()
         with torch.no_grad(), autocast(device, config.bf16):
-            logprob = token_logprobs(policy, samples.tokens, attention).float()
-            ref_logprob = token_logprobs(reference, samples.tokens, attention).float()
+            logprob = token_logprobs(model, samples.tokens, attention).float()
+            ref_logprob = token_logprobs(reference_model, samples.tokens, attention).float()
         nll = oracle.nll(samples)
         rows.append(rollout_row(step, oracle.reward_from_nll(nll), nll, logprob, ref_logprob, mask))
-        checkpoints[step] = snapshot(step, policy, on_eval)
-        policy.train(was_training)
+        checkpoints[step] = snapshot(step, model, on_eval)
+        model.train(was_training)
 
     class Evaluate(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -231,29 +353,13 @@ def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eva
                 evaluate(state.global_step)
 
     with tempfile.TemporaryDirectory() as folder:
-        reference.save_pretrained(f"{folder}/reference")
-        trl_config = TRLGRPOConfig(
-            output_dir=f"{folder}/out", max_steps=config.n_iterations, learning_rate=config.learning_rate,
-            lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
-            per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=1,
-            num_generations=config.batch_size, generation_batch_size=config.batch_size,
-            num_iterations=config.num_ppo_epochs, beta=config.beta, epsilon=config.epsilon,
-            scale_rewards=config.scale_rewards, loss_type="dr_grpo", max_completion_length=config.max_new_tokens,
-            temperature=config.tau, top_p=1.0, top_k=0, seed=seed, data_seed=seed,
-            bf16=config.bf16, use_cpu=device.type == "cpu", report_to="none", save_strategy="no",
-            logging_strategy="steps" if progress else "no", logging_steps=config.eval_every,
-            disable_tqdm=not progress, shuffle_dataset=False,
-        )
-        dataset = Dataset.from_dict({"prompt": [prompt_text] * config.n_iterations})
-        name_or_path = policy.config._name_or_path
-        policy.config._name_or_path = f"{folder}/reference"  # GRPOTrainer loads its reference from here
+        trainer = trl_trainer(policy, reference, trl_reward(oracle, prompt_ids, pad_id), config, seed=seed,
+                              folder=folder, progress=progress, callbacks=[Evaluate()])
         try:
-            trainer = GRPOTrainer(model=policy, reward_funcs=oracle_reward, args=trl_config, train_dataset=dataset,
-                                  processing_class=tokenizer, callbacks=[Evaluate()])
+            trainer.train()
         finally:
-            policy.config._name_or_path = name_or_path
-        trainer.train()
+            unsuppress_head(model)
 
-    policy.eval()
+    model.eval()
     trajectory = pd.DataFrame(rows)
     return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "grpo")
