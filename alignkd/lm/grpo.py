@@ -239,7 +239,7 @@ def suppress_in_head(model, ids) -> None:
     layer's weight and adds its bias itself, so the forward hook of `suppress_tokens` never runs in its
     loss: without this, TRL's loss would renormalise over tokens its sampler can never draw."""
     head = model.get_output_embeddings()
-    if not ids or isinstance(head.bias, torch.Tensor) and not isinstance(head.bias, torch.nn.Parameter):
+    if not ids or _suppression_bias(head):
         return
     if head.bias is not None:
         raise ValueError(f"{type(model).__name__}'s output layer has a trained bias: suppressing tokens inside "
@@ -253,9 +253,13 @@ def suppress_in_head(model, ids) -> None:
 def unsuppress_head(model) -> None:
     """Undo `suppress_in_head`: a bias-free output layer again."""
     head = model.get_output_embeddings()
-    if isinstance(head.bias, torch.Tensor) and not isinstance(head.bias, torch.nn.Parameter):
+    if _suppression_bias(head):
         del head.bias
         head.register_parameter("bias", None)
+
+
+def _suppression_bias(head) -> bool:
+    return isinstance(head.bias, torch.Tensor) and not isinstance(head.bias, torch.nn.Parameter)
 
 
 def trl_reward(oracle: RewardOracle, prompt_ids: list[int], pad_id: int):
