@@ -159,11 +159,11 @@ def test_trl_default_kl_is_ratio_weighted_and_its_loss_ignores_the_suppression_h
     with torch.no_grad():
         suppressed = trainer._get_per_token_logps_and_entropies(theirs, ids, attention, LENGTH)[0]
         unsuppress_head(theirs)
-        hooked_only = trainer._get_per_token_logps_and_entropies(theirs, ids, attention, LENGTH)[0]
+        hook_only = trainer._get_per_token_logps_and_entropies(theirs, ids, attention, LENGTH)[0]
         hooked = token_logprobs(theirs, ids, attention.bool())[:, -LENGTH:]
     mask = inputs["completion_mask"].bool()
     torch.testing.assert_close(suppressed[mask], hooked[mask], rtol=0, atol=1e-5)
-    assert (hooked_only[mask] - hooked[mask]).max() < -0.05  # mass on <bos> <pad> <unk> renormalised in
+    assert (hook_only[mask] - hooked[mask]).max() < -0.05  # mass on <bos> <pad> <unk> renormalised in
     assert all(torch.isfinite(torch.tensor(trainer._metrics["train"]["entropy"])))
 
 
