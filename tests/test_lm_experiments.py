@@ -58,7 +58,7 @@ def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     assert finals.loc[0.8, "precision"] != finals.loc[0.95, "precision"]
     with pytest.raises(ValueError, match="final_taus"):
         run_pipelines(store, refs, PPO, [0], final_taus=[], progress=False)
-    with pytest.raises(ValueError, match="allowed: ppo, dpo, grpo, grpo_reward"):
+    with pytest.raises(ValueError, match="allowed: ppo, dpo_online, grpo, grpo_reward"):
         alignment_config("sft")
     with pytest.raises(ValueError, match="tau_topic"):
         LLMConfig(ground_truth="gguf:smollm2")  # the default p'' stage sharpens topics: synthetic language only

@@ -45,7 +45,7 @@ def metrics():
     rows = pipeline_rows("ppo", ak=[1.0, 2.0, 3.0], ka=[0.5, 1.0, 2.5])
     rows += [row for row in pipeline_rows("ppo", ak=[-9.0] * 3, ka=[0.0] * 3, final_tau=0.925)
              if row["model"] == "p''_AK"]  # A-K's final KD at another τ: not the main one
-    rows += pipeline_rows("dpo", ak=[0.1, 0.1], ka=[0.3, 0.2])
+    rows += pipeline_rows("dpo_online", ak=[0.1, 0.1], ka=[0.3, 0.2])
     return pd.DataFrame(rows)
 
 
@@ -58,7 +58,7 @@ def test_final_gaps_means_stds_and_paired_gap(metrics):
     assert ppo.gap == pytest.approx(2 / 3)  # per-seed differences 0.5, 1.0, 0.5
     # the bootstrap resamples the three differences: its interval lies within their range
     assert 0.5 <= ppo.low <= ppo.gap <= ppo.high <= 1.0
-    dpo = summary.final_gap(gaps, "dpo", "reward")
+    dpo = summary.final_gap(gaps, "dpo_online", "reward")
     assert dpo.gap == pytest.approx(-0.15) and -0.2 <= dpo.low <= dpo.high <= -0.1
 
 
@@ -102,14 +102,14 @@ def test_record_claims_rows(tmp_path, metrics):
     gaps = summary.final_gaps(metrics, main_tau=0.95)
     rows = summary.record_claims(store, gaps, premise(0.04, 0.04, 0.004))
     stored = claims.load(store)
-    assert list(stored["claim_id"]) == ["premise", "ak_reward_ppo", "ak_target_precision_ppo", "ak_reward_dpo",
-                                        "ak_target_precision_dpo"] == list(rows["claim_id"])
+    assert list(stored["claim_id"]) == ["premise", "ak_reward_ppo", "ak_target_precision_ppo", "ak_reward_dpo_online",
+                                        "ak_target_precision_dpo_online"] == list(rows["claim_id"])
     assert set(stored["figure"][1:]) == {"fig-06-figure5"}
     first = stored.iloc[0]
     assert (first["verdict"], first["ours"], first["figure"]) == ("holds", pytest.approx(0.1), "fig-06-premise")
     ppo = stored.set_index("claim_id").loc["ak_reward_ppo"]
     assert ppo["ours"] == pytest.approx(2 / 3) and ppo["verdict"] == "holds" and ppo["low"] >= 0.5
-    dpo = stored.set_index("claim_id").loc["ak_reward_dpo"]
+    dpo = stored.set_index("claim_id").loc["ak_reward_dpo_online"]
     assert dpo["verdict"] == "does not hold" and dpo["high"] <= -0.1
 
 
@@ -130,12 +130,12 @@ def test_record_claims_when_the_premise_fails_or_is_not_measurable(tmp_path, met
 
 
 def test_length_table_and_readings():
-    gaps = pd.DataFrame({"algorithm": ["ppo", "ppo", "dpo", "dpo", "grpo"], "seed": [0, 1, 0, 1, 0],
+    gaps = pd.DataFrame({"algorithm": ["ppo", "ppo", "dpo_online", "dpo_online", "grpo"], "seed": [0, 1, 0, 1, 0],
                          "raw": [0.4, 0.2, 0.3, 0.1, -0.1], "matched": [0.2, 0.1, -0.05, -0.05, 0.3],
                          "coverage_a": 0.9, "coverage_b": 0.8, "mean_length_a": [10.0, 12.0, 8.0, 8.0, 5.0],
                          "mean_length_b": 9.0})
     table = summary.length_table(gaps)
-    assert list(table.index) == ["ppo", "dpo", "grpo"]
+    assert list(table.index) == ["ppo", "dpo_online", "grpo"]
     assert table.loc["ppo", "raw"] == pytest.approx(0.3) and table.loc["ppo", "mean_length_a"] == 11.0
     ppo, dpo, grpo = summary.length_sentences(gaps)
     assert ppo == ("ppo: A-K − K-A reward +0.300 raw, +0.150 at matched length (mean length 11.0 vs 9.0 tokens); "
@@ -162,7 +162,7 @@ def test_app_d_table_beside_the_paper_and_trade_sentences():
     table = summary.app_d_table(metrics).set_index(["algorithm", "final_tau"])
     assert table.loc[("ppo", 0.95), "precision"] == pytest.approx(-1.95)
     assert table.loc[("ppo", 0.925), "paper_precision"] == -1.9880
-    assert math.isnan(table.loc[("dpo", 0.975), "precision"])  # the paper's row stays, ours is missing
+    assert math.isnan(table.loc[("dpo_online", 0.975), "precision"])  # the paper's row stays, ours is missing
     (sentence,) = summary.final_tau_sentences(metrics, 0.95)
     assert sentence.startswith("ppo: final KD τ 0.925 vs 0.95: precision +0.500 (seed std 0.071), recall -0.500")
     assert sentence.endswith("(App. D: a lower τ buys precision with recall) holds here.")
@@ -237,3 +237,13 @@ def test_app_d_claims_pair_seeds_and_need_both_changes_on_the_claimed_side(tmp_p
     assert list(claims.load(store)["claim_id"]) == ["app_d_ppo_0.925", "app_d_ppo_0.975"]
     one_seed = summary.app_d_claims(metrics[metrics.seed == 0], 0.95)
     assert {row["verdict"] for row in one_seed} == {"not testable here"}
+
+
+def test_algorithm_names_are_one_glossary():
+    from alignkd.lm.algorithms import ALGORITHMS as LM
+    from alignkd.mog.algorithms import ALGORITHMS as MOG
+
+    # an LM algorithm is one of MoG's concepts under the same name and label (CONTRIBUTING's glossary)
+    assert {name: LM[name].label for name in LM} == {name: MOG[name].label for name in LM}
+    assert set(summary.PAPER_APP_D["algorithm"]) == {"ppo", "dpo_online"} <= set(LM)
+    assert set(summary.PAPER_NAMES) == {"ppo", "dpo_online"}

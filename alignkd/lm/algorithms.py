@@ -19,7 +19,7 @@ from .ppo import PPOConfig, train_ppo
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("ppo", "PPO", PPOConfig, train_ppo),
-    Algorithm("dpo", "On-policy DPO", DPOConfig, train_dpo),
+    Algorithm("dpo_online", "On-policy DPO", DPOConfig, train_dpo),
     Algorithm("grpo", "GRPO", GRPOConfig, train_grpo, fixed=(("kl_form", "k3"),)),
     Algorithm("grpo_reward", "GRPO (KL in the reward)", GRPOConfig, train_grpo, fixed=(("kl_form", "reward"),)),
 )}

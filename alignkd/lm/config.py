@@ -146,8 +146,8 @@ def chapter_alignments(params: Mapping[str, Any], *, smollm2: bool = False) -> d
             configs[label] = alignment_config("ppo", n_iterations=iterations, batch_size=batch,
                                               mini_batch_size=max(1, batch // 8), beta=beta,
                                               learning_rate=params["ppo_lr"], max_new_tokens=length, **shared)
-        elif label == "dpo":
-            configs[label] = alignment_config("dpo", n_iterations=iterations, batch_size=batch,
+        elif label == "dpo_online":
+            configs[label] = alignment_config("dpo_online", n_iterations=iterations, batch_size=batch,
                                               grad_steps=params["dpo_grad_steps"], pairs_per_step=min(8, batch // 2),
                                               beta=beta, learning_rate=params["dpo_lr"], max_new_tokens=length, **shared)
         else:  # grpo or grpo_reward: the name fixes the KL form (an unknown name fails in the registry)

@@ -136,8 +136,8 @@ def final_sentences(gaps: pd.DataFrame, premise=None) -> list[str]:
                      f"{reward.ka_mean:.3f} ± {reward.ka_std:.3f} (paired gap "
                      f"{format_interval(reward.gap, reward.low, reward.high, 3)}); target precision "
                      f"{target.ak_mean:.3f} vs {target.ka_mean:.3f}; recall {recall.ak_mean:.3f} vs "
-                     f"{recall.ka_mean:.3f}; mean length {length.ak_mean:.1f} vs {length.ka_mean:.1f} tokens. This {verdict} the paper's "
-                     "claim that A-K ends with higher reward and target precision (§4.2).")
+                     f"{recall.ka_mean:.3f}; mean length {length.ak_mean:.1f} vs {length.ka_mean:.1f} tokens. "
+                     f"This {verdict} the paper's claim that A-K ends with higher reward and target precision (§4.2).")
     return lines
 
 
@@ -234,10 +234,11 @@ def selected_steps(trajectories: pd.DataFrame) -> pd.DataFrame:
 PAPER_APP_D = pd.DataFrame([
     {"algorithm": "ppo", "final_tau": 0.95, "paper_precision": -2.1573, "paper_recall": -4.2113},
     {"algorithm": "ppo", "final_tau": 0.925, "paper_precision": -1.9880, "paper_recall": -4.2371},
-    {"algorithm": "dpo", "final_tau": 0.95, "paper_precision": -1.2187, "paper_recall": -4.4132},
-    {"algorithm": "dpo", "final_tau": 0.975, "paper_precision": -1.5623, "paper_recall": -4.3346},
+    {"algorithm": "dpo_online", "final_tau": 0.95, "paper_precision": -1.2187, "paper_recall": -4.4132},
+    {"algorithm": "dpo_online", "final_tau": 0.975, "paper_precision": -1.5623, "paper_recall": -4.3346},
 ])
 """App. D's precision and recall of A-K's final SmolLM2 model per final KD temperature."""
+PAPER_NAMES = {"ppo": "PPO", "dpo_online": "DPO"}  # what App. D calls our algorithms
 
 
 def app_d_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -282,7 +283,7 @@ def app_d_claims(metrics: pd.DataFrame, main_tau: float) -> list[dict]:
                              f"{'gains precision and loses recall' if lower else 'gains recall and loses precision'} "
                              f"({algorithm}; ours: the change in precision, paired by seed)",
                        paper_value=(f"{'+' if lower else '−'}precision, {'−' if lower else '+'}recall "
-                                    f"(App. D, {algorithm.upper()})"))
+                                    f"(App. D, {PAPER_NAMES.get(algorithm, algorithm)})"))
             seeds = at.index.intersection(base.index)
             if len(seeds) < 2:
                 rows.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
