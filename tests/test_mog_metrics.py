@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alignkd.mog.metrics import figure2_sentence, top_region_counts
+from alignkd.mog.metrics import figure2_sentence, figure2_table, top_region_counts
 
 REFERENCE = "p''_3 (β_KD=1.25)"
 
@@ -33,3 +33,15 @@ def test_figure2_sentence_needs_both_models():
     recall = pd.DataFrame({"p'": [-3.0]})
     with pytest.raises(KeyError):
         figure2_sentence(recall, recall, REFERENCE, n_samples=10, threshold=0.9)
+
+
+def test_figure2_table_by_hand():
+    top = pd.DataFrame({"p'": [4.0, 2.0], REFERENCE: [1.0, 1.0]}, index=pd.Index([0, 1], name="trial"))
+    rewards = {"p'": torch.tensor([[0.5, 1.0], [0.25, 0.25]]), REFERENCE: torch.tensor([[0.0, 0.5], [0.5, 1.0]])}
+    recall = pd.DataFrame({"p'": [-3.0, -2.0], REFERENCE: [-4.0, -4.0], "p''_4": [-9.0, -9.0]}, index=top.index)
+    table = figure2_table(top, rewards, recall)
+    assert list(table.index) == ["p'", REFERENCE]  # the models of `top`, not every model of `recall`
+    assert table.loc["p'"].to_dict() == pytest.approx({
+        "top-region samples mean": 3.0, "top-region samples std": 2 ** 0.5, "mean normalised reward": 0.5,
+        "overall recall mean": -2.5, "overall recall std": 0.5 ** 0.5})
+    assert table.loc[REFERENCE, "top-region samples std"] == 0 and table.loc[REFERENCE, "overall recall mean"] == -4

@@ -92,3 +92,12 @@ def figure2_sentence(recall: pd.DataFrame, top: pd.DataFrame, reference: str, n_
             f"the top-reward region as p''_3. Here p' has the higher recall in {wins:.0%} of {len(recall)} trials, "
             f"and {high.mean():.0f} versus {low.mean():.0f} of {n_samples} samples in the "
             f"region R/10 > {threshold:g} (median per-trial ratio {ratio:.2f}).")
+
+
+def figure2_table(top: pd.DataFrame, rewards: Mapping[str, torch.Tensor], recall: pd.DataFrame) -> pd.DataFrame:
+    """Figure 2's numbers per model of `top` (rows): top-region counts (mean and std over trials), the mean
+    normalised reward of all its samples, and its Overall Recall (mean and std over trials, from `recall`:
+    trials × models)."""
+    table = pd.DataFrame({"top-region samples mean": top.mean(), "top-region samples std": top.std(),
+                          "mean normalised reward": {name: r.mean().item() for name, r in rewards.items()}})
+    return table.join(recall[list(top.columns)].agg(["mean", "std"]).T.add_prefix("overall recall "))
