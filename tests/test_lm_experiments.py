@@ -115,7 +115,7 @@ def test_chapter_07_builds_chapter_06s_configuration_from_the_same_profile():
     assert (ppo.n_iterations, ppo.batch_size, ppo.beta) == (params["iterations"], params["batch_size"], params["beta"])
     smollm2 = chapter_config(params, smollm2=True)
     assert smollm2.ground_truth == "gguf:smollm2" and smollm2.low_recall.data.n_samples == params["smollm2_samples"] // 2
-    assert smollm2.low_recall.data.tau_topic == 1.0 and smollm2.metrics.max_new_tokens == 16
+    assert smollm2.low_recall.data.tau_topic == 1.0 and smollm2.metrics.max_new_tokens == params["smollm2_max_new_tokens"]
     with pytest.raises(ValueError, match="algorithm = 'sft'"):
         chapter_alignments({**params, "algorithms": ["sft"]})
     assert chapter_alignments({**params, "algorithms": ["grpo_reward"]})["grpo_reward"].kl_form == "reward"

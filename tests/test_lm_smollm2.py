@@ -1,14 +1,21 @@
-"""The recall baselines of chapter 06's SmolLM2 section (a unigram of the KD data, a uniform guess), by hand."""
+"""Chapter 06's SmolLM2 section: its recall baselines (a unigram of the KD data, a uniform guess) by hand, and
+its study end to end on a tiny synthetic stand-in for SmolLM2 (the same code path, no GGUF file needed)."""
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
+from alignkd.cache import ResultStore
+from alignkd.lm.config import LLMConfig, StageConfig
+from alignkd.lm.experiments import GroundTruth, distilled, kd_data
 from alignkd.lm.generation import Samples
-from alignkd.lm.groundtruth import markov_mixture
-from alignkd.lm.metrics import (UnigramModel, leave_one_out_alpha, leave_one_out_loglik, per_token_mean,
+from alignkd.lm.groundtruth import MarkovMixtureConfig, markov_mixture
+from alignkd.lm.kd import KDDataConfig, TrainConfig, load_dataset
+from alignkd.lm.metrics import (MetricConfig, UnigramModel, leave_one_out_alpha, leave_one_out_loglik, per_token_mean,
                                 token_counts, uniform_recall)
+from alignkd.lm.smollm2 import COLUMNS, recall_split, recall_study, recall_verdict
 
 
 def _samples(rows: list[list[int]], pad: int = 2) -> Samples:
@@ -73,3 +80,67 @@ def test_unigram_refuses_data_with_suppressed_tokens_and_alpha_zero_with_unseen_
         UnigramModel.fit(_samples([[4, 3, 1]]), p_star)  # <unk> (3)
     with pytest.raises(ValueError, match="alpha = 0"):
         UnigramModel.fit(_samples([[4, 1]]), p_star, alpha=0.0)
+
+
+def test_recall_split_separates_the_first_token_from_the_later_ones_by_hand():
+    p_star = markov_mixture(vocab_size=10, n_topics=2, seed=0)
+    samples = p_star.sample(300, 5, seed=3)
+    split = recall_split(p_star, samples)
+    totals, n = p_star.log_prob(samples).total.double(), samples.response_lengths
+    first = torch.stack([torch.logsumexp(p_star.log_weights + p_star.log_init[:, t], 0) for t in samples.tokens[:, 1]])
+    assert split["recall"] == pytest.approx(float((totals / n).mean()), abs=1e-6)
+    assert split["first_token"] == pytest.approx(float(first.mean()), abs=1e-6)  # log Σ_k w_k π_k(y_1)
+    longer = n >= 2
+    assert split["later_tokens"] == pytest.approx(float(((totals - first)[longer] / (n[longer] - 1)).mean()), abs=1e-6)
+
+
+STAND_IN = LLMConfig(  # the section's code path on a synthetic p* (a real LM costs seconds per hundred sequences)
+    markov=MarkovMixtureConfig(vocab_size=16, n_topics=1, concentration=0.05),
+    high_recall=StageConfig(KDDataConfig(n_samples=400, max_new_tokens=4),
+                            TrainConfig(size="tiny", epochs=6, learning_rate=5e-3, batch_size=16)),
+    low_recall=StageConfig(KDDataConfig(n_samples=200, max_new_tokens=4, tau=0.95),
+                           TrainConfig(size="tiny", epochs=6, learning_rate=5e-3, batch_size=16)),
+    n_recall_samples=300, metrics=MetricConfig(max_new_tokens=4))
+
+
+def test_recall_study_scores_every_model_on_the_same_p_star_samples_and_is_cached(tmp_path):
+    torch.set_num_threads(1)
+    store = ResultStore("test", root=tmp_path)
+    table = recall_study(STAND_IN, store)
+    assert list(table.columns) == COLUMNS and list(table["model"]) == ["p*", "p'", "p''", "unigram", "uniform"]
+    r = table.set_index("model")
+    p_star = markov_mixture(vocab_size=16, n_topics=1, concentration=0.05)
+    recall_samples = p_star.sample(300, 4, 1.0, seed=STAND_IN.metrics.seed + 2)
+    assert r.loc["p*", "recall"] == pytest.approx(per_token_mean(p_star, recall_samples), abs=1e-6)
+    data = load_dataset(kd_data(store, distilled(GroundTruth.of(STAND_IN), STAND_IN.high_recall).data, p_star, p_star),
+                        p_star.pad_id)
+    unigram = UnigramModel.fit(data, p_star)  # the unigram of p''s own KD data
+    assert r.loc["unigram", "recall"] == pytest.approx(per_token_mean(unigram, recall_samples), abs=1e-6)
+    assert r.loc["uniform", "recall"] == pytest.approx(-math.log(13))  # 12 words and EOS
+    # on a one-chain language a student learns the transitions: above the unigram, below p*
+    assert r.loc["unigram", "recall"] < r.loc["p'", "recall"] < r.loc["p*", "recall"]
+    assert r.loc["p'", "sample"] and not r.loc["unigram", "sample"]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    pd.testing.assert_frame_equal(recall_study(STAND_IN, store), table)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def _table(recall, first, later):
+    names = ["p*", "p'", "p''", "unigram", "uniform"]
+    return pd.DataFrame({"model": names, "recall": recall, "first_token": first, "later_tokens": later})
+
+
+def test_recall_verdict_says_whether_p_prime_beats_the_unigram_and_where():
+    short = recall_verdict(_table([-3.9, -7.0, -7.3, -7.2, -10.8], [-3, -4.0, -4.6, -4.5, -10.8],
+                                  [-4, -8.0, -8.2, -8.1, -10.8]))
+    assert short.startswith("Recall (per-token log-likelihood of p*'s own samples): p* -3.90, p' -7.00, p'' -7.30, "
+                            "the unigram of p''s KD data -7.20, a uniform guess -10.80.")
+    assert "p' is +0.20 nats/token from the unigram (+0.50 on the first token after the prompt, +0.10 on the tokens" in short
+    assert "p'' -0.10." in short and "lies mostly in the first token" in short and "no claim about K-A" in short
+    worse = recall_verdict(_table([-3.9, -7.5, -7.6, -7.2, -10.8], [-3, -4.6, -4.6, -4.5, -10.8],
+                                  [-4, -8.2, -8.2, -8.1, -10.8]))
+    assert "p' gained nothing over them" in worse
+    learnt = recall_verdict(_table([-3.9, -6.0, -6.5, -7.2, -10.8], [-3, -4.0, -4.6, -4.5, -10.8],
+                                   [-4, -6.5, -7.0, -8.1, -10.8]))
+    assert "p' is +1.20 nats/token" in learnt and learnt.endswith("keeps more of p* than p''.")
+    assert "no claim" not in learnt

@@ -208,18 +208,24 @@ def load_model(folder: Path, like: LanguageModel) -> HFLanguageModel:
     return like.wrap(model)
 
 
-def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star: LanguageModel, *,
-            progress: bool = True) -> HFLanguageModel:
-    """KD (cached): sample `teacher` into shards (resumable), train a student from scratch on them."""
+def kd_data(store: ResultStore, recipe: KDData, teacher: LanguageModel, p_star: LanguageModel, *,
+            progress: bool = True) -> Path:
+    """The folder of a KD dataset (cached): `teacher` sampled into shards, resumable after a kill."""
     classify = None
-    if recipe.data.data.tau_topic < 1:
+    if recipe.data.tau_topic < 1:
         if not isinstance(p_star, MarkovMixture):
             raise ValueError("tau_topic < 1 needs the markov_mixture ground truth")
         classify = lambda s: p_star.topic_posterior(s).argmax(1)  # noqa: E731
+    return store.directory("lm_kd_data", recipe, resumable=True,
+                           build=lambda tmp: generate_dataset(teacher, recipe.data, tmp, classify=classify,
+                                                              progress=progress))
+
+
+def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star: LanguageModel, *,
+            progress: bool = True) -> HFLanguageModel:
+    """KD (cached): sample `teacher` into shards (resumable), train a student from scratch on them."""
     data_config = recipe.data.data
-    folder = store.directory("lm_kd_data", recipe.data, resumable=True,
-                             build=lambda tmp: generate_dataset(teacher, data_config, tmp, classify=classify,
-                                                                progress=progress))
+    folder = kd_data(store, recipe.data, teacher, p_star, progress=progress)
 
     def build(tmp: Path) -> None:
         data = load_dataset(folder, p_star.pad_id, limit=data_config.n_samples)

@@ -1,0 +1,116 @@
+"""Chapter 06's SmolLM2 section: what students trained from scratch on a CPU's worth of real p* samples learn.
+
+    table = recall_study(chapter_config(params, smollm2=True), store)   # cached, one row per model
+    print(recall_verdict(table))
+
+p* is the offline SmolLM2-135M-Instruct (`gguf:smollm2`); p' is distilled from it and p'' from p' exactly
+as in the chapter's other ground truths (`experiments.student`, cached under the same recipes). Recall is
+measured on p*'s own samples beside two baselines that need no network: a uniform guess over the
+49 152 tokens, and the unigram of p''s KD data (`metrics.UnigramModel`: token frequencies, add-α with α
+chosen by leave-one-out on those data alone). A student that does not beat the unigram has learnt
+token frequencies and nothing a reference model of the paper's pipelines needs, so the verdict says
+whether p' clears the unigram by `LEARNT_GAP` nats per token, and where its gain lies: on the first
+response token (the distribution after the prompt "The", which a unigram cannot condition on) or on
+the tokens after it (context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..cache import ResultStore
+from .config import LLMConfig
+from .experiments import GroundTruth, distilled, ground_truth, kd_data, student
+from .generation import Samples
+from .groundtruth import LanguageModel
+from .kd import load_dataset
+from .metrics import UnigramModel, uniform_recall
+
+LEARNT_GAP = 0.5
+"""Recall above the unigram (nats per token) that counts as a student having learnt more than token frequencies."""
+
+COLUMNS = ["model", "trained_on", "recall", "first_token", "later_tokens", "sample"]
+
+
+@dataclass(frozen=True)
+class RecallStudy:
+    """What a `recall_study` table is cached under (the models themselves are cached by their recipes)."""
+
+    config: LLMConfig
+    sample_seed: int = 1
+
+
+def first_tokens(samples: Samples) -> Samples:
+    """Each sequence cut after its first response token (`prompt + y_1`)."""
+    width = samples.prompt_length + 1
+    return Samples(samples.tokens[:, :width], samples.mask[:, :width], samples.prompt_length)
+
+
+def recall_split(model: LanguageModel, samples: Samples) -> dict[str, float]:
+    """Per-token recall of `samples` under `model`: over all response tokens (`recall`, the chapter's metric),
+    on the first one alone (`first_token`) and on the ones after it (`later_tokens`, sequences of >= 2 tokens)."""
+    whole = model.log_prob(samples)
+    first = model.log_prob(first_tokens(samples)).total.double()
+    later = whole.n_tokens >= 2
+    rest = (whole.total.double() - first)[later] / (whole.n_tokens[later] - 1)
+    return {"recall": float(whole.per_token.double().mean()), "first_token": float(first.mean()),
+            "later_tokens": float(rest.mean()) if later.any() else float("nan")}
+
+
+def recall_study(config: LLMConfig, store: ResultStore, *, progress: bool = False) -> pd.DataFrame:
+    """p*, p', p'', the unigram of p''s KD data and a uniform guess, each scoring the same
+    `config.n_recall_samples` samples of p* (columns `COLUMNS`; `sample`: one response of the model). Cached."""
+
+    def build() -> pd.DataFrame:
+        p_star = ground_truth(config)
+        high_recipe = distilled(GroundTruth.of(config), config.high_recall)
+        high = student(store, high_recipe, p_star, p_star, progress=progress)
+        low = student(store, distilled(high_recipe, config.low_recall), high, p_star, progress=progress)
+        data = load_dataset(kd_data(store, high_recipe.data, p_star, p_star, progress=progress), p_star.pad_id,
+                            limit=config.high_recall.data.n_samples)
+        unigram = UnigramModel.fit(data, p_star)
+        length = config.metrics.max_new_tokens
+        # the seed of `experiments.references`' recall set: the same samples as the chapter's other tables
+        recall_samples = p_star.sample(config.n_recall_samples, length, 1.0, seed=config.metrics.seed + 2)
+        n_data = f"{len(data)} × {length} tokens"
+        trained_on = {"p*": "(the ground truth)", "p'": f"p* samples, {n_data}",
+                      "p''": f"p' samples, {config.low_recall.data.n_samples} × {length} tokens",
+                      "unigram": f"p''s data: token counts, add-α = {unigram.alpha:.3g}"}
+        rows = []
+        for name, model in (("p*", p_star), ("p'", high), ("p''", low), ("unigram", unigram)):
+            sample = "" if name == "unigram" else model.sample(1, length, seed=RecallStudy.sample_seed).texts(
+                p_star.tokenizer)[0]
+            rows.append({"model": name, "trained_on": trained_on[name], **recall_split(model, recall_samples),
+                         "sample": sample})
+        uniform = uniform_recall(p_star)
+        rows.append({"model": "uniform", "trained_on": f"nothing: 1 / {p_star.vocab_size} per token", "recall": uniform,
+                     "first_token": uniform, "later_tokens": uniform, "sample": ""})
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    return store.frame("lm_smollm2_recall", RecallStudy(config), build)
+
+
+def recall_verdict(table: pd.DataFrame, learnt_gap: float = LEARNT_GAP) -> str:
+    """What a `recall_study` table shows, in sentences computed from it."""
+    r = table.set_index("model")["recall"]
+    split = table.set_index("model")
+    high, low = "p'", "p''"
+    gap = {name: r[name] - r["unigram"] for name in (high, low)}
+    first = split.loc[high, "first_token"] - split.loc["unigram", "first_token"]
+    later = split.loc[high, "later_tokens"] - split.loc["unigram", "later_tokens"]
+    text = (f"Recall (per-token log-likelihood of p*'s own samples): p* {r['p*']:.2f}, p' {r[high]:.2f}, "
+            f"p'' {r[low]:.2f}, the unigram of p''s KD data {r['unigram']:.2f}, a uniform guess {r['uniform']:.2f}. "
+            f"p' is {gap[high]:+.2f} nats/token from the unigram ({first:+.2f} on the first token after the prompt, "
+            f"{later:+.2f} on the tokens after it), p'' {gap[low]:+.2f}. ")
+    if gap[high] >= learnt_gap:
+        order = "keeps more of p* than p''" if r[high] > r[low] else "keeps no more of p* than p'' does"
+        return text + f"p' has learnt more than token frequencies (at least {learnt_gap} nats/token) and {order}."
+    if first <= 0 and later <= 0:
+        gained = "p' gained nothing over them"
+    else:
+        gained = f"what p' gained over them lies mostly in {'the first token' if first > later else 'the later tokens'}"
+    return text + (f"That is less than the {learnt_gap} nats/token above the unigram that would show a student "
+                   f"learning more than token frequencies: {gained}. References this close to a unigram have no rare "
+                   f"behaviour to keep or lose, so the section runs no alignment and makes no claim about K-A and A-K.")
