@@ -5,11 +5,13 @@
 - `students`: Llama students of named sizes (`make_student`, the SmolLM2 configs; `tiny_llama`).
 - `groundtruth`: ground truths p* behind one interface (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`).
 - `kd`: the KD stage (teacher samples sharded to disk, student training).
-- `metrics`: per-token average precision, recall, target precision and mean reward.
+- `metrics`: per-token average precision, recall, target precision and mean reward; recall's baselines
+  (`UnigramModel` of a KD dataset, `uniform_recall`).
 - alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo` (trainers, by name in `algorithms`),
   `training` (what the trainers share), `selection` (App. C.4 rules), `device`.
 - `config`: `LLMConfig` and `chapter_config` / `chapter_alignments` (a chapter's parameters → configs).
-- `experiments`: Pipelines K-A and A-K, every model cached under its recipe; `summary`: tables and verdicts.
+- `experiments`: Pipelines K-A and A-K, every model cached under its recipe; `summary`: tables and verdicts;
+  `smollm2`: chapter 06's SmolLM2 section (what students of the offline SmolLM2 learn, against the baselines).
 """
 
 import logging
