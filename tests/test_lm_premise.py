@@ -66,10 +66,13 @@ def test_premise_check_is_cached_by_recipes_and_rule(language, tmp_path):
     recipes = {"p*": "gt", "p'": "high", "p''": "low"}
     rule = PremiseRule(max_new_tokens=8)
     first = cached_premise_check(store, models, recipes, language, 7, rule)
+    assert first.shares.equals(premise_check(models, language, 7, rule).shares)  # the uncached check's numbers
     models["p''"] = language  # same recipes: the cached shares are read back, not re-measured
     again = cached_premise_check(store, models, recipes, language, 7, rule)
     assert again.shares.equals(first.shares) and again.passed
     assert not cached_premise_check(store, models, {**recipes, "p''": "other"}, language, 7, rule).passed
+    # one entry per model: another p'' re-measures p'' alone
+    assert len(list((tmp_path / "lm_topic_share").glob("*.parquet"))) == 4
 
 
 def test_premise_figure_draws_curves_and_shares(language):

@@ -7,7 +7,7 @@ import torch
 from alignkd.cache import ResultStore
 from alignkd.lm.algorithms import alignment_config
 from alignkd.lm.config import LLMConfig, StageConfig
-from alignkd.lm.experiments import align, references, run_pipelines
+from alignkd.lm.experiments import align, evaluated, references, run_pipelines
 from alignkd.lm.groundtruth import MarkovMixtureConfig
 from alignkd.lm.kd import KDDataConfig, TrainConfig
 from alignkd.lm.metrics import MetricConfig
@@ -53,6 +53,15 @@ def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):
     assert align(store, refs, "p''", PPO, 0, progress=False).path.exists()
 
 
+def test_evaluations_are_cached_by_recipe(run):
+    store, refs, metrics = run
+    saved = lambda: len(list((store.root / "lm_evaluation").glob("*.parquet")))  # noqa: E731
+    before = saved()
+    row = evaluated(store, refs, refs.recipes["p''"], refs.models["p''"])
+    assert saved() == before  # run_pipelines evaluated p'': read back
+    assert row == refs.evaluate(refs.models["p''"]) and row["reward"] == metrics.set_index("model").loc["p''", "reward"]
+
+
 def test_gap_decomposition_by_hand():
     grid = pd.DataFrame({"algorithm": "ppo", "stage": "aligned", "seed": [0, 1] * 4,
                          "size": ["small"] * 4 + ["tiny"] * 4, "tau_topic": [0.5, 0.5, 1.0, 1.0] * 2,
@@ -66,19 +75,67 @@ def test_gap_decomposition_by_hand():
 
 
 def test_coverage_sweep_measures_each_references_share_and_the_gap(run):
-    from alignkd.lm.premise import PremiseRule
-    from alignkd.lm.studies import coverage_sweep, sweep_intervals
+    from alignkd.lm.premise import PremiseRule, cached_premise_check
+    from alignkd.lm.studies import coverage_sweep, coverage_trend, sweep_intervals
 
     store, refs, metrics = run
-    sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0],
-                           rule=PremiseRule(max_new_tokens=6), progress=False)
+    rule = PremiseRule(max_new_tokens=6)
+    grid = capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
+    aligned_before = set((store.root / "lm_aligned").glob("*[!k]"))
+    sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0], rule=rule, progress=False)
     assert list(sweep["tau_topic"]) == [0.5, 0.5, 1.0, 1.0]
-    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 gap is run_pipelines'
+    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 run is run_pipelines'
     by_model = metrics[metrics.seed == 0].set_index("model")
+    assert first["ka_reward"] == by_model.loc["p''_KA", "reward"] and first["ak_reward"] == by_model.loc["p''_AK", "reward"]
     assert first["gap_reward"] == pytest.approx(by_model.loc["p''_AK", "reward"] - by_model.loc["p''_KA", "reward"])
-    shares = sweep.groupby("tau_topic")["share_low"].first()
+    assert first["gap_target_mass"] == pytest.approx(by_model.loc["p''_AK", "target_mass"]
+                                                     - by_model.loc["p''_KA", "target_mass"])
+    main = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic, rule)
+    assert first["reference_share"] == main.share("p''")  # the main run's premise shares, read back
+    shares = sweep.groupby("tau_topic")["reference_share"].first()
     assert shares[0.5] < shares[1.0]  # the sharpening prunes the target from p''
+    assert (sweep["reference_share_low"] <= sweep["reference_share"]).all()
+    assert (sweep["reference_share"] <= sweep["reference_share_high"]).all()
     table = sweep_intervals(sweep)
     assert list(table["n_seeds"]) == [2, 2]
-    assert (table["low"] <= table["mean"]).all() and (table["mean"] <= table["high"]).all()
-    assert table["mean"].iloc[0] == pytest.approx(sweep["gap_reward"][:2].mean())
+    for column in ("gap_reward", "gap_target_mass", "ak_target_mass"):
+        assert (table[f"{column}_low"] <= table[column]).all() and (table[column] <= table[f"{column}_high"]).all()
+    assert table["gap_reward"].iloc[0] == pytest.approx(sweep["gap_reward"][:2].mean())
+    # new alignments: seed 1's K-A at both τ_topic and its A-K (shared by both); seed 0's K-A at τ_topic 1 is
+    # the 2 × 2's unpruned p''-sized cell, read back
+    assert len(set((store.root / "lm_aligned").glob("*[!k]")) - aligned_before) == 3
+    kept = grid[(grid["tau_topic"] == 1.0) & (grid["stage"] == "aligned")].iloc[0]
+    assert kept["reward"] == sweep[(sweep.tau_topic == 1.0) & (sweep.seed == 0)]["ka_reward"].iloc[0]
+    trend = coverage_trend(sweep).iloc[0]
+    assert (trend["low_share"], trend["high_share"]) == (shares[0.5], shares[1.0])
+    by_seed = sweep.pivot_table(index="seed", columns="tau_topic", values="gap_reward")
+    assert trend["estimate"] == pytest.approx((by_seed[0.5] - by_seed[1.0]).mean())
+
+
+def test_coverage_trend_by_hand():
+    from alignkd.lm.studies import coverage_trend
+
+    sweep = pd.DataFrame({"algorithm": "dpo_online", "seed": [0, 1, 2] * 3, "tau_topic": [1.0] * 3 + [0.7] * 3 + [0.5] * 3,
+                          "reference_share": [0.04] * 3 + [0.02] * 3 + [0.005] * 3,
+                          "gap_reward": [0.1, 0.2, 0.0, 0.3, 0.3, 0.3, 0.5, 0.7, 0.6]})
+    row = coverage_trend(sweep).iloc[0]
+    assert (row["low_share"], row["high_share"], row["n_seeds"]) == (0.005, 0.04, 3)
+    assert row["estimate"] == pytest.approx(0.5)  # (0.4 + 0.5 + 0.6) / 3
+    assert row["low"] <= 0.5 <= row["high"] and row["low"] > 0
+    from alignkd.lm.studies import coverage_claim, coverage_sentences
+
+    sweep["gap_target_mass"] = [0.0, 0.01, 0.0, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02]
+    (line,) = coverage_sentences(sweep)
+    assert line.startswith("dpo_online: from p'' writing 4.00% of the target to 0.50%, A-K − K-A changes by +0.500 [")
+    assert "the reward gap grows as p'' loses the target" in line
+    claim = coverage_claim(sweep, "dpo_online")
+    assert (claim["claim_id"], claim["ours"], claim["verdict"]) == ("coverage_dpo_online", pytest.approx(0.5), "holds")
+
+    class Failed:  # a premise whose p' lost the target: the trend is no test of the mechanism
+        kept = False
+
+        @staticmethod
+        def verdict():
+            return "PREMISE FAILS"
+
+    assert coverage_claim(sweep, "dpo_online", Failed)["verdict"] == "not testable here"

@@ -208,12 +208,15 @@ def test_capacity_and_coverage_figures_draw_their_points():
     assert [list(c.lines[0].get_ydata()) for c in fig.axes[0].containers] == [[1.5, 1.0], [2.5, 2.0]]
     assert [list(c.lines[0].get_ydata()) for c in fig.axes[1].containers] == [[0.03, 0.01], [0.05, 0.02]]
     sweep = pd.DataFrame({"tau_topic": [0.5, 0.5, 1.0, 1.0], "algorithm": "ppo", "seed": [0, 1, 0, 1],
-                          "share_low": [0.01, 0.01, 0.04, 0.04], "ratio_low": [0.25, 0.25, 1.0, 1.0], "premise": True,
-                          "gap_reward": [0.2, 0.4, 0.0, 0.1], "gap_target_mass": [0.01, 0.03, 0.0, 0.0]})
-    fig = coverage_figure(sweep)
+                          "reference_share": [0.01, 0.01, 0.04, 0.04], "reference_share_low": [0.008] * 2 + [0.035] * 2,
+                          "reference_share_high": [0.012] * 2 + [0.045] * 2, "reference_ratio": [0.25, 0.25, 1.0, 1.0],
+                          "premise": True, "gap_reward": [0.2, 0.4, 0.0, 0.1], "gap_target_mass": [0.01, 0.03, 0.0, 0.0]})
+    fig = coverage_figure(sweep, premise_bound=0.02)
     (series,) = fig.axes[0].containers  # one algorithm: one line over p''s share (%)
-    assert list(series.lines[0].get_xdata()) == [1.0, 4.0]
+    assert list(series.lines[0].get_xdata()) == pytest.approx([1.0, 4.0])
     assert list(series.lines[0].get_ydata()) == pytest.approx([0.3, 0.05])
+    assert list(fig.axes[1].containers[0].lines[0].get_ydata()) == pytest.approx([2.0, 0.0])  # percentage points
+    assert fig.axes[0].lines[-1].get_xdata()[0] == pytest.approx(2.0)  # the premise's bound, in %
 
 
 def test_app_d_claims_pair_seeds_and_need_both_changes_on_the_claimed_side(tmp_path):

@@ -263,6 +263,16 @@ def references(config: LLMConfig, store: ResultStore, *, progress: bool = True) 
                       oracle, oracle_recipe, recall_samples, target_topic)
 
 
+def evaluated(store: ResultStore, refs: References, recipe: Any, model: LanguageModel) -> dict[str, float]:
+    """`refs.evaluate(model)` cached under the model's recipe: a model that several tables show (the
+    references in every algorithm's table, p'' and its K-A runs in the 2 × 2 and the coverage sweep) is
+    sampled and scored once. Sampling is seeded by the metric config, so a cached row is the computed one."""
+    key = {"model": recipe, "p*": refs.recipes["p*"], "p_target": refs.recipes["p_target"],
+           "oracle": refs.oracle_recipe, "metrics": refs.config.metrics, "n_recall": refs.config.n_recall_samples}
+    row = store.frame("lm_evaluation", key, lambda: pd.DataFrame([refs.evaluate(model)]))
+    return {name: float(value) for name, value in row.iloc[0].items()}
+
+
 def align(store: ResultStore, refs: References, reference_name: str, alignment, seed: int, *,
           progress: bool = True) -> Alignment:
     """Align a copy of `refs.models[reference_name]` against the frozen original and keep the
@@ -319,17 +329,20 @@ def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[i
 
     def metrics() -> pd.DataFrame:
         nan = float("nan")
-        rows = [{"seed": -1, "pipeline": "reference", "model": model_name, "final_tau": nan, **refs.evaluate(model)}
+        rows = [{"seed": -1, "pipeline": "reference", "model": model_name, "final_tau": nan,
+                 **evaluated(store, refs, refs.recipes[model_name], model)}
                 for model_name, model in refs.models.items()]  # shared by all seeds: one row each, seed = -1
         for seed in tqdm(seeds, desc=f"{label} seeds", disable=not progress):
             ka, ak = run(seed, "p''"), run(seed, "p'")
-            rows.append({"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": nan, **refs.evaluate(ka.model)})
-            rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan, **refs.evaluate(ak.model)})
+            rows.append({"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": nan,
+                         **evaluated(store, refs, ka.recipe, ka.model)})
+            rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan,
+                         **evaluated(store, refs, ak.recipe, ak.model)})
             for tau in config.final_taus:
-                final = student(store, distilled(ak.recipe, final_stage(config, tau, seed)), ak.model, refs.p_star,
-                                progress=progress)
+                recipe = distilled(ak.recipe, final_stage(config, tau, seed))
+                final = student(store, recipe, ak.model, refs.p_star, progress=progress)
                 rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau,
-                             **refs.evaluate(final)})
+                             **evaluated(store, refs, recipe, final)})
         frame = pd.DataFrame(rows)
         frame.insert(0, "algorithm", label)
         return frame

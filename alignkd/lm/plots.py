@@ -104,19 +104,27 @@ def capacity_figure(grids: Sequence[pd.DataFrame]):
     return fig
 
 
-def coverage_figure(sweep: pd.DataFrame):
-    """A-K − K-A in final reward (left) and target share (right) against p'''s measured target share, one
-    line per algorithm over the τ_topic values of `studies.coverage_sweep`, 95 % bootstrap intervals over seeds."""
+def coverage_figure(sweep: pd.DataFrame, premise_bound: float | None = None):
+    """A-K − K-A in final reward (left) and final target share (right, percentage points) against the target
+    share of p'' measured on its own samples, one line per algorithm over the τ_topic values of
+    `studies.coverage_sweep`: 95 % bootstrap intervals over seeds (vertical), the share's 95 % Wilson interval
+    (horizontal); `premise_bound` (a share, e.g. the premise's bound on p'') is drawn dotted."""
     from .studies import sweep_intervals  # studies loads the models' stack; the other figures need none of it
 
+    table = sweep_intervals(sweep, ("gap_reward", "gap_target_mass")).sort_values("reference_share")
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), constrained_layout=True)
-    for ax, column in zip(axes, ("gap_reward", "gap_target_mass")):
-        table = sweep_intervals(sweep, column)
+    for ax, column, scale in zip(axes, ("gap_reward", "gap_target_mass"), (1, 100)):
         for label, part in table.groupby("algorithm", sort=False):
-            ax.errorbar(part["share_low"] * 100, part["mean"],
-                        yerr=[part["mean"] - part["low"], part["high"] - part["mean"]], fmt="o-", capsize=3,
-                        label=label)
+            x = part["reference_share"] * 100
+            ax.errorbar(x, part[column] * scale, fmt="o-", capsize=3, label=label,
+                        xerr=[x - part["reference_share_low"] * 100, part["reference_share_high"] * 100 - x],
+                        yerr=[(part[column] - part[f"{column}_low"]) * scale,
+                              (part[f"{column}_high"] - part[column]) * scale])
         ax.axhline(0, color="0.5", lw=0.8)
-        ax.set(xlabel="p'' target share (%)", ylabel="A-K − K-A " + column.removeprefix("gap_").replace("_", " "))
+        if premise_bound is not None:
+            ax.axvline(premise_bound * 100, color="0.3", ls=":", lw=1)
+        ax.set(xlabel="p'' target share (%)")
+    axes[0].set(ylabel="A-K − K-A final reward")
+    axes[1].set(ylabel="A-K − K-A final target share (pp)")
     axes[0].legend(frameon=False, fontsize=8)
     return fig

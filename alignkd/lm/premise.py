@@ -150,9 +150,22 @@ def premise_check(models: Mapping[str, LanguageModel], p_star: MarkovMixture, ta
 
 def cached_premise_check(store, models: Mapping[str, LanguageModel], recipes: Mapping[str, Any], p_star: MarkovMixture,
                          target_topic: int, rule: PremiseRule = PremiseRule()) -> PremiseCheck:
-    """`premise_check`, its shares cached in `store` under the models' recipes (cache keys) and the rule."""
-    key = {"models": {name: recipes[name] for name in ("p*", "p'", "p''")}, "target_topic": target_topic, "rule": rule}
-    shares = store.frame("lm_premise", key, lambda: premise_check(models, p_star, target_topic, rule).shares)
+    """`premise_check`, each model's share cached in `store` under its recipe (cache key), the target and the rule.
+
+    One entry per model, so checks that share p* and p' (a sweep over the sharpening of p'') sample those
+    once; each model is sampled with the rule's seed alone, so the shares are `premise_check`'s."""
+    missing = [name for name in ("p*", "p'", "p''") if name not in models]
+    if missing:
+        raise ValueError(f"cached_premise_check needs models p*, p', p''; missing {missing}")
+    rows = []
+    for name in ("p*", "p'", "p''"):
+        key = {"model": recipes[name], "target_topic": target_topic, "rule": rule}
+        measure = lambda name=name: topic_shares(  # noqa: E731
+            {name: models[name]}, p_star, target_topic, n_samples=rule.n_samples, max_new_tokens=rule.max_new_tokens,
+            seed=rule.seed)
+        rows.append(store.frame("lm_topic_share", key, measure).assign(model=name))
+    shares = pd.concat(rows, ignore_index=True)
+    shares["ratio"] = shares["share"] / float(shares["share"].iloc[0])
     return PremiseCheck(rule, shares)
 
 

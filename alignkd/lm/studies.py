@@ -1,8 +1,11 @@
-"""Studies on chapter 06's references (issue 11): reward gaps at matched length, recall against capacity.
+"""Studies on chapter 06's references (issue 11): reward gaps at matched length, recall against capacity,
+the gap against coverage.
 
     gaps = length_gaps(store, refs, alignments, seeds, final_tau=0.95)       # A-K − K-A, raw and at matched length
     grid = capacity_grid(store, refs, alignment, seeds)                      # the 2 × 2 of K-A references
     parts = gap_decomposition(grid, metrics, label)                          # how much is lost target, how much size
+    sweep = coverage_sweep(store, config, alignments, seeds, tau_topics=[1.0, 0.85, 0.7, 0.5])
+    table = sweep_intervals(sweep)                # per τ_topic and algorithm: p'' share, gaps with 95 % intervals
 
 The 2 × 2 separates what the paper attributes to recall from what a bigger model buys anyway: K-A
 references of p''s size and of p'''s size, each distilled from p' with p'''s KD settings, with and
@@ -14,15 +17,20 @@ runs are K-A's own.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from .. import claims
 from ..cache import ResultStore
+from ..claims import verdict_from_interval
+from ..stats import format_interval, paired_bootstrap
 from .config import StageConfig
-from .experiments import References, align, distilled, final_stage, references, run_pipelines, student
+from .experiments import References, align, distilled, evaluated, final_stage, references, run_pipelines, student
 from .length import length_matched_gap, reward_samples
+from .premise import PremiseRule, cached_premise_check
 
 LENGTH_SEED = 777
 
@@ -75,10 +83,11 @@ def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequen
                 cell = dataclasses.replace(refs, models={**refs.models, name: model},
                                            recipes={**refs.recipes, name: recipe})
                 base = {"size": size, "tau_topic": tau_topic, "pruned": tau_topic < 1}
-                rows.append({**base, "seed": -1, "stage": "reference", **refs.evaluate(model)})
+                rows.append({**base, "seed": -1, "stage": "reference", **evaluated(store, refs, recipe, model)})
                 for seed in seeds:
                     run = align(store, cell, name, alignment, seed, progress=progress)
-                    rows.append({**base, "seed": seed, "stage": "aligned", **refs.evaluate(run.model)})
+                    rows.append({**base, "seed": seed, "stage": "aligned",
+                                 **evaluated(store, refs, run.recipe, run.model)})
         frame = pd.DataFrame(rows)
         frame.insert(0, "algorithm", label)
         return frame
@@ -108,12 +117,18 @@ def gap_decomposition(grid: pd.DataFrame, metrics: pd.DataFrame, *, high_size: s
 def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], seeds: Sequence[int], *,
                    tau_topics: Sequence[float], rule=None, progress: bool = True) -> pd.DataFrame:
     """The gap against coverage (issue 11.3): for each τ_topic, p'' (and A-K's final KD) distilled with that
-    sharpening, the premise shares measured, and K-A / A-K run for every alignment and seed.
+    sharpening, its target share measured on its own samples (`premise.cached_premise_check`), and K-A / A-K
+    run for every alignment and seed (A-K's final KD at the config's first τ).
 
-    One row per (tau_topic, algorithm, seed): the measured target share of p'' and its ratio to p*'s, and
-    A-K − K-A in final reward and in final target share (A-K's final KD at the config's first τ)."""
-    from .premise import PremiseRule, cached_premise_check
+    One row per (tau_topic, algorithm, seed): the K-A reference's measured target share `reference_share`
+    with its 95 % Wilson interval (`reference_share_low`, `_high`), its ratio to p*'s and the premise verdict;
+    the final reward, target share and mean response length of K-A (`ka_*`) and A-K (`ak_*`), and the gaps
+    A-K − K-A `gap_reward`, `gap_target_mass`.
 
+    Everything is cached by recipe, so the sweep shares with the rest of the chapter whatever it can: the
+    A-K alignments (p' does not depend on τ_topic), the main run at the chapter's τ_topic, and at τ_topic 1
+    the unpruned p''-sized reference of the 2 × 2 (`capacity_grid`) with its K-A runs.
+    """
     rule = rule or PremiseRule(max_new_tokens=config.metrics.max_new_tokens)
     rows = []
     for tau_topic in tau_topics:
@@ -121,29 +136,112 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
         swept = dataclasses.replace(config, low_recall=StageConfig(dataclasses.replace(low.data, tau_topic=tau_topic),
                                                                    low.train))
         refs = references(swept, store, progress=progress)
-        check = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic, rule)
+        reference = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic,
+                                         rule).shares.set_index("model").loc["p''"]
+        base = {"tau_topic": tau_topic, "reference_share": reference["share"], "reference_share_low": reference["low"],
+                "reference_share_high": reference["high"], "reference_ratio": reference["ratio"],
+                "premise": reference["ratio"] <= rule.prune_to_at_most}
         for label, alignment in alignments.items():
             metrics = run_pipelines(store, refs, alignment, list(seeds), label=label,
                                     final_taus=[config.final_taus[0]], progress=progress).metrics
             by_seed = metrics[metrics["seed"] >= 0].set_index(["model", "seed"])
             for seed in seeds:
-                ak, ka = by_seed.loc[("p''_AK", seed)], by_seed.loc[("p''_KA", seed)]
-                rows.append({"tau_topic": tau_topic, "algorithm": label, "seed": seed,
-                             "share_low": check.share("p''"), "ratio_low": check.ratio("p''"), "premise": check.passed,
-                             "gap_reward": ak["reward"] - ka["reward"],
-                             "gap_target_mass": ak["target_mass"] - ka["target_mass"]})
-    return pd.DataFrame(rows)
+                ka, ak = by_seed.loc[("p''_KA", seed)], by_seed.loc[("p''_AK", seed)]
+                row = {"algorithm": label, "seed": seed, **base}
+                for column, short in (("reward", "reward"), ("target_mass", "target_mass"),
+                                      ("response_length", "length")):
+                    row |= {f"ka_{short}": ka[column], f"ak_{short}": ak[column], f"gap_{short}": ak[column] - ka[column]}
+                rows.append(row)
+    columns = ["tau_topic", "algorithm", "seed"]
+    frame = pd.DataFrame(rows)
+    return frame[columns + [c for c in frame.columns if c not in columns]]
 
 
-def sweep_intervals(sweep: pd.DataFrame, column: str = "gap_reward") -> pd.DataFrame:
-    """Mean of `column` over seeds per (tau_topic, algorithm) with its 95 % bootstrap interval (over seeds)."""
-    from ..stats import paired_bootstrap
+SWEEP_COLUMNS = ("gap_reward", "gap_target_mass", "ka_target_mass", "ak_target_mass")
 
+
+def sweep_intervals(sweep: pd.DataFrame, columns: Sequence[str] = SWEEP_COLUMNS) -> pd.DataFrame:
+    """Per (tau_topic, algorithm): the K-A reference's target share with its Wilson interval, and the mean over
+    seeds of each of `columns` with its 95 % bootstrap interval over seeds (`<column>`, `<column>_low`,
+    `<column>_high`; a gap column's interval is the paired one of A-K and K-A by seed)."""
     rows = []
     for (tau_topic, label), part in sweep.groupby(["tau_topic", "algorithm"], sort=False):
-        values = part[column].to_numpy()
-        estimate, low, high = paired_bootstrap(values, [0.0] * len(values))
-        rows.append({"tau_topic": tau_topic, "algorithm": label, "share_low": part["share_low"].iloc[0],
-                     "ratio_low": part["ratio_low"].iloc[0], "premise": bool(part["premise"].iloc[0]),
-                     "mean": estimate, "low": low, "high": high, "n_seeds": len(values)})
+        first = part.iloc[0]
+        row = {"tau_topic": tau_topic, "algorithm": label, "n_seeds": len(part),
+               **{name: first[name] for name in ("reference_share", "reference_share_low", "reference_share_high",
+                                                 "reference_ratio", "premise")}}
+        for column in columns:
+            values = part[column].to_numpy()
+            row[column], row[f"{column}_low"], row[f"{column}_high"] = paired_bootstrap(values, [0.0] * len(values))
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def coverage_trend(sweep: pd.DataFrame, column: str = "gap_reward") -> pd.DataFrame:
+    """Does `column` grow as p'' loses the target? Per algorithm: `column` at the τ_topic whose K-A reference
+    has the lowest measured target share minus at the one with the highest, paired by seed, with its 95 %
+    bootstrap interval (columns algorithm, low_share, high_share, estimate, low, high, n_seeds)."""
+    rows = []
+    for label, part in sweep.groupby("algorithm", sort=False):
+        shares = part.groupby("tau_topic")["reference_share"].first()
+        least, most = shares.idxmin(), shares.idxmax()
+        by_seed = part.pivot_table(index="seed", columns="tau_topic", values=column).dropna()
+        estimate, low, high = paired_bootstrap(by_seed[least].to_numpy(), by_seed[most].to_numpy())
+        rows.append({"algorithm": label, "low_share": shares[least], "high_share": shares[most],
+                     "estimate": estimate, "low": low, "high": high, "n_seeds": len(by_seed)})
+    return pd.DataFrame(rows)
+
+
+def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """The chapter's table of the sweep: per (tau_topic, algorithm), p'''s measured target share with its
+    Wilson interval and the premise verdict, A-K − K-A in final reward and in final target share with their
+    95 % intervals over seeds, and the mean final target shares of K-A and A-K."""
+    table = sweep_intervals(sweep)
+    return table.drop(columns=["reference_ratio", *(f"{name}_{end}" for name in ("ka_target_mass", "ak_target_mass")
+                                                     for end in ("low", "high"))])
+
+
+def coverage_sentences(sweep: pd.DataFrame) -> list[str]:
+    """Per algorithm: how A-K − K-A (reward and target share) changes from the most to the least
+    target-writing p'' (`coverage_trend`), with its interval, and whether the reward gap grows."""
+    trends = {column: coverage_trend(sweep, column).set_index("algorithm") for column in ("gap_reward", "gap_target_mass")}
+    lines = []
+    for label, reward in trends["gap_reward"].iterrows():
+        share = trends["gap_target_mass"].loc[label]
+        if math.isnan(reward["low"]):
+            reading = "fewer than two seeds, so no interval says whether it grows"
+        else:
+            reading = ("grows" if reward["low"] > 0 else "shrinks" if reward["high"] < 0 else
+                       "does not change clearly (the interval contains 0)")
+            reading = f"the reward gap {reading} as p'' loses the target"
+        lines.append(f"{label}: from p'' writing {reward['high_share']:.2%} of the target to {reward['low_share']:.2%}, "
+                     f"A-K − K-A changes by {format_interval(reward['estimate'], reward['low'], reward['high'], 3)} in "
+                     f"reward and by {format_interval(share['estimate'] * 100, share['low'] * 100, share['high'] * 100, 2)} "
+                     f"points of target share (95 % intervals over {int(reward['n_seeds'])} seeds): {reading}.")
+    return lines
+
+
+def coverage_claim(sweep: pd.DataFrame, algorithm: str, premise=None) -> dict:
+    """The arguments of `claims.record` for "A-K's reward advantage grows as p'' loses the target" (`algorithm`):
+    the reward gap at the least minus at the most target-writing p'', paired by seed."""
+    trend = coverage_trend(sweep[sweep["algorithm"] == algorithm]).iloc[0]
+    if premise is not None and not premise.kept:
+        numbers = dict(ours=None, low=None, high=None, verdict="not testable here",
+                       reason="p' fails the premise, so A-K starts without the target too: " + premise.verdict())
+    elif math.isnan(trend["low"]):
+        numbers = dict(ours=None, low=None, high=None, verdict="not testable here", reason="fewer than two seeds: no interval")
+    else:
+        verdict, reason = verdict_from_interval(trend["low"], trend["high"])
+        numbers = dict(ours=trend["estimate"], low=trend["low"], high=trend["high"], verdict=verdict, reason=reason)
+    return dict(chapter="06_llm", claim_id=f"coverage_{algorithm}",
+                claim=f"A-K's reward advantage over K-A grows as p'' loses the target ({algorithm}; the gap with the "
+                      f"least minus with the most target-writing p'' of the τ_topic sweep, paired by seed)",
+                paper_value="predicted by §4.2's mechanism (no figure)", figure="fig-06-coverage", **numbers)
+
+
+def record_coverage_claims(store: ResultStore, sweep: pd.DataFrame, premise=None) -> pd.DataFrame:
+    """Record `coverage_claim` for every algorithm of the sweep; returns the rows recorded."""
+    rows = [coverage_claim(sweep, algorithm, premise) for algorithm in sweep["algorithm"].unique()]
+    for row in rows:
+        claims.record(store, **row)
+    return pd.DataFrame(rows, columns=claims.COLUMNS)
