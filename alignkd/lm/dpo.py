@@ -98,7 +98,7 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     policy.to(device)
     reference.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, foreach=True)  # as in kd.py
     shuffle = torch.Generator().manual_seed(seed)
     n = config.batch_size // 2
     rows, checkpoints = [], {}

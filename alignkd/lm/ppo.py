@@ -185,7 +185,8 @@ def train_ppo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     reference.to(device).eval().requires_grad_(False)
     torch.manual_seed(seed)
     value_head = ValueHead(policy.config.hidden_size).to(device)
-    optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=config.learning_rate)
+    optimizer = torch.optim.Adam([*policy.parameters(), *value_head.parameters()], lr=config.learning_rate,
+                                 foreach=True)  # batched over tensors, the per-tensor loop's numbers (kd.py)
     shuffle = torch.Generator().manual_seed(seed)
     rows, checkpoints = [], {}
 
