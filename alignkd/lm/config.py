@@ -89,7 +89,7 @@ def llm_chapter_params(profile: str) -> dict[str, Any]:
 
 
 # Chapter 06's SmolLM2 section: p' and p'' distilled from the offline SmolLM2-135M-Instruct, at what one CPU
-# thread affords (sampling p* costs ~0.01 s per token), their recall set beside the baselines (`alignkd.lm.smollm2`).
+# thread affords (sampling p* is the main cost), their recall set beside the baselines (`alignkd.lm.smollm2`).
 SMOLLM2_BATCH = 16
 SMOLLM2_MAX_RECALL = 256
 
