@@ -116,7 +116,7 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
             "chapter": chapter.name, "title": chapter.title, "profile": values.get("profile", "?"),
             "parameters": values, "modules": provenance.modules_used(chapter.path.read_text()),
             "commit": provenance.git_commit(), "library": library or _library_digest(),
-            "machine": provenance.machine(), "executed_at": executed_at.strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": {**provenance.machine(), **({"threads": threads} if threads else {})}, "executed_at": executed_at.strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": seconds, "cache": {kind: dict(counter) for kind, counter in use.items()},
         }
         result.cells.append(nbformat.v4.new_markdown_cell(
@@ -364,7 +364,7 @@ def _provenance_of(path: Path) -> dict[str, Any] | None:
 def write_status_page(profile: str, report: list[tuple[str, str, float]], book_root: Path = REPO_ROOT) -> Path:
     """The "Build status" page: every chapter's status, runtime and cache use in this build."""
     status = {name: state for name, state, _ in report}
-    rows, total, commits = [], 0.0, set()
+    rows, total, commits, machine = [], 0.0, set(), provenance.machine()
     for name, chapter in chapters().items():
         record = _provenance_of(chapters_dir(book_root) / f"{name}.ipynb")
         link = f"{{doc}}`{chapter.title} <../chapters/{name}>`"
@@ -373,6 +373,7 @@ def write_status_page(profile: str, report: list[tuple[str, str, float]], book_r
             continue
         total += record["seconds"]
         commits.add(record["commit"])
+        machine = record["machine"]  # as the chapters saw it: the threads each was given
         state = "executed" if status.get(name) == "ran" else "unchanged"
         use = record["cache"]
         rows.append(f"| {link} | {state} | {record['seconds']:.1f} s | {record['executed_at']} | "
@@ -388,7 +389,7 @@ def write_status_page(profile: str, report: list[tuple[str, str, float]], book_r
         + "\n".join(rows)
         + f"\n\nAll chapters together: {total:.1f} s of execution, from commit "
         + ", ".join(f"`{c}`" for c in sorted(commits))
-        + f", on {provenance.machine_text(provenance.machine())}.\n"
+        + f", on {provenance.machine_text(machine)}.\n"
     )
     path = generated_dir(book_root) / "status.md"
     path.parent.mkdir(parents=True, exist_ok=True)

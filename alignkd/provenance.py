@@ -47,7 +47,8 @@ def _cpu_model() -> str:
 
 @functools.cache
 def machine() -> dict[str, Any]:
-    """CPU model, logical cores, torch's default thread count, and the GPU (None without one)."""
+    """CPU model, logical cores, torch's default thread count, and the GPU (None without one). The book records
+    the threads a chapter's kernel was given instead, when it limits them (chapters executed side by side)."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -57,8 +58,8 @@ def machine() -> dict[str, Any]:
 
 def machine_text(info: dict[str, Any]) -> str:
     gpu = info["gpu"] or "no GPU"
-    return (f"{info['cpu']}, {info['cores']} logical cores; torch {info['torch']} with {info['threads']} threads "
-            f"by default; {gpu}; Python {info['python']}")
+    return (f"{info['cpu']}, {info['cores']} logical cores; torch {info['torch']} with {info['threads']} math "
+            f"thread(s); {gpu}; Python {info['python']}")
 
 
 def cache_use(log: Path) -> dict[str, Counter]:

@@ -55,6 +55,7 @@ def trajectory_figure(metrics: pd.DataFrame, algorithms: Sequence[str],
             tau = "" if final_tau is None else f", final KD τ {final_tau:g}"
             ax.set_title(f"{algorithm}{tau}", fontsize=9)
             ax.set(xlabel="overall recall (nats/token)", ylabel=y.replace("_", " "))
+            ax.margins(0.12)  # room for the model labels at the extremes
             ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7, frameon=False)
     return fig
