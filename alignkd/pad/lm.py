@@ -35,25 +35,15 @@ from ..lm.groundtruth import HFLanguageModel, LanguageModel
 from ..lm.students import STUDENT_SIZES, make_student
 from ..validation import require_int, require_positive
 from .calibration import ORDERS, calibrate, selection_log_probs
-from .losses import check_pad_settings, pad_loss
-from .mog.training import STUDENT_INITS  # one list of student starts for both testbeds
+from .losses import STUDENT_INITS, PADObjective, pad_loss
 
 
 
 @dataclass(frozen=True)
-class LMPADConfig:
-    """PAD for causal LMs; defaults from PAD (Gu et al. 2025) and the KD stage of App. C.2."""
+class LMPADConfig(PADObjective):
+    """PAD for causal LMs; defaults from PAD (Gu et al. 2025) and the KD stage of App. C.2. `student_init`
+    "fresh" is a new `student_size` model initialised as KD initialises it."""
 
-    loss: str = "ppd"
-    """"ppd" (JSD over all n! rankings) or "vpd" (NLL of the teacher's ranking)."""
-    n_responses: int = 4
-    """Responses per prompt n (PAD §5.1: 4); 2..8."""
-    group_size: int | None = None
-    """Preference decomposition: rank groups of this size (divides n); None = all n at once."""
-    beta: float = 1.0
-    """Plackett–Luce scale on the rewards."""
-    tau: float = 0.8
-    """Student sampling temperature τ (PAD §4.1: 0.8)."""
     n_iterations: int = 300
     """Sample-and-update iterations (the LM chapter's alignment budget, 300 steps)."""
     groups_per_step: int = 16
@@ -68,23 +58,19 @@ class LMPADConfig:
     """Option orders averaged for p_sel: cyclic (position bias cancels exactly), random, fixed."""
     question: str = "Continue the text."
     """The MCQ question shown before the options."""
-    student_init: str = "fresh"
-    """"fresh": a new `student_size` model initialised as KD initialises it; "p_low": a copy of p''."""
     student_size: str = "tiny"
     """Architecture of a fresh student (the size of p'' in the LM chapter)."""
     seed: int = 0
     """Sampling seeds and the fresh student's initialisation."""
 
     def __post_init__(self):
-        check_pad_settings(self.loss, self.n_responses, self.group_size)
-        require_positive(self, "beta", "tau", "learning_rate")
+        super().__post_init__()
+        require_positive(self, "learning_rate")
         require_int(self, "n_iterations", "groups_per_step", "max_new_tokens")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha = {self.alpha!r}: must be in [0, 1]")
         if self.calibration_order not in ORDERS:
             raise ValueError(f"calibration_order = {self.calibration_order!r}: must be one of {', '.join(ORDERS)}")
-        if self.student_init not in STUDENT_INITS:
-            raise ValueError(f"student_init = {self.student_init!r}: must be one of {', '.join(STUDENT_INITS)}")
         if self.student_size not in STUDENT_SIZES:
             raise ValueError(f"student_size = {self.student_size!r}: must be one of {', '.join(STUDENT_SIZES)}")
 

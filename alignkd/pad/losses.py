@@ -41,9 +41,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from ..validation import require_positive
 
 MAX_N = 10  # 10! = 3.6M rankings: beyond this a full distribution over rankings is not a sensible loss
 LOSSES = ("ppd", "vpd")
@@ -205,6 +208,34 @@ def vpd_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor, beta: f
     student = decompose(student_scores, group_size)
     teacher = decompose(teacher_scores.detach(), group_size)
     return -plackett_luce_log_prob(student, sorted_ranking(teacher), beta).mean(-1)
+
+
+STUDENT_INITS = ("fresh", "p_low")  # a new compact student, or p'' itself (the model K-A is trapped in)
+
+
+@dataclass(frozen=True)
+class PADObjective:
+    """The settings PAD has in both testbeds (PAD, Gu et al. 2025, §4–5); `pad.mog.PADConfig` and
+    `pad.lm.LMPADConfig` add their testbed's budget and student."""
+
+    loss: str = "ppd"
+    """"ppd" (Jensen–Shannon over all n! rankings, PAD's main loss) or "vpd" (NLL of the teacher's ranking)."""
+    n_responses: int = 4
+    """Responses per prompt n (PAD §5.1: 4); 2..8 here (n! rankings per group)."""
+    group_size: int | None = None
+    """Preference decomposition (PAD §4.4): rank groups of this size (must divide n); None = all n at once."""
+    beta: float = 1.0
+    """Plackett–Luce scale β on the rewards, for teacher and student alike."""
+    tau: float = 0.8
+    """Student sampling temperature τ (PAD §4.1: 0.8)."""
+    student_init: str = "fresh"
+    """"fresh": a new student initialised as KD initialises its students; "p_low": a copy of p''."""
+
+    def __post_init__(self):
+        check_pad_settings(self.loss, self.n_responses, self.group_size)
+        require_positive(self, "beta", "tau")
+        if self.student_init not in STUDENT_INITS:
+            raise ValueError(f"student_init = {self.student_init!r}: must be one of {', '.join(STUDENT_INITS)}")
 
 
 def check_pad_settings(loss: str, n_responses, group_size) -> None:

@@ -26,7 +26,8 @@ from .comparison import Comparison, cached_comparison, pad_label, run_comparison
 from .report import (answer, answer_claim_rows, comparison_boxplots, escape_verdict, final_models, paired_gaps, summary_table,
                      trajectory_plot, trajectory_table)
 from .student import fresh_student, tempered
-from .training import STUDENT_INITS, PADConfig, PADRun, align_then_pad, pad_step_loss, train
+from ..losses import STUDENT_INITS
+from .training import PADConfig, PADRun, align_then_pad, pad_step_loss, train
 
 __all__ = ["PADConfig", "PADRun", "STUDENT_INITS", "Comparison", "tempered", "fresh_student", "pad_step_loss", "train",
            "align_then_pad", "pad_label", "run_comparison", "cached_comparison", "final_models", "summary_table",

@@ -17,46 +17,30 @@ from tqdm.auto import tqdm
 from ...mog.mixture import Mixture, generators
 from ...mog.pipelines import Setup
 from ...validation import require_int, require_positive
-from ..losses import check_pad_settings, pad_loss
+from ..losses import PADObjective, pad_loss
 from .student import fresh_student, tempered
-
-STUDENT_INITS = ("fresh", "p_low")
 
 
 @dataclass(frozen=True)
-class PADConfig:
-    """PAD on the MoG testbed; defaults from PAD (Gu et al. 2025) and the paper's KD budget (App. A.1)."""
+class PADConfig(PADObjective):
+    """PAD on the MoG testbed; defaults from PAD (Gu et al. 2025) and the paper's KD budget (App. A.1). A 2-D
+    point is a one-token response; `student_init` "fresh" is a compact mixture initialised as sft.fit does
+    (equal weights, means uniform in [−2, 2]², std 0.5, from the trial's own stream)."""
 
-    loss: str = "ppd"
-    """"ppd" (Jensen–Shannon over all n! rankings, PAD's main loss) or "vpd" (NLL of the teacher's ranking)."""
-    n_responses: int = 4
-    """Responses per prompt n (PAD §5.1: 4); 1 < n <= 8 here (n! rankings per group)."""
-    group_size: int | None = None
-    """Preference decomposition (PAD §4.4): rank groups of this size (must divide n); None = all n at once."""
-    beta: float = 1.0
-    """Plackett–Luce scale β on the rewards (log-densities), for teacher and student alike."""
-    tau: float = 0.8
-    """Student sampling temperature τ (PAD §4.1: 0.8); see `tempered`."""
     n_iterations: int = 2000
     """Adam steps: the KD budget of A-K's last step (App. A.1: 2000), so the two final steps cost alike."""
     batch_size: int = 256
     """Student samples per step and row (App. A.2's 256), i.e. batch_size / n_responses groups."""
     learning_rate: float = 1e-2
     """Adam learning rate (App. A.2: 1e-2, as for every other MoG optimiser)."""
-    student_init: str = "fresh"
-    """"fresh": a new compact mixture initialised exactly as KD initialises its students (sft.fit:
-    equal weights, means uniform in [−2, 2]², std 0.5, from the trial's own stream); "p_low": start from
-    p'', the compact KD model that Pipeline K-A aligns (the low-recall starting point)."""
 
     def __post_init__(self):
-        check_pad_settings(self.loss, self.n_responses, self.group_size)
-        require_positive(self, "beta", "tau", "learning_rate")
+        super().__post_init__()
+        require_positive(self, "learning_rate")
         require_int(self, "n_iterations", minimum=0)
         require_int(self, "batch_size")
         if self.batch_size % self.n_responses:
             raise ValueError(f"batch_size = {self.batch_size}: must be a multiple of n_responses = {self.n_responses}")
-        if self.student_init not in STUDENT_INITS:
-            raise ValueError(f"student_init = {self.student_init!r}: must be one of {', '.join(STUDENT_INITS)}")
 
 
 @dataclass
