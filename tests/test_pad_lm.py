@@ -138,3 +138,15 @@ def test_escape_claims_pair_pad_with_k_a_by_seed():
     from alignkd.claims import make_row
     for record in escape_claim_rows(rows).to_dict("records"):  # every row is one claims.record accepts
         make_row(**{k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()})
+
+
+def test_escape_claims_are_not_testable_when_the_premise_fails():
+    from alignkd.lm.premise import PremiseCheck, PremiseRule
+
+    rows = pd.DataFrame([{"name": n, "seed": s, "reward": r} for n, r in (("K-A", 1.0), ("A→PAD (ppd, p_low)", 2.0))
+                         for s in range(3)])
+    failed = PremiseCheck(PremiseRule(), pd.DataFrame({"model": ["p*", "p'", "p''"], "share": [0.04, 0.04, 0.03],
+                                                       "low": [0.04, 0.04, 0.03], "high": [0.04, 0.04, 0.03]}))
+    [row] = escape_claim_rows(rows, premise=failed).to_dict("records")
+    assert row["verdict"] == "not testable here" and "fail the premise" in row["reason"]
+    assert escape_claim_rows(rows).iloc[0]["verdict"] == "holds"

@@ -227,9 +227,11 @@ def escape_verdicts(rows: pd.DataFrame) -> list[str]:
 MIN_SEEDS = 3  # the paper's seed count (App. C), and the fewest that give a bootstrap interval a verdict can rest on
 
 
-def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str = "fig-07-lm") -> pd.DataFrame:
+def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str = "fig-07-lm",
+                      premise=None) -> pd.DataFrame:
     """Rows for `alignkd.claims.record`: per PAD student, "it ends with a higher reward than K-A" on chapter 06's
-    language-model testbed, paired by seed (bootstrap 95 % interval; with fewer than `MIN_SEEDS`, not testable)."""
+    language-model testbed, paired by seed (bootstrap 95 % interval; with fewer than `MIN_SEEDS`, not testable).
+    `premise`: chapter 06's `PremiseCheck`; when it fails, K-A is no trap to escape and every row is not testable."""
     from ..claims import verdict_from_interval
     from ..stats import paired_bootstrap
 
@@ -243,6 +245,10 @@ def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str =
                    claim=f"{name}: a reference-free student ends with a higher reward than K-A on the language-model "
                          f"testbed (chapter 06's references, paired by seed)",
                    paper_value="not in either paper: this book's question (PAD is reference-free)")
+        if premise is not None and not premise.passed:
+            out.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
+                        "reason": "the references fail the premise: " + premise.verdict()})
+            continue
         if len(paired) < MIN_SEEDS:  # 2 pairs give a bootstrap only 3 distinct means: no interval worth a verdict
             out.append({**row, "ours": float((paired["pad"] - paired["ka"]).mean()) if len(paired) else None,
                         "low": None, "high": None, "verdict": "not testable here",
