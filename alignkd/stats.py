@@ -64,6 +64,13 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], confidence: float =
     return Interval(estimate, float("nan"), float("nan"))
 
 
+def paired_on_index(a: pd.Series, b: pd.Series, seed: int = 0) -> tuple[Interval, int]:
+    """`paired_bootstrap` of two Series paired on their index (e.g. seed): labels in both with values in both
+    are the pairs. Returns the interval and the number of pairs."""
+    paired = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
+    return paired_bootstrap(paired["a"].to_numpy(), paired["b"].to_numpy(), seed=seed), len(paired)
+
+
 class SpreadTest(NamedTuple):
     sd_a: float
     sd_b: float
@@ -131,5 +138,5 @@ def format_interval(estimate: float, low: float, high: float, digits: int = 2) -
     return f"{estimate:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-__all__ = ["CONFIDENCE", "Interval", "SpreadTest", "paired_bootstrap", "brown_forsythe", "mean_verdict",
+__all__ = ["CONFIDENCE", "Interval", "SpreadTest", "paired_bootstrap", "paired_on_index", "brown_forsythe", "mean_verdict",
            "spread_verdict", "compare_paired", "format_interval"]

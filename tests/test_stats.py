@@ -57,3 +57,15 @@ def test_compare_paired_pairs_by_trial_and_drops_unpaired():
     assert line["diff"] == pytest.approx(((8 - 2) + (9 - 6) + (10 - 7)) / 3)
     assert line.sd_a == pytest.approx(1.0) and line.sd_b == pytest.approx(np.std([2, 6, 7], ddof=1))
     assert line.ci_low <= line["diff"] <= line.ci_high
+
+
+def test_paired_on_index_pairs_only_labels_present_in_both():
+    import pandas as pd
+
+    from alignkd.stats import paired_on_index
+
+    a = pd.Series({0: 2.0, 1: 3.0, 2: 5.0, 7: 100.0})  # label 7 has no partner
+    b = pd.Series({0: 1.0, 1: 1.0, 2: 2.0, 3: -50.0})  # nor label 3
+    interval, n_pairs = paired_on_index(a, b)
+    assert n_pairs == 3 and interval.estimate == pytest.approx(2.0)  # differences 1, 2, 3
+    assert 1.0 <= interval.low <= interval.estimate <= interval.high <= 3.0

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import claims
 from ..claims import verdict_from_interval
-from ..stats import format_interval, paired_bootstrap
+from ..stats import format_interval, paired_on_index
 
 
 def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "precision", "recall")) -> pd.DataFrame:
@@ -98,9 +98,8 @@ def final_gaps(metrics: pd.DataFrame, main_tau: float, columns: Sequence[str] = 
         for column in (c for c in columns if c in metrics.columns):
             ak = final_values(metrics, algorithm, "A-K", column, main_tau)
             ka = final_values(metrics, algorithm, "K-A", column, main_tau)
-            pairs = pd.concat({"ak": ak, "ka": ka}, axis=1, join="inner").dropna()
-            interval = paired_bootstrap(pairs["ak"].to_numpy(), pairs["ka"].to_numpy())
-            rows.append(FinalGap(algorithm, column, ak.mean(), ak.std(), ka.mean(), ka.std(), len(pairs), *interval))
+            interval, n_pairs = paired_on_index(ak, ka)
+            rows.append(FinalGap(algorithm, column, ak.mean(), ak.std(), ka.mean(), ka.std(), n_pairs, *interval))
     return pd.DataFrame(rows, columns=FinalGap._fields)
 
 
@@ -289,8 +288,7 @@ def app_d_claims(metrics: pd.DataFrame, main_tau: float) -> list[dict]:
                 rows.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
                              "reason": f"{len(seeds)} seed(s) at both temperatures: no interval"})
                 continue
-            changes = {metric: paired_bootstrap(at.loc[seeds, metric].to_numpy(), base.loc[seeds, metric].to_numpy())
-                       for metric in ("precision", "recall")}
+            changes = {metric: paired_on_index(at[metric], base[metric])[0] for metric in ("precision", "recall")}
             sides = {"precision": "> 0" if lower else "< 0", "recall": "< 0" if lower else "> 0"}
             verdicts = {metric: verdict_from_interval(changes[metric].low, changes[metric].high, sides[metric])[0]
                         for metric in sides}

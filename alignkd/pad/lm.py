@@ -233,14 +233,14 @@ def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str =
     language-model testbed, paired by seed (bootstrap 95 % interval; with fewer than `MIN_SEEDS`, not testable).
     `premise`: chapter 06's `PremiseCheck`; when it fails, K-A is no trap to escape and every row is not testable."""
     from ..claims import verdict_from_interval
-    from ..stats import paired_bootstrap
+    from ..stats import paired_on_index
 
     finals = rows[rows.seed >= 0]
     ka = finals[finals.name == "K-A"].set_index("seed")["reward"]
     out = []
     for number, name in enumerate(n for n in dict.fromkeys(finals.name) if n.startswith("A→PAD")):
         pad = finals[finals.name == name].set_index("seed")["reward"]
-        paired = pd.concat({"pad": pad, "ka": ka}, axis=1, join="inner").dropna()
+        gap, n_pairs = paired_on_index(pad, ka)
         row = dict(chapter=chapter, claim_id=f"lm-escape-{number}", figure=figure,
                    claim=f"{name}: a reference-free student ends with a higher reward than K-A on the language-model "
                          f"testbed (chapter 06's references, paired by seed)",
@@ -249,15 +249,14 @@ def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str =
             out.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
                         "reason": "the references fail the premise: " + premise.verdict()})
             continue
-        if len(paired) < MIN_SEEDS:  # 2 pairs give a bootstrap only 3 distinct means: no interval worth a verdict
-            out.append({**row, "ours": float((paired["pad"] - paired["ka"]).mean()) if len(paired) else None,
-                        "low": None, "high": None, "verdict": "not testable here",
-                        "reason": f"{len(paired)} seed(s): a verdict needs an interval over >= {MIN_SEEDS} seeds"})
+        if n_pairs < MIN_SEEDS:  # 2 pairs give a bootstrap only 3 distinct means: no interval worth a verdict
+            out.append({**row, "ours": gap.estimate if n_pairs else None, "low": None, "high": None,
+                        "verdict": "not testable here",
+                        "reason": f"{n_pairs} seed(s): a verdict needs an interval over >= {MIN_SEEDS} seeds"})
             continue
-        gap = paired_bootstrap(paired["pad"].to_numpy(), paired["ka"].to_numpy())
         verdict, reason = verdict_from_interval(gap.low, gap.high, "> 0")
         out.append({**row, "ours": gap.estimate, "low": gap.low, "high": gap.high, "verdict": verdict,
-                    "reason": f"{reason}; {len(paired)} seeds"})
+                    "reason": f"{reason}; {n_pairs} seeds"})
     return pd.DataFrame(out)
 
 
