@@ -30,6 +30,7 @@ from ..stats import format_interval, paired_bootstrap
 from .config import StageConfig
 from .experiments import References, align, distilled, evaluated, final_stage, references, run_pipelines, student
 from .length import length_matched_gap, reward_samples
+from .parallel import build_cells, interleaved, pipeline_cells
 from .premise import PremiseRule, cached_premise_check
 
 LENGTH_SEED = 777
@@ -115,7 +116,7 @@ def gap_decomposition(grid: pd.DataFrame, metrics: pd.DataFrame, *, high_size: s
 
 
 def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], seeds: Sequence[int], *,
-                   tau_topics: Sequence[float], rule=None, progress: bool = True) -> pd.DataFrame:
+                   tau_topics: Sequence[float], rule=None, progress: bool = True, jobs: int | None = 1) -> pd.DataFrame:
     """The gap against coverage (issue 11.3): for each τ_topic, p'' (and A-K's final KD) distilled with that
     sharpening, its target share measured on its own samples (`premise.cached_premise_check`), and K-A / A-K
     run for every alignment and seed (A-K's final KD at the config's first τ).
@@ -128,13 +129,20 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
     Everything is cached by recipe, so the sweep shares with the rest of the chapter whatever it can: the
     A-K alignments (p' does not depend on τ_topic), the main run at the chapter's τ_topic, and at τ_topic 1
     the unpruned p''-sized reference of the 2 × 2 (`capacity_grid`) with its K-A runs.
+
+    `jobs` > 1 (None: one per core) first builds the runs in that many processes (`parallel.build_cells`),
+    the τ_topic values taken in turn so that their p'' are distilled side by side.
     """
     rule = rule or PremiseRule(max_new_tokens=config.metrics.max_new_tokens)
+    low = config.low_recall
+    swept_configs = {tau_topic: dataclasses.replace(config, low_recall=StageConfig(
+        dataclasses.replace(low.data, tau_topic=tau_topic), low.train)) for tau_topic in tau_topics}
+    if jobs != 1:
+        first_tau = {label: config.final_taus[:1] for label in alignments}
+        build_cells(store, interleaved([pipeline_cells(swept, alignments, seeds, first_tau)
+                                        for swept in swept_configs.values()]), jobs=jobs)
     rows = []
-    for tau_topic in tau_topics:
-        low = config.low_recall
-        swept = dataclasses.replace(config, low_recall=StageConfig(dataclasses.replace(low.data, tau_topic=tau_topic),
-                                                                   low.train))
+    for tau_topic, swept in swept_configs.items():
         refs = references(swept, store, progress=progress)
         reference = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic,
                                          rule).shares.set_index("model").loc["p''"]

@@ -1,0 +1,55 @@
+"""`alignkd.lm.parallel`: runs built in worker processes are the runs built in-process, and the pipelines
+read them back instead of training again."""
+
+import pytest
+import torch
+
+from alignkd.cache import ResultStore
+from alignkd.lm.algorithms import alignment_config
+from alignkd.lm.experiments import references, run_pipelines
+from alignkd.lm.parallel import PipelineCell, build_cells, interleaved, pipeline_cells
+from tests.test_lm_studies import CONFIG, PPO
+
+DPO = alignment_config("dpo_online", n_iterations=2, batch_size=8, grad_steps=1, pairs_per_step=2, learning_rate=1e-3,
+                       max_new_tokens=6, eval_every=1, device="cpu")
+ALIGNMENTS = {"ppo": PPO, "dpo_online": DPO}
+
+
+def built(root, jobs):
+    torch.set_num_threads(1)  # what a worker gets: one torch thread
+    store = ResultStore("test", root=root)
+    refs = references(CONFIG, store, progress=False)
+    cells = pipeline_cells(CONFIG, ALIGNMENTS, [0, 1], {"ppo": (0.95, 0.9), "dpo_online": (0.95,)})
+    build_cells(store, cells, jobs=jobs)
+    return store, refs
+
+
+def test_runs_built_in_workers_equal_runs_built_in_process(tmp_path):
+    parallel, refs = built(tmp_path / "parallel", jobs=2)
+    serial, _ = built(tmp_path / "serial", jobs=1)
+    n_aligned = len(list((parallel.root / "lm_aligned").glob("*[!k]")))
+    assert n_aligned == 2 * 2 * 2  # algorithms × seeds × (K-A, A-K)
+    for label, alignment in ALIGNMENTS.items():
+        taus = [0.95, 0.9] if label == "ppo" else [0.95]
+        a = run_pipelines(parallel, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
+        b = run_pipelines(serial, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
+        assert a.metrics.equals(b.metrics), label
+        assert a.trajectories.equals(b.trajectories), label
+        assert len(a.metrics[a.metrics["model"] == "p''_AK"]) == 2 * len(taus)
+    # the pipelines found every run: nothing new was trained
+    assert len(list((parallel.root / "lm_aligned").glob("*[!k]"))) == n_aligned
+
+
+def test_interleaved_takes_groups_in_turn():
+    cells = [[PipelineCell(CONFIG, PPO, seed, (0.95,)) for seed in range(n)] for n in (3, 1, 2)]
+    assert [cell.seed for cell in interleaved(cells)] == [0, 0, 0, 1, 1, 2]
+    assert interleaved([]) == []
+
+
+def test_a_failing_cell_is_raised_and_jobs_are_checked(tmp_path):
+    store = ResultStore("test", root=tmp_path)
+    with pytest.raises(ValueError, match="jobs"):
+        build_cells(store, [], jobs=0)
+    broken = PipelineCell(CONFIG, object(), 0, (0.95,))  # no algorithm has this config
+    with pytest.raises(Exception, match="not an LM alignment config"):
+        build_cells(store, [broken, broken], jobs=2)
