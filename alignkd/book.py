@@ -383,8 +383,8 @@ def write_status_page(profile: str, report: list[tuple[str, str, float]], book_r
         f"The last build of this book, with profile `{profile}`. *executed*: the chapter ran in this build; "
         "*unchanged*: its notebook, parameter values and library were the same as at its last execution, so its "
         "page is the one that execution made. *Runtime* is the chapter's own execution time; *results* counts its "
-        "`ResultStore` lookups, reused from `results/<profile>/` / computed and stored. Each chapter's page ends "
-        "with its full provenance.\n\n"
+        "distinct `ResultStore` results, reused from `results/<profile>/` / computed and stored while it ran. Each "
+        "chapter's page ends with its full provenance.\n\n"
         "| chapter | status | runtime | executed | results reused / computed |\n|---|---|---|---|---|\n"
         + "\n".join(rows)
         + f"\n\nAll chapters together: {total:.1f} s of execution, from commit "

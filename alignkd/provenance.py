@@ -63,12 +63,18 @@ def machine_text(info: dict[str, Any]) -> str:
 
 
 def cache_use(log: Path) -> dict[str, Counter]:
-    """From a cache log: how many results of each name were reused and how many computed."""
-    use = {"reused": Counter(), "computed": Counter()}
+    """From a cache log: how many distinct results of each name were reused from before the chapter ran
+    and how many were computed while it ran. A result computed during the run (by the chapter or by a
+    worker process it started) and read again later counts once, as computed."""
+    computed_now: dict[tuple[str, str], bool] = {}
     if Path(log).exists():
         for line in Path(log).read_text().splitlines():
             entry = json.loads(line)
-            use["reused" if entry["reused"] else "computed"][entry["result"]] += 1
+            key = (entry["result"], entry["file"])
+            computed_now[key] = computed_now.get(key, False) or not entry["reused"]
+    use = {"reused": Counter(), "computed": Counter()}
+    for (result, _), computed in computed_now.items():
+        use["computed" if computed else "reused"][result] += 1
     return use
 
 

@@ -53,3 +53,19 @@ def test_a_failing_cell_is_raised_and_jobs_are_checked(tmp_path):
     broken = PipelineCell(CONFIG, object(), 0, (0.95,))  # no algorithm has this config
     with pytest.raises(Exception, match="not an LM alignment config"):
         build_cells(store, [broken, broken], jobs=2)
+
+
+def test_grid_and_sweep_built_in_workers_equal_in_process(tmp_path):
+    from alignkd.lm.premise import PremiseRule
+    from alignkd.lm.studies import capacity_grid, coverage_sweep
+
+    frames = {}
+    for jobs in (2, 1):
+        store, refs = built(tmp_path / f"jobs{jobs}", jobs=jobs)
+        grid = capacity_grid(store, refs, PPO, [0, 1], label="ppo", sizes=["tiny"], progress=False, jobs=jobs)
+        sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 0.8], progress=False,
+                               rule=PremiseRule(n_samples=10000, max_new_tokens=6), jobs=jobs)
+        frames[jobs] = grid, sweep
+    assert frames[2][0].equals(frames[1][0])
+    assert frames[2][1].equals(frames[1][1])
+    assert set(frames[2][1]["tau_topic"]) == {0.5, 0.8}

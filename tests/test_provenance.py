@@ -67,13 +67,20 @@ def test_the_cache_log_tells_reused_from_computed(tmp_path, monkeypatch):
         store.frame("metrics", {"n": 1}, lambda: pd.DataFrame({"a": [1]}))
     store.directory("models", {"n": 1}, lambda path: (path / "w.txt").write_text("w"))
     store.directory("models", {"n": 1}, lambda path: (path / "w.txt").write_text("w"))
+    store.frame("metrics", {"n": 2}, lambda: pd.DataFrame({"a": [2]}))
+    earlier = ResultStore("quick", root=tmp_path / "results")  # e.g. a worker process, or an earlier build
+    monkeypatch.delenv(CACHE_LOG_ENV)
+    earlier.frame("metrics", {"n": 3}, lambda: pd.DataFrame({"a": [3]}))
+    monkeypatch.setenv(CACHE_LOG_ENV, str(log))
+    store.frame("metrics", {"n": 3}, lambda: pd.DataFrame({"a": [3]}))
     use = provenance.cache_use(log)
-    assert use == {"reused": {"metrics": 2, "models": 1}, "computed": {"metrics": 1, "models": 1}}
-    assert provenance.cache_text(use) == ("3 reused from the cache (`metrics` ×2, `models`); "
-                                          "2 computed and stored (`metrics`, `models`)")
+    # distinct results: n=1 and n=2 were computed during the run (read again: still computed), n=3 before it
+    assert use == {"reused": {"metrics": 1}, "computed": {"metrics": 2, "models": 1}}
+    assert provenance.cache_text(use) == ("1 reused from the cache (`metrics`); "
+                                          "3 computed and stored (`metrics` ×2, `models`)")
     monkeypatch.delenv(CACHE_LOG_ENV)
     store.frame("metrics", {"n": 1}, lambda: pd.DataFrame({"a": [1]}))
-    assert len(log.read_text().splitlines()) == 5  # no log asked for, none written
+    assert len(log.read_text().splitlines()) == 7  # no log asked for, none written
 
 
 def test_footer_names_every_fact_and_carries_the_source():

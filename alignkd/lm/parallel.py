@@ -35,12 +35,14 @@ from .experiments import References, align, distilled, evaluated, final_stage, r
 
 @dataclass(frozen=True)
 class PipelineCell:
-    """One seed of one alignment on one experiment: K-A, A-K and A-K's final KD at each of `final_taus`."""
+    """One seed of one alignment on one experiment: K-A, A-K and A-K's final KD at each of `final_taus`
+    (`ka_only`: K-A alone, e.g. a cell of the 2 × 2 of K-A references)."""
 
     config: LLMConfig
     alignment: Any
     seed: int
     final_taus: tuple[float, ...]
+    ka_only: bool = False
 
 
 def available_cores() -> int:
@@ -65,9 +67,11 @@ def build_cell(store: ResultStore, cell: PipelineCell) -> None:
     """Build (or find cached) every model and evaluation of `cell`, as `run_pipelines` would."""
     refs = _references(store, cell.config)
     ka = align(store, refs, "p''", cell.alignment, cell.seed, progress=False)
+    evaluated(store, refs, ka.recipe, ka.model)
+    if cell.ka_only:
+        return
     ak = align(store, refs, "p'", cell.alignment, cell.seed, progress=False)
-    for run in (ka, ak):
-        evaluated(store, refs, run.recipe, run.model)
+    evaluated(store, refs, ak.recipe, ak.model)
     for tau in cell.final_taus:
         recipe = distilled(ak.recipe, final_stage(cell.config, tau, cell.seed))
         final = student(store, recipe, ak.model, refs.p_star, progress=False)

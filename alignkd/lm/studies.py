@@ -30,7 +30,7 @@ from ..stats import format_interval, paired_bootstrap
 from .config import StageConfig
 from .experiments import References, align, distilled, evaluated, final_stage, references, run_pipelines, student
 from .length import length_matched_gap, reward_samples
-from .parallel import build_cells, interleaved, pipeline_cells
+from .parallel import PipelineCell, build_cells, interleaved, pipeline_cells
 from .premise import PremiseRule, cached_premise_check
 
 LENGTH_SEED = 777
@@ -64,10 +64,11 @@ def grid_stage(refs: References, size: str, tau_topic: float) -> StageConfig:
 
 def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequence[int], *, label: str,
                   sizes: Sequence[str] | None = None, tau_topics: Sequence[float] | None = None,
-                  progress: bool = True) -> pd.DataFrame:
+                  progress: bool = True, jobs: int | None = 1) -> pd.DataFrame:
     """K-A on a grid of references: rows size, tau_topic, pruned, seed (−1 for the reference before alignment),
     stage (`reference` / `aligned`) and every metric of `refs.evaluate`. Default grid: the sizes of p' and p''
-    × the chapter's τ_topic and 1 (no pruning)."""
+    × the chapter's τ_topic and 1 (no pruning). `jobs` > 1 (None: one per core) first builds the grid's
+    references and runs in that many processes (`parallel.build_cells`)."""
     config = refs.config
     sizes = list(dict.fromkeys(sizes or (config.high_recall.train.size, config.low_recall.train.size)))
     tau_topics = list(dict.fromkeys(tau_topics or (config.low_recall.data.tau_topic, 1.0)))
@@ -75,6 +76,11 @@ def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequen
            "sizes": sizes, "tau_topics": tau_topics, "metrics": config.metrics, "n_recall": config.n_recall_samples}
 
     def compute() -> pd.DataFrame:
+        if jobs != 1:  # a grid cell is the K-A run of a config whose p'' is that cell's reference
+            build_cells(store, interleaved([
+                [PipelineCell(dataclasses.replace(config, low_recall=grid_stage(refs, size, tau_topic)), alignment,
+                              seed, (), ka_only=True) for seed in seeds]
+                for size in sizes for tau_topic in tau_topics]), jobs=jobs)
         rows = []
         for size in sizes:
             for tau_topic in tau_topics:
