@@ -253,7 +253,7 @@ def default_jobs() -> int:
         if not jobs.isdigit() or int(jobs) < 1:
             raise ParameterError(f"ALIGNKD_JOBS = {jobs!r}: must be a whole number >= 1")
         return int(jobs)
-    return max(1, os.cpu_count() or 1)
+    return provenance.available_cores()
 
 
 def _dependants(selected: dict[str, Chapter]) -> dict[str, int]:
@@ -287,7 +287,7 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     if jobs is not None and jobs < 1:
         raise ParameterError(f"jobs = {jobs}: must be >= 1 (chapters executed at once)")
     jobs = jobs or default_jobs()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, provenance.available_cores() // jobs)
     dependants = _dependants(selected)
     began = time.perf_counter()
     statuses: dict[str, tuple[str, float]] = {}

@@ -45,6 +45,15 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one): how many chapters, or
+    chapter 06's worker processes, run at once by default."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
 @functools.cache
 def machine() -> dict[str, Any]:
     """CPU model, logical cores, torch's default thread count, and the GPU (None without one). The book records

@@ -33,8 +33,11 @@ def main() -> None:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--algorithms", nargs="+", default=["ppo", "grpo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: one per core)")
     args = parser.parse_args()
+    from alignkd.provenance import available_cores
+
+    args.jobs = args.jobs or available_cores()
 
     import pandas as pd
     import torch

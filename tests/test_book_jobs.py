@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkd import book
+from alignkd import book, provenance
 from alignkd.chapters import ParameterError, load_chapter
 
 HEADER = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
@@ -56,7 +56,7 @@ def test_chapters_run_side_by_side_after_what_they_read(toy_book, capsys):
     assert [status for _, status, _ in report] == ["ran", "ran", "ran"]
     assert log[("92_b", "start")]["t"] >= log[("91_a", "end")]["t"]  # b reads a's results: it waits
     assert log[("93_c", "start")]["t"] < log[("91_a", "end")]["t"]  # c reads nothing: it runs beside a
-    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    expected = str(max(1, provenance.available_cores() // 2))
     assert {row["threads"] for (_, event), row in log.items() if event == "end"} == {expected}
     terminal = capsys.readouterr().out.splitlines()
     assert len([line for line in terminal if "executing" in line]) == 3

@@ -304,6 +304,14 @@ def align(store: ResultStore, refs: References, reference_name: str, alignment, 
                      pd.read_parquet(folder / "trajectory.parquet"))
 
 
+def a_k_final(store: ResultStore, refs: References, ak: Alignment, tau: float, seed: int, *,
+              progress: bool = True) -> tuple[Student, HFLanguageModel]:
+    """A-K's last step (cached): the aligned p' `ak` distilled with p'''s KD settings at token temperature
+    `tau`, seeded by `seed`; returns the recipe and the model."""
+    recipe = distilled(ak.recipe, final_stage(refs.config, tau, seed))
+    return recipe, student(store, recipe, ak.model, refs.p_star, progress=progress)
+
+
 PIPELINES = (("K-A", "p''"), ("A-K", "p'"))  # (pipeline, the reference model it aligns)
 
 
@@ -339,8 +347,7 @@ def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[i
             rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan,
                          **evaluated(store, refs, ak.recipe, ak.model)})
             for tau in config.final_taus:
-                recipe = distilled(ak.recipe, final_stage(config, tau, seed))
-                final = student(store, recipe, ak.model, refs.p_star, progress=progress)
+                recipe, final = a_k_final(store, refs, ak, tau, seed, progress=progress)
                 rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau,
                              **evaluated(store, refs, recipe, final)})
         frame = pd.DataFrame(rows)

@@ -20,7 +20,6 @@ core (`tests/test_lm_parallel.py` compares a parallel build with an in-process o
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -29,8 +28,9 @@ from typing import Any
 import torch
 
 from ..cache import ResultStore, config_hash
+from ..provenance import available_cores
 from .config import LLMConfig
-from .experiments import References, align, distilled, evaluated, final_stage, references, student
+from .experiments import References, a_k_final, align, evaluated, references
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,6 @@ class PipelineCell:
     seed: int
     final_taus: tuple[float, ...]
     ka_only: bool = False
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 _references_by_config: dict[str, References] = {}  # per process: a worker loads each config's models once
@@ -73,8 +65,7 @@ def build_cell(store: ResultStore, cell: PipelineCell) -> None:
     ak = align(store, refs, "p'", cell.alignment, cell.seed, progress=False)
     evaluated(store, refs, ak.recipe, ak.model)
     for tau in cell.final_taus:
-        recipe = distilled(ak.recipe, final_stage(cell.config, tau, cell.seed))
-        final = student(store, recipe, ak.model, refs.p_star, progress=False)
+        recipe, final = a_k_final(store, refs, ak, tau, cell.seed, progress=False)
         evaluated(store, refs, recipe, final)
 
 

@@ -28,7 +28,7 @@ from ..cache import ResultStore
 from ..claims import verdict_from_interval
 from ..stats import format_interval, paired_bootstrap
 from .config import StageConfig
-from .experiments import References, align, distilled, evaluated, final_stage, references, run_pipelines, student
+from .experiments import References, a_k_final, align, distilled, evaluated, references, run_pipelines, student
 from .length import length_matched_gap, reward_samples
 from .parallel import PipelineCell, build_cells, interleaved, pipeline_cells
 from .premise import PremiseRule, cached_premise_check
@@ -46,8 +46,7 @@ def length_gaps(store: ResultStore, refs: References, alignments: Mapping[str, A
         for seed in seeds:
             ka = align(store, refs, "p''", alignment, seed, progress=False)
             ak = align(store, refs, "p'", alignment, seed, progress=False)
-            final = student(store, distilled(ak.recipe, final_stage(refs.config, final_tau, seed)), ak.model,
-                            refs.p_star, progress=False)
+            _, final = a_k_final(store, refs, ak, final_tau, seed, progress=False)
             cap = refs.config.metrics.max_new_tokens
             a = reward_samples(final, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
             b = reward_samples(ka.model, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
