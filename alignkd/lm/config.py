@@ -18,6 +18,7 @@ import torch
 
 from ..chapters import find_chapter, resolve
 from .algorithms import alignment_config
+from .device import Placement
 from .groundtruth import MarkovMixtureConfig
 from .kd import KDDataConfig, TrainConfig
 from .metrics import MetricConfig
@@ -55,7 +56,11 @@ class LLMConfig:
     """p* samples on which every model's recall is measured."""
     metrics: MetricConfig = MetricConfig()
     device: str = "cpu"
-    """Where ground-truth sampling and scoring run (`cpu`, `cuda`)."""
+    """Where every model of the experiment lives and computes (`cpu`, `cuda`): p*, the students, the
+    references, p_target and the oracle; the alignment and KD configs carry the same device."""
+    bf16: bool = False
+    """bf16 autocast for every forward pass of p* and the students (sampling, scoring, evaluation), on
+    CUDA or the CPU; master weights stay float32."""
 
     def __post_init__(self):
         if not (self.ground_truth == "markov_mixture" or self.ground_truth.startswith("hf:")
@@ -68,6 +73,11 @@ class LLMConfig:
             raise ValueError(f"LLMConfig.device = '{self.device}' (allowed: cpu, cuda)")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("LLMConfig.device = 'cuda' but no GPU is visible (use the quick/default profiles on CPU)")
+        for stage in (self.high_recall, self.low_recall, self.target):
+            if (stage.train.device, stage.train.bf16) != (self.device, self.bf16):
+                raise ValueError(f"LLMConfig: a KD stage trains on device = {stage.train.device!r}, bf16 = "
+                                 f"{stage.train.bf16} but the experiment's models live on device = {self.device!r}, "
+                                 f"bf16 = {self.bf16}: set TrainConfig(device=..., bf16=...) to match")
         if self.ground_truth != "markov_mixture":
             for stage in (self.high_recall, self.low_recall):
                 if stage.data.tau_topic != 1.0:
@@ -77,6 +87,10 @@ class LLMConfig:
     @property
     def exact(self) -> bool:
         return self.ground_truth == "markov_mixture"
+
+    @property
+    def placement(self) -> Placement:
+        return Placement.of(self.device, self.bf16)
 
 
 LLM_CHAPTER = "06_llm"
@@ -125,7 +139,8 @@ def chapter_config(params: Mapping[str, Any], *, smollm2: bool = False) -> LLMCo
         target=StageConfig(KDDataConfig(n_samples=n_low, max_new_tokens=length, tau=params["tau_target"]),
                            train(params["low_size"], n_low)),
         final_taus=tuple(params["final_taus"]), n_fold_samples=params["n_eval"], n_recall_samples=params["n_eval"],
-        metrics=MetricConfig(n_samples=params["n_eval"], max_new_tokens=length), device=params["device"])
+        metrics=MetricConfig(n_samples=params["n_eval"], max_new_tokens=length), device=params["device"],
+        bf16=params["bf16"])
 
 
 def chapter_alignments(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -104,9 +104,10 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     rows, checkpoints = [], {}
 
     for iteration in tqdm(range(config.n_iterations + 1), desc="DPO", disable=not progress):
-        samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.tau,
-                                  eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
-                                  seed=iteration_seed(seed, iteration)).to(device)
+        with autocast(device, config.bf16):  # rollouts in the training precision
+            samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.tau,
+                                      eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
+                                      seed=iteration_seed(seed, iteration)).to(device)
         tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         reward = oracle.reward_from_nll(nll)

@@ -190,22 +190,33 @@ class Pipelines:
 
 
 def ground_truth(config: LLMConfig) -> LanguageModel:
-    """p* of an experiment (not cached: the synthetic language is drawn in milliseconds, real LMs load from disk)."""
+    """p* of an experiment on the experiment's device and precision (not cached: the synthetic language is
+    drawn in milliseconds, real LMs load from disk)."""
     if config.exact:
-        return MarkovMixture.from_config(config.markov)
-    options = {"prompt": config.prompt}
-    if config.ground_truth.startswith("hf:"):
-        options["device"] = config.device
-    return load_ground_truth(config.ground_truth, **options)
+        return MarkovMixture.from_config(config.markov).to(config.placement)
+    return load_ground_truth(config.ground_truth, prompt=config.prompt, placement=config.placement)
 
 
 def load_model(folder: Path, like: LanguageModel) -> HFLanguageModel:
-    """A saved student or aligned model, with `like`'s tokenizer, prompt and ids."""
+    """A saved student or aligned model, with `like`'s tokenizer, prompt, ids and placement."""
     from transformers import LlamaForCausalLM
 
     model = LlamaForCausalLM.from_pretrained(folder)
     model.eval()
     return like.wrap(model)
+
+
+def save_model(model, folder: Path) -> None:
+    """`save_pretrained` from a CPU copy of the weights: the only place a model of the testbed meets the CPU.
+    Tied tensors (embedding and LM head) stay one tensor in the copy, so they are saved once, as on CPU."""
+    copies: dict[int, torch.Tensor] = {}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        key = tensor.data_ptr()
+        if key not in copies:
+            copies[key] = tensor.detach().to("cpu")
+        state[name] = copies[key]
+    model.save_pretrained(folder, state_dict=state)
 
 
 def kd_data(store: ResultStore, recipe: KDData, teacher: LanguageModel, p_star: LanguageModel, *,
@@ -215,7 +226,7 @@ def kd_data(store: ResultStore, recipe: KDData, teacher: LanguageModel, p_star: 
     if recipe.data.tau_topic < 1:
         if not isinstance(p_star, MarkovMixture):
             raise ValueError("tau_topic < 1 needs the markov_mixture ground truth")
-        classify = lambda s: p_star.topic_posterior(s).argmax(1)  # noqa: E731
+        classify = lambda s: p_star.topic_posterior(s).argmax(1).cpu()  # noqa: E731
     return store.directory("lm_kd_data", recipe, resumable=True,
                            build=lambda tmp: generate_dataset(teacher, recipe.data, tmp, classify=classify,
                                                               progress=progress))
@@ -232,7 +243,7 @@ def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star:
         bos = p_star.tokenizer.bos_token_id if p_star.tokenizer.bos_token_id is not None else p_star.prompt_ids[0]
         model, log = train_student(data, recipe.train, vocab_size=p_star.vocab_size, bos_id=bos,
                                    eos_id=p_star.eos_id, pad_id=p_star.pad_id, progress=progress)
-        model.save_pretrained(tmp / "model")  # not at the top: the store writes its own config.json there
+        save_model(model, tmp / "model")  # not at the top: the store writes its own config.json there
         log.to_parquet(tmp / "train_log.parquet")
 
     return load_model(store.directory("lm_student", recipe, build) / "model", p_star)
@@ -295,7 +306,7 @@ def align(store: ResultStore, refs: References, reference_name: str, alignment, 
         frozen = reference.with_model(copy.deepcopy(reference.model))
         run = entry.train(policy, frozen, refs.oracle, alignment, seed=seed, progress=progress, on_eval=on_eval)
         policy.model.load_state_dict(torch.load(run.selected, weights_only=True))
-        policy.model.cpu().float().save_pretrained(tmp / "selected")
+        save_model(policy.model, tmp / "selected")
         run.trajectory.assign(selected_step=run.selected_step).to_parquet(tmp / "trajectory.parquet")
         shutil.rmtree(checkpoints)  # only the selected model is kept
 

@@ -18,6 +18,7 @@ the special ids every student must share. Three ground truths (SPEC §4):
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .device import CPU, Placement, note_use
 from .generation import Samples, SequenceScores, sample, sequence_logprobs
 
 HUB_HOST = "huggingface.co"
@@ -43,6 +45,7 @@ class LanguageModel:
     vocab_size: int
     exact: bool = False  # True when log_prob is an exact density (not a trained network)
     suppress_ids: list[int] = []  # tokens outside the language: probability 0 under every model of it
+    placement: Placement = CPU  # where it computes and in which precision; a student wrapped by it inherits both
 
     def sample(self, n: int, max_new_tokens: int, temperature: float = 1.0, *, seed: int = 0,
                batch_size: int = 256, progress: bool = False) -> Samples:
@@ -52,11 +55,11 @@ class LanguageModel:
         raise NotImplementedError
 
     def wrap(self, model) -> "HFLanguageModel":
-        """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt, ids and
-        suppressed tokens (see `HFLanguageModel`)."""
+        """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt, ids, suppressed
+        tokens and placement (see `HFLanguageModel`): the model moves to this ground truth's device."""
         check_vocabulary(model, self.vocab_size, where="student")
         return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id,
-                               suppress_ids=self.suppress_ids)
+                               suppress_ids=self.suppress_ids, placement=self.placement)
 
 
 def check_vocabulary(model, vocab_size: int, where: str = "model") -> None:
@@ -100,10 +103,14 @@ class HFLanguageModel(LanguageModel):
 
     This is the policy object of alignment and PAD. `suppress_ids` get logit −∞ inside the model itself
     (`suppress_tokens`), so every forward pass — sampling, scoring, a trainer's loss, TRL's — sees the
-    same renormalised distribution, and a deep copy of the model keeps it."""
+    same renormalised distribution, and a deep copy of the model keeps it.
 
-    def __init__(self, model, tokenizer, prompt_ids, *, eos_id: int, pad_id: int, suppress_ids=()):
-        self.model, self.tokenizer = model, tokenizer
+    `placement` (`alignkd.lm.device.Placement`): the model is moved to its device (float32 master weights)
+    and samples and scores there under its autocast (bf16 when asked, on CUDA and CPU alike)."""
+
+    def __init__(self, model, tokenizer, prompt_ids, *, eos_id: int, pad_id: int, suppress_ids=(),
+                 placement: Placement = CPU):
+        self.model, self.tokenizer, self.placement = model.to(placement.device), tokenizer, placement
         self.suppress_ids = list(suppress_ids)
         suppress_tokens(model, self.suppress_ids)
         self.prompt_ids, self.eos_id, self.pad_id = list(prompt_ids), int(eos_id), int(pad_id)
@@ -112,15 +119,17 @@ class HFLanguageModel(LanguageModel):
     def with_model(self, model) -> "HFLanguageModel":
         """The same tokenizer, prompt and ids around another model (e.g. a trained copy)."""
         return HFLanguageModel(model, self.tokenizer, self.prompt_ids, eos_id=self.eos_id, pad_id=self.pad_id,
-                               suppress_ids=self.suppress_ids)
+                               suppress_ids=self.suppress_ids, placement=self.placement)
 
     def sample(self, n, max_new_tokens, temperature=1.0, *, seed=0, batch_size=256, progress=False):
-        return sample(self.model, self.prompt_ids, n, max_new_tokens, temperature, eos_id=self.eos_id,
-                      pad_id=self.pad_id, batch_size=batch_size, seed=seed, progress=progress)
+        with self.placement.autocast():
+            return sample(self.model, self.prompt_ids, n, max_new_tokens, temperature, eos_id=self.eos_id,
+                          pad_id=self.pad_id, batch_size=batch_size, seed=seed, progress=progress)
 
     def log_prob(self, samples, *, batch_size=256):
         self.model.eval()
-        return sequence_logprobs(self.model, samples, batch_size=batch_size)
+        with self.placement.autocast():
+            return sequence_logprobs(self.model, samples, batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- markov_mixture
@@ -235,14 +244,31 @@ class MarkovMixture(LanguageModel):
 
     def restrict(self, topics: list[int]) -> "MarkovMixture":
         """The mixture of the given topics only, weights renormalised (one topic: that chain)."""
-        index = torch.as_tensor(topics)
-        return MarkovMixture(self.log_weights[index], self.log_init[index], self.log_trans[index],
-                             self.tokenizer, [self.topics[i] for i in topics])
+        index = torch.as_tensor(topics, device=self.log_weights.device)
+        restricted = MarkovMixture(self.log_weights[index], self.log_init[index], self.log_trans[index],
+                                   self.tokenizer, [self.topics[i] for i in topics])
+        restricted.placement = self.placement
+        return restricted
+
+    def to(self, placement: Placement) -> "MarkovMixture":
+        """The same language with its tables on `placement.device` (exact float64 densities: autocast does
+        not apply; the students it wraps take the placement's precision)."""
+        moved = copy.copy(self)
+        moved.log_weights, moved.log_init, moved.log_trans = (t.to(placement.device) for t in
+                                                               (self.log_weights, self.log_init, self.log_trans))
+        moved.placement = placement
+        return moved
+
+    @property
+    def device(self) -> torch.device:
+        return self.log_init.device
 
     def topic_loglik(self, samples: Samples) -> torch.Tensor:
         """log P(response | topic k), [n, K] (float64); the prompt is <bos>, scored as given."""
         if samples.prompt_length != 1:
             raise ValueError(f"markov_mixture samples start from <bos> alone; got prompt_length {samples.prompt_length}")
+        samples = samples.to(self.device)
+        note_use(self, self.device)
         tokens, keep = samples.tokens, samples.response_mask
         first = self.log_init[:, tokens[:, 1]].T  # [n, K]
         prev, nxt = tokens[:, 1:-1], tokens[:, 2:]
@@ -256,6 +282,7 @@ class MarkovMixture(LanguageModel):
         return torch.softmax(joint, -1)
 
     def log_prob(self, samples, *, batch_size=256):
+        samples = samples.to(self.device)
         total = torch.logsumexp(self.log_weights + self.topic_loglik(samples), -1)
         n_tokens = samples.response_lengths
         return SequenceScores(total.float(), (total / n_tokens.clamp(min=1)).float(), n_tokens)
@@ -265,17 +292,19 @@ class MarkovMixture(LanguageModel):
         """Ancestral sampling at token temperature τ from the mixture's predictive p*(x_t | x_<t)."""
         if temperature <= 0:
             raise ValueError(f"temperature = {temperature}: must be > 0")
-        g = torch.Generator().manual_seed(seed)
+        device = self.device
+        note_use(self, device)
+        g = torch.Generator(device=device).manual_seed(seed)
         init, trans = self.log_init.exp().float(), self.log_trans.exp().float()  # probability space: fast
         parts = []
         for start in range(0, n, batch_size):
             b = min(batch_size, n - start)
             posterior = self.weights.float().expand(b, -1).clone()  # P(topic | x_<t)
-            tokens = torch.full((b, max_new_tokens + 1), PAD, dtype=torch.long)
+            tokens = torch.full((b, max_new_tokens + 1), PAD, dtype=torch.long, device=device)
             tokens[:, 0] = BOS
             mask = torch.zeros_like(tokens, dtype=torch.bool)
             mask[:, 0] = True
-            alive = torch.ones(b, dtype=torch.bool)
+            alive = torch.ones(b, dtype=torch.bool, device=device)
             for t in range(1, max_new_tokens + 1):
                 step = init.expand(b, -1, -1) if t == 1 else trans[:, tokens[:, t - 1]].transpose(0, 1)  # [b, K, V]
                 predictive = torch.einsum("bk,bkv->bv", posterior, step)
@@ -315,15 +344,20 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def load_gguf_smollm2(prompt: str = "The", dtype: torch.dtype = torch.float32) -> HFLanguageModel:
-    """The real SmolLM2-135M-Instruct (Q4_1 weights de-quantised) with its tokenizer, offline."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_gguf_smollm2(prompt: str = "The", dtype: torch.dtype = torch.float32,
+                      placement: Placement = CPU) -> HFLanguageModel:
+    """The real SmolLM2-135M-Instruct (Q4_1 weights de-quantised) with its tokenizer, offline, on
+    `placement`. Special ids (bos, eos, pad) come from the file's metadata, not from transformers' reading
+    of it, which differs between versions (5.17 reads EOS as <|im_start|>; `alignkd.lm.gguf`)."""
+    from transformers import AutoModelForCausalLM
+
+    from .gguf import load_tokenizer
 
     path = smollm2_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     model.eval()
-    return _hf_ground_truth(model, tokenizer, prompt)
+    return _hf_ground_truth(model, tokenizer, prompt, placement)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -335,7 +369,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_hf(name_or_path: str, prompt: str = "The", dtype: torch.dtype = torch.float32,
-            device: str = "cpu") -> HFLanguageModel:
+            placement: Placement = CPU) -> HFLanguageModel:
     """Any causal LM: a local folder, or a hub id (needs the hub, or the weights in the local cache)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -361,28 +395,31 @@ def load_hf(name_or_path: str, prompt: str = "The", dtype: torch.dtype = torch.f
                                    f"are not in the local cache; download them elsewhere and pass hf:/path/to/folder, "
                                    f"or use ground_truth = 'gguf:smollm2' / 'markov_mixture' offline") from None
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline)
-    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=offline, dtype=dtype)
     model.eval()
-    return _hf_ground_truth(model, tokenizer, prompt)
+    return _hf_ground_truth(model, tokenizer, prompt, placement)
 
 
-def _hf_ground_truth(model, tokenizer, prompt: str) -> HFLanguageModel:
+def _hf_ground_truth(model, tokenizer, prompt: str, placement: Placement = CPU) -> HFLanguageModel:
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; responses could never end")
     prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
     if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False):
         prompt_ids = [tokenizer.bos_token_id] + prompt_ids
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return HFLanguageModel(model, tokenizer, prompt_ids, eos_id=tokenizer.eos_token_id, pad_id=pad_id)
+    return HFLanguageModel(model, tokenizer, prompt_ids, eos_id=tokenizer.eos_token_id, pad_id=pad_id,
+                           placement=placement)
 
 
 GROUND_TRUTHS = ("markov_mixture", "hf:<model id or path>", "gguf:smollm2")
 
 
 def load_ground_truth(spec: str, **options) -> LanguageModel:
-    """`markov_mixture` (options: MarkovMixtureConfig fields), `hf:<id or path>` or `gguf:smollm2`."""
+    """`markov_mixture` (options: MarkovMixtureConfig fields), `hf:<id or path>` or `gguf:smollm2`
+    (options: `prompt`, `dtype`, `placement`)."""
     if spec == "markov_mixture":
-        return markov_mixture(**options)
+        placement = options.pop("placement", CPU)
+        return markov_mixture(**options).to(placement)
     if spec.startswith("hf:") and len(spec) > 3:
         return load_hf(spec[3:], **options)
     if spec == "gguf:smollm2":

@@ -185,9 +185,10 @@ def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewa
     rows, checkpoints = [], {}
 
     for step in tqdm(range(config.n_iterations + 1), desc="GRPO", disable=not progress):
-        samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens,
-                                  config.tau, eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                                  seed=iteration_seed(seed, step)).to(device)
+        with autocast(device, config.bf16):  # rollouts in the training precision
+            samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens,
+                                      config.tau, eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
+                                      seed=iteration_seed(seed, step)).to(device)
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll).to(device)
         batch, logprob = score_batch(policy, reference, samples, score, config)
@@ -337,9 +338,10 @@ def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eva
 
     def evaluate(step: int):
         was_training = model.training
-        samples = sample(model, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
-                         eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                         seed=iteration_seed(seed, step)).to(device)
+        with autocast(device, config.bf16):  # rollouts in the training precision
+            samples = sample(model, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
+                             eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
+                             seed=iteration_seed(seed, step)).to(device)
         attention, mask = samples.mask, samples.response_mask[:, 1:].float()
         with torch.no_grad(), autocast(device, config.bf16):
             logprob = token_logprobs(model, samples.tokens, attention).float()

@@ -126,6 +126,7 @@ class UnigramModel(LanguageModel):
         return UnigramModel(probs.log(), like, float(alpha))
 
     def log_prob(self, samples, *, batch_size=256):
+        samples = samples.to(self.log_probs.device)
         keep = samples.response_mask
         per_position = torch.where(keep, self.log_probs[samples.tokens], torch.zeros((), dtype=torch.float64))
         total = per_position.sum(1)

@@ -82,8 +82,10 @@ def build_cells(store: ResultStore, cells: Sequence[PipelineCell], *, jobs: int 
     process, in order). Cells whose references are not built yet should come first in an order that
     spreads different configs over the first `jobs` cells: two cells that need the same missing model
     wait for each other on its lock. After a failure no further cell starts, and the failure is raised once
-    the running cells finish."""
-    jobs = available_cores() if jobs is None else jobs
+    the running cells finish. Cells on a GPU build in this process by default: one process per core would
+    each load p* onto the same device and contend for it."""
+    if jobs is None:
+        jobs = 1 if any(cell.config.device != "cpu" for cell in cells) else available_cores()
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs = {jobs!r}: an integer >= 1")
     if jobs == 1 or len(cells) <= 1:

@@ -191,9 +191,10 @@ def train_ppo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     rows, checkpoints = [], {}
 
     for iteration in tqdm(range(config.n_iterations + 1), desc="PPO", disable=not progress):
-        samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
-                                  eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                                  seed=iteration_seed(seed, iteration)).to(device)
+        with autocast(device, config.bf16):  # rollouts in the training precision
+            samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
+                                      eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
+                                      seed=iteration_seed(seed, iteration)).to(device)
         tokens, attention, mask = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         score = oracle.reward_from_nll(nll)

@@ -111,6 +111,12 @@ def final_gap(gaps: pd.DataFrame, algorithm: str, metric: str) -> FinalGap:
     return FinalGap(*row.iloc[0])
 
 
+def no_topics_note(what: str, ground_truth: str) -> str:
+    """Why a figure or table that needs topic labels is absent on a ground truth without them."""
+    return (f"{what} needs topic labels, which only the synthetic language (markov_mixture) has: on "
+            f"{ground_truth} no sample can be assigned to the rare target, so it is not shown.")
+
+
 def premise_note(premise) -> str:
     """The premise's verdict paragraph (`PremiseCheck.verdict`), or why there is none (`premise` None)."""
     return premise.verdict() if premise is not None else NO_PREMISE

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cache import ResultStore
-from ..lm.experiments import Aligned, References, align, load_model
+from ..lm.experiments import Aligned, References, align, load_model, save_model
 from ..lm.generation import sequence_logprobs
 from ..lm.groundtruth import HFLanguageModel, LanguageModel
 from ..lm.students import STUDENT_SIZES, make_student
@@ -85,8 +85,9 @@ def teacher_rewards(teacher, samples, config: LMPADConfig) -> torch.Tensor:
     n = config.n_responses
     grouped = [texts[i:i + n] for i in range(0, len(texts), n)]
     generator = torch.Generator().manual_seed(config.seed)
-    log_p_sel = selection_log_probs(teacher.model, teacher.tokenizer, config.question, grouped,
-                                    order=config.calibration_order, generator=generator).reshape(-1)
+    with teacher.placement.autocast():
+        log_p_sel = selection_log_probs(teacher.model, teacher.tokenizer, config.question, grouped,
+                                        order=config.calibration_order, generator=generator).reshape(-1)
     return calibrate(rewards, log_p_sel, config.alpha)
 
 
@@ -107,8 +108,9 @@ def train_pad(student: HFLanguageModel, teacher: LanguageModel, config: LMPADCon
                                  seed=config.seed * 1_000_003 + step)
         teacher_scores = teacher_rewards(teacher, samples, config).reshape(groups, n)
         student.model.train()
-        student_scores = sequence_logprobs(student.model, samples, grad=True,
-                                           batch_size=groups * n).per_token.reshape(groups, n)
+        with student.placement.autocast():
+            student_scores = sequence_logprobs(student.model, samples, grad=True,
+                                               batch_size=groups * n).per_token.reshape(groups, n)
         loss = pad_loss(config.loss, student_scores, teacher_scores, config.beta, config.group_size).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,7 +173,7 @@ def align_then_pad(store: ResultStore, refs: References, alignment, seeds: list[
         def build(tmp: Path) -> None:
             student = initial_student(pad_config, refs.p_star, refs.models["p''"])
             log = train_pad(student, teacher.model, pad_config, progress=progress)
-            student.model.cpu().float().save_pretrained(tmp / "student")
+            save_model(student.model, tmp / "student")
             log.to_parquet(tmp / "log.parquet")
 
         folder = store.directory("lm_pad", recipe, build)
