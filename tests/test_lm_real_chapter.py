@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {"ground_truth": "gguf:smollm2", "bf16": True, "high_size": "tiny", "low_size": "tiny", "n_high": 100,
         "n_low": 100, "max_new_tokens": 4, "kd_epochs": 1.0, "kd_batch": 16, "tau_topic": 1.0, "n_eval": 10,
-        "seeds": [0], "iterations": 2, "eval_every": 1, "batch_size": 4, "dpo_grad_steps": 1,
+        "length_samples": 100, "seeds": [0], "iterations": 2, "eval_every": 1, "batch_size": 4, "dpo_grad_steps": 1,
         "algorithms": list(ALGORITHMS), "tau_sweep_algorithms": [], "final_taus": [0.95],
         "capacity_algorithms": ["ppo"], "coverage_section": True, "smollm2_section": False, "workers": 1}
 
@@ -58,6 +58,7 @@ def test_every_algorithm_has_its_final_k_a_and_a_k_models(executed):
 
 def test_what_needs_topic_labels_says_why_it_is_absent(executed):
     text = _text(executed)
-    for what in ("The premise figure and its table", "The 2 × 2 of pruned and kept K-A references",
-                 "The target-share table", "The gap-against-coverage sweep"):
-        assert f"{what} needs topic labels" in text and "gguf:smollm2" in text
+    for what in ("the premise figure and its table", "the 2 × 2 of pruned and kept K-A references",
+                 "the target-share table", "the gap-against-coverage sweep"):
+        assert f"Not shown: {what}. It needs topic labels" in text
+    assert "on gguf:smollm2 no sample can be assigned to the rare target" in text

@@ -113,8 +113,8 @@ def final_gap(gaps: pd.DataFrame, algorithm: str, metric: str) -> FinalGap:
 
 def no_topics_note(what: str, ground_truth: str) -> str:
     """Why a figure or table that needs topic labels is absent on a ground truth without them."""
-    return (f"{what} needs topic labels, which only the synthetic language (markov_mixture) has: on "
-            f"{ground_truth} no sample can be assigned to the rare target, so it is not shown.")
+    return (f"Not shown: {what}. It needs topic labels, which only the synthetic language (markov_mixture) "
+            f"has; on {ground_truth} no sample can be assigned to the rare target.")
 
 
 def premise_note(premise) -> str:
