@@ -26,10 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jupytext
-import nbformat
+# jupytext, nbformat and papermill are imported in the functions that use them: the library imports without
+# the notebook stack (a GPU machine has none of it), and `import alignkd.book` stays cheap
+if TYPE_CHECKING:
+    import nbformat
 
 from . import claims, provenance
 from .cache import CACHE_LOG_ENV, REPO_ROOT
@@ -70,6 +72,8 @@ def chapter_stamp(chapter: Chapter, values: dict[str, Any], library: str | None 
 
 
 def _stamp_of(path: Path) -> str | None:
+    import nbformat
+
     if not path.exists():
         return None
     try:
@@ -88,6 +92,8 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
     The executed notebook is made to read as a page (`present`) and ends with its provenance; the same
     facts are kept in its metadata under `alignkd_provenance`.
     """
+    import jupytext
+    import nbformat
     import papermill
 
     output = Path(output)
@@ -355,6 +361,8 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
 
 
 def _provenance_of(path: Path) -> dict[str, Any] | None:
+    import nbformat
+
     try:
         return nbformat.read(path, as_version=4).metadata.get(PROVENANCE_KEY)
     except Exception:
@@ -399,6 +407,8 @@ def write_status_page(profile: str, report: list[tuple[str, str, float]], book_r
 
 def _figure_names(book_root: Path) -> dict[str, str]:
     """Every numbered figure's name (`mystnb: figure: name`) -> the chapter that shows it."""
+    import nbformat
+
     names = {}
     for path in sorted(chapters_dir(book_root).glob("*.ipynb")):
         for cell in nbformat.read(path, as_version=4).cells:

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jupytext
 import yaml
 
 from .cache import REPO_ROOT
@@ -85,6 +84,7 @@ class Parameter:
     choices: tuple[str, ...] = ()
     description: str = ""
     needs: tuple[Need, ...] = ()
+    allow_empty: bool = False  # a list spec written `[] or each ...`: the empty list is a value (e.g. "skip this")
 
     @property
     def kind(self) -> str:
@@ -94,7 +94,7 @@ class Parameter:
         return type(self.default).__name__
 
     def allowed(self) -> str:
-        parts = [self.kind]
+        parts = [self.kind + (" (may be empty)" if self.allow_empty else "")]
         parts += [f"{op} {bound:g}" for op, bound in self.conditions]
         if self.choices:
             parts.append("one of " + ", ".join(self.choices))
@@ -106,7 +106,7 @@ class Parameter:
         if isinstance(self.default, list):
             if not isinstance(value, (list, tuple)):
                 raise self._error(value, "expected a list")
-            if not value:
+            if not value and not self.allow_empty:
                 raise self._error(value, "expected a non-empty list")
             template = self.default[0] if self.default else None
             return [self._check_scalar(v, template) for v in value]
@@ -184,7 +184,7 @@ def _parse_needs(comment: str, where: str) -> tuple[str, tuple[Need, ...]]:
 def _parse_spec(comment: str) -> tuple[tuple[tuple[str, float], ...], tuple[str, ...], str]:
     text = comment.strip()
     spec, _, description = text.partition(";")
-    spec = spec.strip().removeprefix("each ")
+    spec = spec.strip().removeprefix("[] or ").removeprefix("each ")
     if spec.startswith("one of:"):
         choices = tuple(c.strip() for c in spec[len("one of:"):].split(",") if c.strip())
         return (), choices, description.strip()
@@ -216,26 +216,78 @@ def parse_parameters(source: str, where: str = "<cell>") -> dict[str, Parameter]
         conditions, choices, description = _parse_spec(comment)
         if name == "profile":
             choices = PROFILES
-        parameter = Parameter(name, default, conditions, choices, description, needs)
+        allow_empty = isinstance(default, list) and comment.strip().startswith("[] or ")
+        parameter = Parameter(name, default, conditions, choices, description, needs, allow_empty)
         parameter.check(default)  # a default that breaks its own spec is a bug in the notebook
         parameters[name] = parameter
     return parameters
 
 
+_CODE_CELL = re.compile(r"^```\{code-cell\}")
+
+
+def read_myst(path: Path) -> tuple[dict[str, Any], list[tuple[str, str, dict[str, Any]]]]:
+    """A MyST-markdown notebook as (front matter, [(cell type, source, cell options)]), without jupytext.
+
+    Only what a chapter's spec needs: the front matter, each `{code-cell}` with its options (`:key: value`
+    lines or a `---` YAML block) and the markdown between code cells (one cell per stretch; a title line is
+    found the same way). A GPU machine has no notebook stack, and reading a chapter's parameters (what
+    `lm.config.llm_chapter_params` does for `benchmarks/gpu_smoke.py`) must work there;
+    `tests/test_chapters.py` holds this reader equal to jupytext's on every chapter."""
+    lines = Path(path).read_text().splitlines()
+    metadata: dict[str, Any] = {}
+    start = 0
+    if lines and lines[0].strip() == "---":
+        end = lines.index("---", 1)
+        metadata = yaml.safe_load("\n".join(lines[1:end])) or {}
+        start = end + 1
+    cells: list[tuple[str, str, dict[str, Any]]] = []
+    markdown: list[str] = []
+    i = start
+    while i < len(lines):
+        if not _CODE_CELL.match(lines[i]):
+            markdown.append(lines[i])
+            i += 1
+            continue
+        if "\n".join(markdown).strip():
+            cells.append(("markdown", "\n".join(markdown).strip("\n"), {}))
+        markdown = []
+        opened, i = i + 1, i + 1  # the cell's first line, counted from 1
+        options: dict[str, Any] = {}
+        if i < len(lines) and lines[i].strip() == "---":
+            end = lines.index("---", i + 1)
+            options = yaml.safe_load("\n".join(lines[i + 1:end])) or {}
+            i = end + 1
+        while i < len(lines) and lines[i].startswith(":") and ":" in lines[i][1:]:
+            key, _, value = lines[i][1:].partition(":")
+            options[key.strip()] = yaml.safe_load(value)
+            i += 1
+        end = next((j for j in range(i, len(lines)) if lines[j].rstrip() == "```"), None)
+        if end is None:
+            raise ValueError(f"{path}: line {opened}: a code cell is not closed by ```")
+        cells.append(("code", "\n".join(lines[i:end]).strip("\n"), options))
+        i = end + 1
+    if "\n".join(markdown).strip():
+        cells.append(("markdown", "\n".join(markdown).strip("\n"), {}))
+    return metadata, cells
+
+
 def load_chapter(path: Path) -> Chapter:
-    notebook = jupytext.read(path)
-    cells = [c for c in notebook.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    """One chapter from its MyST source: title, parameters cell and `alignkd: after:` front matter."""
+    metadata, cells = read_myst(path)
+    parameters = [source for kind, source, options in cells
+                  if kind == "code" and "parameters" in (options.get("tags") or [])]
+    if len(parameters) != 1:
+        raise ValueError(f"{path}: expected exactly one cell tagged 'parameters', found {len(parameters)}")
     title = next(
-        (line.lstrip("# ").strip() for c in notebook.cells if c.cell_type == "markdown"
-         for line in c.source.splitlines() if line.startswith("# ")),
+        (line.lstrip("# ").strip() for kind, source, _ in cells if kind == "markdown"
+         for line in source.splitlines() if line.startswith("# ")),
         path.stem,
     )
-    after = notebook.metadata.get("alignkd", {}).get("after", [])
+    after = (metadata.get("alignkd") or {}).get("after", [])
     if not isinstance(after, list) or not all(isinstance(name, str) for name in after):
         raise ValueError(f"{path}: front matter `alignkd: after:` must be a list of chapter names, got {after!r}")
-    return Chapter(path.stem, path, title, parse_parameters(cells[0].source, str(path)), tuple(after))
+    return Chapter(path.stem, path, title, parse_parameters(parameters[0], str(path)), tuple(after))
 
 
 def chapters(directory: Path = NOTEBOOKS_DIR) -> dict[str, Chapter]:
@@ -293,10 +345,11 @@ def _missing_cuda(what: str) -> str | None:
 
 
 def _missing_bf16(what: str) -> str | None:
+    """bf16 autocast runs on every CPU (torch's CPU autocast); on a GPU it needs bfloat16 support (Ampere on)."""
     import torch
 
     if not torch.cuda.is_available():
-        return "a CUDA GPU for bf16 autocast, and torch sees none: run it on a machine with one"
+        return None
     return None if torch.cuda.is_bf16_supported() else "a GPU with bfloat16 support, and this one has none"
 
 

@@ -115,3 +115,25 @@ def test_cli_lists_chapters_and_parameters():
     params = subprocess.run([sys.executable, "-m", "alignkd", "params", "01", "--profile", "quick"],
                             capture_output=True, text=True, check=True)
     assert "grid_points" in params.stdout and "int, >= 10" in params.stdout
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md")), ids=lambda p: p.stem)
+def test_the_jupytext_free_reader_sees_every_chapter_as_jupytext_does(path):
+    """`read_myst` (what a machine without the notebook stack reads chapters with) against jupytext itself."""
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.read(path)
+    metadata, cells = ch.read_myst(path)
+    assert metadata.get("alignkd") == notebook.metadata.get("alignkd")
+    code = [(source, options.get("tags")) for kind, source, options in cells if kind == "code"]
+    assert code == [(c.source, c.metadata.get("tags")) for c in notebook.cells if c.cell_type == "code"]
+    titles = [line for kind, source, _ in cells if kind == "markdown" for line in source.splitlines()
+              if line.startswith("# ")]
+    assert titles == [line for c in notebook.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                      if line.startswith("# ")]
+
+
+def test_a_code_cell_left_open_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "99_open.md"
+    path.write_text("# Title\n\n```{code-cell} ipython3\n:tags: [parameters]\nx = 1\n")
+    with pytest.raises(ValueError, match="99_open.md: line 3: a code cell is not closed"):
+        ch.read_myst(path)

@@ -49,7 +49,6 @@ def test_short_run_raises_reward_selects_peak_margin_and_is_reproducible():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("bf16", True, "bf16"),
     ("pairs_per_step", 65, "pairs_per_step"),
     ("beta", -1.0, "beta"),
     ("grad_steps", 0, "grad_steps"),

@@ -175,7 +175,6 @@ def test_trl_backend_inputs_fail_before_work():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("bf16", True, "bf16"),
     ("batch_size", 1, "batch_size"),
     ("beta", 0.0, "beta"),
     ("scale_rewards", "batch", "scale_rewards"),

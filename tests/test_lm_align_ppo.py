@@ -109,7 +109,6 @@ def test_k3_form_also_raises_reward_and_on_eval_replaces_checkpoints():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("bf16", True, "bf16"),
     ("device", "cuda", "device"),
     ("device", "tpu", "device"),
     ("mini_batch_size", 7, "mini_batch_size"),

@@ -118,8 +118,7 @@ def test_lower_sampling_temperature_raises_precision_and_lowers_recall(language)
 def test_gpu_settings_without_a_gpu_fail_before_work():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(RuntimeError, match="needs a GPU"):
-        TrainConfig(bf16=True)
+    assert TrainConfig(bf16=True).bf16  # bf16 autocast runs on the CPU too
     with pytest.raises(RuntimeError, match="needs a GPU"):
         TrainConfig(device="cuda")
     with pytest.raises(ValueError, match="allowed: smollm2-135m"):

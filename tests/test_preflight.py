@@ -130,7 +130,8 @@ def test_the_paper_book_fails_before_its_first_chapter_and_writes_nothing(tmp_pa
     done, seconds = _run_cli(tmp_path, "book", "--profile", "paper")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "[book]" not in done.stdout
-    for text in ("device = 'cuda' needs a CUDA GPU", "set device = 'cpu'", "bf16 = True needs a CUDA GPU",
+    assert "bf16" not in done.stderr  # torch autocasts to bf16 on the CPU too
+    for text in ("device = 'cuda' needs a CUDA GPU", "set device = 'cpu'",
                  "ground_truth = 'hf:HuggingFaceTB/SmolLM2-1.7B' needs the weights", "HF_HUB_OFFLINE"):
         assert text in done.stderr
     assert not (tmp_path / "results").exists()
