@@ -44,7 +44,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -61,7 +60,7 @@ import torch
 import transformers
 
 from alignkd.cache import ResultStore
-from alignkd.lm.config import LLM_CHAPTER, chapter_alignments, chapter_config, llm_chapter_params
+from alignkd.lm.config import chapter_alignments, chapter_config, llm_chapter_params
 from alignkd.lm.device import Placement, placement_record
 from alignkd.lm.experiments import a_k_final, align, references, run_pipelines
 from alignkd.lm.generation import sample
@@ -71,10 +70,6 @@ from alignkd.lm.students import count_parameters, make_student
 
 VOCAB = 49152  # the SmolLM2 tokenizer's: every throughput shape has the real embedding and LM head
 SMOKE_PROFILE = "gpu-smoke"
-# Until params/gpu-smoke.yaml exists: the `gpu` profile's structure at sizes that fit a few minutes of one H200.
-SMOKE_FALLBACK = dict(high_size="30m", low_size="10m", max_new_tokens=32, n_high=4096, n_low=2048, kd_epochs=1.0,
-                      kd_batch=64, kd_validation=256, kd_patience=0, seeds=[0], iterations=10, eval_every=5,
-                      batch_size=32, dpo_grad_steps=2, n_eval=256, final_taus=[0.95])
 # The rehearsal: every count at its notebook minimum or near it, so that a vocabulary of 49 152 fits a minute
 # of one CPU core (a KD step at batch 50 × 5 tokens costs ~1 s there: the logits dominate).
 TINY = dict(high_size="tiny", low_size="tiny", max_new_tokens=4, n_high=100, n_low=100, kd_epochs=1.0, kd_batch=50,
@@ -467,29 +462,10 @@ def build_p_star(args, work: Path) -> dict:
             "tokenizer": source, "prompt": prompt, "params": count_parameters(model)}
 
 
-def chapter_params(profile: str) -> dict:
-    """Chapter 06's parameters under `profile`. The GPU machine has no jupytext, which `llm_chapter_params`
-    reads the notebook with; there the parameters cell is read as plain text and checked the same way."""
-    try:
-        return llm_chapter_params(profile)
-    except ModuleNotFoundError as error:
-        if error.name != "jupytext":
-            raise
-    from alignkd.chapters import Chapter, parse_parameters, resolve
-
-    path = REPO / "notebooks" / f"{LLM_CHAPTER}.md"
-    cell = re.search(r"```\{code-cell\}[^\n]*\n:tags: \[parameters\]\n(.*?)\n```", path.read_text(), re.S)
-    chapter = Chapter(LLM_CHAPTER, path, LLM_CHAPTER, parse_parameters(cell.group(1), str(path)))
-    return {**{name: p.default for name, p in chapter.parameters.items()}, **resolve(chapter, profile)}
-
-
 def smoke_params(args) -> tuple[dict, str]:
-    """(parameters, where they came from): the gpu-smoke profile (or `SMOKE_FALLBACK` until it exists),
+    """(parameters, where they came from): the gpu-smoke profile,
     shrunk by `TINY` for the rehearsal, on the requested device in bf16 (p* is set once it is built)."""
-    if (REPO / "params" / f"{SMOKE_PROFILE}.yaml").exists():
-        params, source = chapter_params(SMOKE_PROFILE), f"params/{SMOKE_PROFILE}.yaml"
-    else:
-        params, source = {**chapter_params("gpu"), **SMOKE_FALLBACK}, "SMOKE_FALLBACK (no params/gpu-smoke.yaml yet)"
+    params, source = llm_chapter_params(SMOKE_PROFILE), f"params/{SMOKE_PROFILE}.yaml"
     if args.tiny:
         params, source = {**params, **TINY}, source + " shrunk by TINY"
     params.update(device=args.device, bf16=True, tau_topic=1.0)  # τ_topic: real LMs have no topics

@@ -22,12 +22,14 @@ RECORD = ("env.json", "throughput.csv", "throughput.json", "metrics.csv", "traje
 PIPELINE_KINDS = ("references", "K-A", "A-K", "evaluation")
 
 
-def rehearse(out: Path, budget: float, tokenizer: Path | None = None) -> dict:
-    """Run the rehearsal in its own process (it arms SIGALRM, and its imports are part of its budget)."""
+def rehearse(out: Path, budget: float, tokenizer: Path | None = None, pythonpath: str | None = None) -> dict:
+    """Run the rehearsal in its own process (it arms SIGALRM, and its imports are part of its budget);
+    `pythonpath` goes in front of the venv's packages (another transformers)."""
     options = ["--tokenizer", str(tokenizer)] if tokenizer else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({"PYTHONPATH": pythonpath} if pythonpath else {})}
     result = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), "--budget", str(budget),
                              "--device", "cpu", "--tiny", *options], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=budget + 120)
+                            env=env, timeout=budget + 120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return json.loads((out / "summary.json").read_text())
 
@@ -157,3 +159,15 @@ def test_no_gpu_record_is_committed_and_the_pages_say_so():
     assert records() == [], "a record is committed: show it on the reproduce page and in chapter 06"
     assert "no GPU run has been recorded yet" in (REPO / "book" / "reproduce.md").read_text()
     assert "gpu_record" in (REPO / "notebooks" / "06_llm.md").read_text()
+
+
+@pytest.mark.skipif(not os.environ.get("ALIGNKD_TRANSFORMERS_5_17"),
+                    reason="set ALIGNKD_TRANSFORMERS_5_17 to a folder with transformers 5.17 (.ci/run makes one)")
+def test_the_rehearsal_runs_under_the_gpu_machines_transformers_5_17(rehearsal, tmp_path):
+    """The GPU machine has transformers 5.17, the lock 5.23: the whole run, on the bundle's tokenizer, under 5.17."""
+    out, _ = rehearsal
+    tokenizer = json.loads((out / "summary.json").read_text())["p_star"]["tokenizer"]
+    summary = rehearse(tmp_path / "r517", 150, Path(tokenizer) if Path(tokenizer).is_dir() else None,
+                       pythonpath=os.environ["ALIGNKD_TRANSFORMERS_5_17"])
+    assert json.loads((tmp_path / "r517" / "env.json").read_text())["transformers"] == "5.17.0"
+    assert summary["stages_by_status"]["done"] == len(summary["stages"]) and summary["placement_problems"] == {}
