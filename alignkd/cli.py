@@ -3,13 +3,15 @@
     python -m alignkd list
     python -m alignkd params 02                       # a chapter's parameters, defaults and allowed values
     python -m alignkd run 02 --profile quick -p n_trials=5 -p betas='[0.5, 1.0]'
-    python -m alignkd check --profile paper               # can this machine run a profile? (runs nothing)
+    python -m alignkd check --profile paper               # can this machine run a profile, and what will it cost?
     python -m alignkd book --profile default
 
 Override values are YAML (`5`, `0.5`, `[0.5, 1.0]`, `ppo`). Before anything executes, every value is checked
 against the chapter's parameters cell and against this machine (`alignkd.chapters.preflight`: a GPU,
 bf16, model weights); a bad one exits with status 2 and a message naming the parameter and what it
-allows or what would make it run, and writes nothing.
+allows or what would make it run, and writes nothing. `check` also prints chapter 06's predicted cost under the
+profile (`alignkd.lm.cost`: FLOPs, tokens and minutes per stage on a 2-core CPU, one H200 and 8 H100s), on any
+machine and whether or not this one can run it: the budget is read before the run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from .chapters import PROFILES, ParameterError, chapters, find_chapter, preflight, profile_values
+from .chapters import PROFILES, ParameterError, PreflightError, chapters, find_chapter, preflight, profile_values
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -53,9 +55,29 @@ def _cmd_params(args) -> None:
         print(text)
 
 
+def _print_cost(profile: str) -> None:
+    """Chapter 06's cost table under `profile` (meta-device shapes only: no weights are loaded)."""
+    from .lm.config import llm_chapter_params
+    from .lm.cost import chapter_cost, format_table, machines
+
+    params = llm_chapter_params(profile)
+    found = machines(workers=params["workers"])
+    try:
+        table = chapter_cost(params, found)
+    except ValueError as error:  # a ground truth whose size the cost model does not know
+        print(f"chapter 06 under profile '{profile}': no cost prediction ({error})")
+        return
+    print(format_table(table, profile, found))
+
+
 def _cmd_check(args) -> None:
-    checked = preflight(args.profile)
+    try:
+        checked = preflight(args.profile)
+    except PreflightError:
+        _print_cost(args.profile)  # what the profile would cost elsewhere, then the reasons it cannot run here
+        raise
     print(f"profile '{args.profile}' can run on this machine ({len(checked)} chapters checked)")
+    _print_cost(args.profile)
 
 
 def _cmd_run(args) -> None:
@@ -90,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-o", "--output", type=Path, help="executed notebook path (default _build/runs/...)")
     run.set_defaults(func=_cmd_run)
 
-    check = commands.add_parser("check", help="check a profile against every chapter and this machine; runs nothing")
+    check = commands.add_parser("check", help="check a profile against every chapter and this machine and print "
+                                             "chapter 06's predicted cost; runs nothing")
     check.add_argument("--profile", default="default", choices=PROFILES)
     check.set_defaults(func=_cmd_check)
 

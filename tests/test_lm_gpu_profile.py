@@ -1,4 +1,5 @@
-"""The `gpu` profile: ~30 M / ~10 M students on the SmolLM2 tokenizer; without a GPU it fails before any compute."""
+"""The `gpu` and `gpu-smoke` profiles: ~30 M / ~10 M students on the SmolLM2 tokenizer, one process per GPU; without a
+GPU they fail before any compute."""
 
 import os
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from alignkd.lm.config import llm_chapter_params
 from alignkd.lm.students import count_parameters, make_student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,11 +22,25 @@ def test_gpu_students_have_their_named_size_on_the_smollm2_vocabulary(size, mill
     assert count_parameters(model) / 1e6 == pytest.approx(millions, abs=0.05)
 
 
+@pytest.mark.parametrize("profile", ["gpu", "gpu-smoke"])
+def test_gpu_profiles_run_one_process_per_gpu_on_the_smollm2_tokenizer(profile):
+    params = llm_chapter_params(profile)
+    assert (params["device"], params["bf16"], params["workers"]) == ("cuda", True, 1)
+    assert params["ground_truth"] == "gguf:smollm2" and {params["high_size"], params["low_size"]} == {"30m", "10m"}
+
+
+def test_gpu_smoke_runs_every_alignment_and_a_final_kd():
+    params = llm_chapter_params("gpu-smoke")
+    assert set(params["algorithms"]) == {"ppo", "dpo_online", "grpo", "grpo_reward"}
+    assert params["final_taus"] and params["kd_patience"] > 0  # early stopping: the held-out pass runs too
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
-def test_the_gpu_profile_fails_before_its_first_chapter_without_a_gpu(tmp_path):
+@pytest.mark.parametrize("profile", ["gpu", "gpu-smoke"])
+def test_a_gpu_profile_fails_before_its_first_chapter_without_a_gpu(tmp_path, profile):
     env = {**os.environ, "ALIGNKD_RESULTS": str(tmp_path / "results"), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "alignkd", "run", "06_llm", "--profile", "gpu", "-o",
+    done = subprocess.run([sys.executable, "-m", "alignkd", "run", "06_llm", "--profile", profile, "-o",
                            str(tmp_path / "out.ipynb")], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 2, done.stderr
-    assert "device = 'cuda' needs a CUDA GPU" in done.stderr and "bf16 = True needs a CUDA GPU" in done.stderr
+    assert "device = 'cuda' needs a CUDA GPU" in done.stderr
     assert not (tmp_path / "out.ipynb").exists() and not (tmp_path / "results").exists()
