@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import importlib
 import importlib.util
 import operator
 import os
@@ -181,12 +182,29 @@ def _parse_needs(comment: str, where: str) -> tuple[str, tuple[Need, ...]]:
     return ";".join(kept), tuple(needs)
 
 
+# `one of: <lm algorithms>` reads a registry, so a list of names is typed once: where the library defines it
+REGISTRIES = {"lm algorithms": ("alignkd.lm.algorithms", "ALGORITHMS"),
+              "mog algorithms": ("alignkd.mog.algorithms", "ALGORITHMS")}
+
+
+def registry_choices(name: str) -> tuple[str, ...]:
+    """The names of a registry of `REGISTRIES` (imported when a chapter's spec names it)."""
+    if name not in REGISTRIES:
+        raise ValueError(f"'<{name}>' is not a registry (known: {', '.join(f'<{r}>' for r in REGISTRIES)})")
+    module, attribute = REGISTRIES[name]
+    return tuple(getattr(importlib.import_module(module), attribute))
+
+
+def _expand(choice: str) -> tuple[str, ...]:
+    return registry_choices(choice[1:-1].strip()) if choice.startswith("<") and choice.endswith(">") else (choice,)
+
+
 def _parse_spec(comment: str) -> tuple[tuple[tuple[str, float], ...], tuple[str, ...], str]:
     text = comment.strip()
     spec, _, description = text.partition(";")
     spec = spec.strip().removeprefix("[] or ").removeprefix("each ")
     if spec.startswith("one of:"):
-        choices = tuple(c.strip() for c in spec[len("one of:"):].split(",") if c.strip())
+        choices = tuple(name for c in spec[len("one of:"):].split(",") if c.strip() for name in _expand(c.strip()))
         return (), choices, description.strip()
     conditions = []
     for part in spec.split(","):

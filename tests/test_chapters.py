@@ -137,3 +137,30 @@ def test_a_code_cell_left_open_is_refused_naming_the_file(tmp_path):
     path.write_text("# Title\n\n```{code-cell} ipython3\n:tags: [parameters]\nx = 1\n")
     with pytest.raises(ValueError, match="99_open.md: line 3: a code cell is not closed"):
         ch.read_myst(path)
+
+
+def test_algorithm_choices_are_read_from_the_registries():
+    from alignkd.lm.algorithms import ALGORITHMS as LM
+    from alignkd.mog.algorithms import ALGORITHMS as MOG
+
+    parsed = ch.parse_parameters('a = ["ppo"]  # each one of: <lm algorithms>; x\nb = "ppo"  # one of: <mog algorithms>\n')
+    assert parsed["a"].choices == tuple(LM) and parsed["b"].choices == tuple(MOG)
+    with pytest.raises(ValueError, match="'<lm algos>' is not a registry"):
+        ch.parse_parameters('a = "ppo"  # one of: <lm algos>\n')
+    assert ch.find_chapter("06_llm").parameters["algorithms"].choices == tuple(LM)
+    assert ch.find_chapter("07_pad").parameters["algorithm"].choices == tuple(MOG)
+
+
+def test_no_chapter_types_a_list_of_algorithm_names_by_hand():
+    """A `one of:` list holding a registry's name must be the registry itself (`<lm algorithms>`), or the
+    chapters drift from the library as they did (chapter 07 refused grpo_reward, which the library accepts)."""
+    from alignkd.lm.algorithms import ALGORITHMS as LM
+    from alignkd.mog.algorithms import ALGORITHMS as MOG
+
+    names = set(LM) | set(MOG)
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.md")):
+        for line in path.read_text().splitlines():
+            spec = line.partition("#")[2].partition(";")[0]
+            if "one of:" in spec:
+                typed = {c.strip() for c in spec.partition("one of:")[2].split(",")}
+                assert not typed & names, f"{path.name}: {line.strip()}"
