@@ -423,10 +423,19 @@ def write_claims_page(profile: str, book_root: Path = REPO_ROOT) -> Path:
     available = chapters()
     table = claims.load(profile, list(available))
     claims.write_summary(table, profile)
+    folder = generated_dir(book_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    forest = None
+    if len(claims.forest_rows(table)):
+        figure = claims.forest_figure(table)
+        figure.savefig(folder / claims.FOREST_FILE, dpi=130)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        forest = claims.FOREST_FILE
     text = claims.page(table, {name: chapter.title for name, chapter in available.items()},
-                       _figure_names(book_root), profile)
-    path = generated_dir(book_root) / "claims.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
+                       _figure_names(book_root), profile, forest=forest)
+    path = folder / "claims.md"
     path.write_text(text)
     return path
 

@@ -230,12 +230,64 @@ def _estimate(row) -> str:
     return f"{_fmt(row.ours)} [{_fmt(row.low)}, {_fmt(row.high)}]"
 
 
+VERDICT_COLOURS = {"holds": "#1b7837", "partly": "#e08214", "does not hold": "#b2182b", "not testable here": "#878787"}
+FOREST_FILE = "claims_forest.png"
+
+
+def forest_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims a forest plot can show (an estimate with its 95 % interval), in page order, with the y
+    position each takes (chapters stacked top to bottom, a gap between chapters)."""
+    rows = table[table["low"].notna() & table["high"].notna()].copy()
+    positions, y, previous = [], 0.0, None
+    for chapter in rows["chapter"]:
+        if previous is not None and chapter != previous:
+            y += 1.0  # a blank row between chapters
+        positions.append(y)
+        y, previous = y + 1.0, chapter
+    rows["y"] = positions
+    return rows.reset_index(drop=True)
+
+
+def forest_figure(table: pd.DataFrame):
+    """Every claim's estimate and 95 % interval against zero, by chapter, coloured by verdict.
+
+    Claims measure different quantities (rewards, log-likelihoods, shares), so the x axis is symmetric-log:
+    what it shows is where each interval lies against zero, which is what every verdict reads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = forest_rows(table)
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.17 * max(len(rows), 1) + 0.17 * rows["chapter"].nunique()))
+    for row in rows.itertuples():
+        colour = VERDICT_COLOURS[row.verdict]
+        ax.plot([row.low, row.high], [row.y, row.y], color=colour, lw=1.6)
+        ax.plot(row.ours, row.y, "o", color=colour, ms=3.5)
+    ax.axvline(0, color="0.3", lw=0.8)
+    # linear within the typical size of an estimate, logarithmic beyond: small and large claims both readable
+    scale = float(rows["ours"].abs().replace(0, math.nan).median()) if len(rows) else 1.0
+    ax.set_xscale("symlog", linthresh=scale if math.isfinite(scale) else 1.0, linscale=2.0)
+    ax.set_yticks(rows["y"], [f"{row.chapter[:2]} {row.claim_id}" for row in rows.itertuples()], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("our estimate and its 95 % interval (symmetric-log scale; the line is zero)")
+    handles = [Line2D([], [], color=c, marker="o", lw=1.6, label=v) for v, c in VERDICT_COLOURS.items()
+               if v in set(rows["verdict"])]
+    if handles:
+        ax.legend(handles=handles, loc="lower right", fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def page(table: pd.DataFrame, titles: dict[str, str], figures: dict[str, str], profile: str) -> str:
-    """The "Claims at a glance" page (MyST markdown) for the claims in `table`.
+def page(table: pd.DataFrame, titles: dict[str, str], figures: dict[str, str], profile: str,
+         forest: str | None = None) -> str:
+    """The "Claims at a glance" page (MyST markdown) for the claims in `table`, opening with the forest plot
+    `forest` (an image path relative to the page, from `forest_figure`) when given.
 
     `titles` maps every chapter stem to its title (chapters that recorded nothing are named as such);
     `figures` maps figure names to the chapter showing them, so that each claim links to its figure.
@@ -254,6 +306,16 @@ def page(table: pd.DataFrame, titles: dict[str, str], figures: dict[str, str], p
         counts = table.verdict.value_counts()
         lines += ["Of {} claims: {}.".format(len(table), ", ".join(
             f"{counts[v]} {v}" for v in VERDICTS if v in counts)), ""]
+        shown = len(forest_rows(table))
+        if forest:
+            lines += [f"```{{figure}} {forest}", "---", "name: fig-claims-forest", "---",
+                      f"The {shown} claims with a 95 % interval: our estimate (dot) and its interval (line) against "
+                      f"zero, by chapter (rows labelled with the chapter's number and the claim's id), coloured by "
+                      f"verdict; the x axis is symmetric-log because the claims measure different quantities. "
+                      + (f"{len(table) - shown} claim{'s have' if len(table) - shown != 1 else ' has'} no interval "
+                         f"and appear{'' if len(table) - shown != 1 else 's'} only in the tables below."
+                         if len(table) > shown else ""),
+                      "```", ""]
     else:
         lines += ["No chapter recorded a claim in this build.", ""]
     for chapter, rows in table.groupby("chapter", sort=False):

@@ -128,3 +128,42 @@ def test_loaded_table_is_a_plain_frame_of_the_columns(results):
     claims.record("quick", **_ppo())
     table = claims.load("quick")
     assert isinstance(table, pd.DataFrame) and table.verdict.tolist() == ["holds"]
+
+
+def _table():
+    rows = [claims.make_row(**_ppo()),
+            claims.make_row(**_ppo(claim_id="dpo-reward", ours=-0.2, low=-0.5, high=0.05, verdict="does not hold",
+                                   reason="the interval holds 0")),
+            claims.make_row(**_ppo(chapter="06_llm", claim_id="app-d", ours=None, low=None, high=None,
+                                   verdict="not testable here", reason="needs a GPU", figure="")),
+            claims.make_row(**_ppo(chapter="06_llm", claim_id="kl", ours=3.0, low=1.0, high=30.0, verdict="partly",
+                                   reason="one of two settings", figure=""))]
+    return pd.DataFrame(rows, columns=claims.COLUMNS)
+
+
+def test_the_forest_plot_shows_every_interval_by_chapter_coloured_by_verdict():
+    import matplotlib.colors as colors
+
+    table = _table()
+    rows = claims.forest_rows(table)
+    assert list(rows["claim_id"]) == ["ppo-reward", "dpo-reward", "kl"]  # the claim without an interval is left out
+    assert list(rows["y"]) == [0.0, 1.0, 3.0]  # a blank row between chapters
+    fig = claims.forest_figure(table)
+    ax = fig.axes[0]
+    intervals = [line for line in ax.lines if len(line.get_xdata()) == 2 and line.get_xdata()[0] != line.get_xdata()[1]]
+    drawn = sorted((tuple(line.get_xdata()), colors.to_hex(line.get_color())) for line in intervals)
+    assert drawn == sorted([((0.1, 0.4), claims.VERDICT_COLOURS["holds"]),
+                            ((-0.5, 0.05), claims.VERDICT_COLOURS["does not hold"]),
+                            ((1.0, 30.0), claims.VERDICT_COLOURS["partly"])])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["03 ppo-reward", "03 dpo-reward", "06 kl"]
+    assert ax.get_xscale() == "symlog"
+
+
+def test_the_claims_page_opens_with_the_forest_plot():
+    table = _table()
+    text = claims.page(table, {"03_mog_alignment": "MoG", "06_llm": "LLM"}, {"fig-03-ppo": "03_mog_alignment"},
+                       "quick", forest=claims.FOREST_FILE)
+    assert text.index("```{figure} claims_forest.png") < text.index("## MoG")
+    assert "The 3 claims with a 95 % interval" in text and "1 claim has no interval and appears only in the tables below" in text
+    assert "{figure}" not in claims.page(table, {"03_mog_alignment": "MoG", "06_llm": "LLM"},
+                                         {"fig-03-ppo": "03_mog_alignment"}, "quick")
