@@ -69,10 +69,6 @@ class DPOConfig(RunConfig):
                              f"batch_size must be even and pairs_per_step <= batch_size / 2 (the pairs per iteration)")
         require_positive(self, "learning_rate", "beta")
 
-    @classmethod
-    def paper(cls, **overrides) -> "DPOConfig":
-        """App. C.3 at the paper's scale: bf16 on a GPU."""
-        return cls(**{"device": "cuda", "bf16": True, **overrides})
 
 
 def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:

@@ -103,10 +103,6 @@ class GRPOConfig(RunConfig):
             raise ValueError("GRPOConfig.kl_form = 'reward' needs backend = 'ours': trl.GRPOTrainer has only the k3 form")
         require_choice(self, "scale_rewards", SCALE_REWARDS)
 
-    @classmethod
-    def paper(cls, **overrides) -> "GRPOConfig":
-        """The App. C.3 settings at the paper's scale: bf16 on a GPU."""
-        return cls(**{"device": "cuda", "bf16": True, **overrides})
 
 
 def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_new_tokens):

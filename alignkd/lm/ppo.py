@@ -93,10 +93,6 @@ class PPOConfig(RunConfig):
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"PPOConfig.gamma = {self.gamma!r} must be in (0, 1], lam = {self.lam!r} in [0, 1]")
 
-    @classmethod
-    def paper(cls, **overrides) -> "PPOConfig":
-        """App. C.3 at the paper's scale: bf16 on a GPU."""
-        return cls(**{"device": "cuda", "bf16": True, **overrides})
 
 
 class ValueHead(torch.nn.Module):
