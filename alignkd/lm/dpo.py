@@ -70,7 +70,6 @@ class DPOConfig(RunConfig):
         require_positive(self, "learning_rate", "beta")
 
 
-
 def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     """[N] log-prob of each response (sum over response tokens; prompt and padding masked)."""
     logprob = token_logprobs(model, tokens, attention).float()

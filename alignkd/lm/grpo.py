@@ -104,7 +104,6 @@ class GRPOConfig(RunConfig):
         require_choice(self, "scale_rewards", SCALE_REWARDS)
 
 
-
 def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_new_tokens):
     """The GRPO loss on per-token [B, T] tensors (advantages [B]), "dr_grpo" aggregation:
     Σ_{i,t} [−min(ρ A_i, clip(ρ, 1 ± ε) A_i) + β·k3_t (k3 form only)] / (B · max_new_tokens)."""

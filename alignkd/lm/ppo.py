@@ -94,7 +94,6 @@ class PPOConfig(RunConfig):
             raise ValueError(f"PPOConfig.gamma = {self.gamma!r} must be in (0, 1], lam = {self.lam!r} in [0, 1]")
 
 
-
 class ValueHead(torch.nn.Module):
     """V(s_t) = w·h_t + b on the policy's last hidden state h_t (zero-initialised)."""
 
