@@ -11,6 +11,10 @@ All probabilities enter as log-probabilities.
 
     DPO (eq. 2)          dpo_decomposition, dpo_logit, dpo_loss, dpo_implicit_reward,
                          dpo_gradient_wrt_model_logratio
+    KTO (§3.4; Ethayarajh et al. 2024, eq. 7)
+                         kto_reference_point, kto_loss (keeps π_ref: the offset enters through r)
+    SimPO (Meng et al. 2024, eq. 6)
+                         simpo_loss (reference-free: no π_ref anywhere)
     PPO reward (eq. 3)   shaped_reward
     KL estimators        k1, k2, k3 (Schulman, "Approximating KL divergence", 2020)
     advantages           group_advantages (GRPO; batch-mean when the group is the whole batch), whiten
@@ -55,6 +59,56 @@ def dpo_implicit_reward(policy_logp, ref_logp, beta):
 def dpo_gradient_wrt_model_logratio(z, beta):
     """∂L_DPO/∂Δ_θ = −β σ(−z) (§3.4): it vanishes as the reference offset drives z ≫ 0."""
     return -beta * torch.sigmoid(-z)
+
+
+# --- KTO (paper §3.4: the trap "persists in DPO-style objectives like KTO"; Ethayarajh et al. 2024) -----
+
+
+def kto_reference_point(policy_logp, ref_logp, dim=None, keepdim: bool = False):
+    """z_ref = max(0, mean(log π_θ(y) − log π_ref(y))), detached: KTO's reference point (eq. 7's z_0).
+
+    The batch estimate of KL(π_θ ‖ π_ref) on samples of the current policy, as TRL 1.16's `KTOTrainer`
+    computes its `kl` from the "mismatched" KL completions (`(KL_logps − ref_KL_logps).mean().detach()`,
+    then `.clamp(min=0)`); with one prompt those completions are simply other samples of π_θ. The mean is
+    over `dim` (all elements if None; MoG takes it per trial row, `dim=-1, keepdim=True`). Detached
+    because KTO does not backpropagate through z_ref (the paper: "for ... stability").
+    """
+    logratio = (policy_logp - ref_logp).detach()
+    mean = logratio.mean() if dim is None else logratio.mean(dim, keepdim=keepdim)
+    return mean.clamp(min=0)
+
+
+def kto_loss(policy_logp, ref_logp, desirable, reference_point, beta, desirable_weight=1.0,
+             undesirable_weight=1.0):
+    """Per-example KTO loss (Ethayarajh et al. 2024, eq. 7; TRL 1.16's `loss_type="kto"`):
+
+        desirable y:    λ_D · (1 − σ(β (r − z_ref)))
+        undesirable y:  λ_U · (1 − σ(β (z_ref − r))),     r = log π_θ(y) − log π_ref(y),
+
+    `desirable` a bool tensor broadcastable to the log-probs (sequence log-probs are sums over tokens, as
+    TRL). TRL's trainer returns the mean of these over the batch. The reference enters only through r: a
+    desirable y with π_ref(y) ≈ 0 has r ≫ z_ref, the sigmoid saturates and its gradient −λ_D β σ(1 − σ)
+    vanishes, the same offset-induced saturation as DPO's (§3.4).
+    """
+    logratio = policy_logp - ref_logp
+    # written as TRL writes them (weight · (1 − σ(·))), so that the pinned test agrees to the last bit
+    desirable_loss = desirable_weight * (1 - torch.sigmoid(beta * (logratio - reference_point)))
+    undesirable_loss = undesirable_weight * (1 - torch.sigmoid(beta * (reference_point - logratio)))
+    return torch.where(desirable, desirable_loss, undesirable_loss)
+
+
+# --- SimPO (reference-free; Meng et al. 2024, eq. 6; TRL's CPO `loss_type="simpo"`) ---------------------
+
+
+def simpo_loss(policy_avg_logp_w, policy_avg_logp_l, beta, gamma):
+    """Per-pair SimPO loss −log σ(β (avg_w − avg_l) − γ) (Meng et al. 2024, eq. 6).
+
+    avg = (1/|y|) log π_θ(y), the length-normalised (per-token average) log-likelihood; γ > 0 the target
+    margin (TRL: `simpo_gamma`). No reference model appears: nothing fixes an offset, so the saturation
+    of §3.4 has nothing to come from. Written as TRL 1.16's `CPOTrainer.cpo_loss` writes it, β (Δ − γ/β)
+    (label smoothing 0; `cpo_alpha = 0` drops CPO's NLL term, which makes it SimPO).
+    """
+    return -logsigmoid(beta * ((policy_avg_logp_w - policy_avg_logp_l) - gamma / beta))
 
 
 # --- PPO / RLHF reward (paper §3.1, eq. 1 and eq. 3) ------------------------------------------------

@@ -16,12 +16,12 @@ Public building blocks (stable; the PAD chapter builds on them):
 - `claims` (paired A-K − K-A with intervals, chapters 03-04), `coverage_study` (chapter 05), `geometry` (Figure 1)
 """
 
-from . import (algorithms, alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, metrics, mixture, pipelines, ppo,
-               sft)
+from . import (algorithms, alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, kto, metrics, mixture, pipelines,
+               ppo, sft, simpo)
 from .algorithms import ALGORITHMS
 from .mixture import Mixture
 from .pipelines import Setup, Sweep, align, distil_rows, high_recall, low_recall, run_sweep
 
 __all__ = ["ALGORITHMS", "Mixture", "Setup", "Sweep", "align", "distil_rows", "high_recall", "low_recall",
-           "run_sweep", "algorithms", "alignment", "dpo_offline", "dpo_online", "groundtruth", "grpo", "kd", "metrics",
-           "mixture", "pipelines", "ppo", "sft"]
+           "run_sweep", "algorithms", "alignment", "dpo_offline", "dpo_online", "groundtruth", "grpo", "kd", "kto",
+           "metrics", "mixture", "pipelines", "ppo", "sft", "simpo"]

@@ -9,7 +9,7 @@ Every `train` has the contract of `ppo.train` (rows = settings × trials, per-ro
 from __future__ import annotations
 
 from ..algorithms import Algorithm, lookup
-from . import dpo_offline, dpo_online, grpo, ppo
+from . import dpo_offline, dpo_online, grpo, kto, ppo, simpo
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("ppo", "PPO", ppo.PPOConfig, ppo.train),
@@ -17,6 +17,8 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("grpo_reward", "GRPO (KL in the reward)", grpo.GRPOConfig, grpo.train, fixed=(("kl_form", "reward"),)),
     Algorithm("dpo_online", "On-policy DPO", dpo_online.DPOOnlineConfig, dpo_online.train),
     Algorithm("dpo_offline", "Off-policy DPO", dpo_offline.DPOOfflineConfig, dpo_offline.train),
+    Algorithm("kto", "KTO", kto.KTOConfig, kto.train),
+    Algorithm("simpo", "SimPO", simpo.SimPOConfig, simpo.train),
 )}
 
 

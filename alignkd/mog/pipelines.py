@@ -146,7 +146,7 @@ class Sweep:
     """One algorithm's β sweep at a fixed budget plus its iteration sweep at one β (Figs 3, 4, 6, 7, 10–12)."""
 
     algorithm: str = "ppo"
-    """A name of `alignkd.mog.algorithms.ALGORITHMS` (ppo, grpo, grpo_reward, dpo_online, dpo_offline)."""
+    """A name of `alignkd.mog.algorithms.ALGORITHMS` (the registry lists them)."""
     betas: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0)
     """β grid of panel (a)."""
     checkpoints: tuple[int, ...] = (100, 200, 400)

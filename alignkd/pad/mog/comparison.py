@@ -23,7 +23,7 @@ class Comparison:
     """K-A, A-K and Align → PAD for one alignment algorithm and β, on the same trials and budgets."""
 
     algorithm: str = "ppo"
-    """Alignment algorithm of the first stage (ppo, grpo, dpo_online, dpo_offline)."""
+    """Alignment algorithm of the first stage: a name of `alignkd.mog.algorithms.ALGORITHMS`."""
     beta: float = 1.0
     """Alignment KL/DPO coefficient β (the paper's iteration sweeps use 1.0)."""
     align_iterations: int = 400
