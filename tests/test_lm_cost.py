@@ -238,3 +238,19 @@ def test_check_prints_the_gpu_profiles_cost_and_refuses_it_here(capsys):
     captured = capsys.readouterr()
     assert "profile 'gpu': predicted cost" in captured.out and "1 × H200" in captured.out
     assert "device = 'cuda' needs a CUDA GPU" in captured.err
+
+
+def test_every_lm_algorithm_has_a_cost_row_and_each_adds_alignment_work():
+    from alignkd.lm.algorithms import ALGORITHMS
+    from alignkd.lm.config import llm_chapter_params
+
+    base = {**llm_chapter_params("quick"), "capacity_algorithms": [], "coverage_section": False,
+            "tau_sweep_algorithms": []}
+
+    def alignment_flops(names):
+        table = cost.chapter_cost({**base, "algorithms": list(names)})
+        return float(table[(table["stage"] == "alignment") & (table["section"] == "pipelines")]["flops"].sum())
+
+    alone = {name: alignment_flops([name]) for name in ALGORITHMS}
+    assert all(value > 0 for value in alone.values())
+    assert alignment_flops(list(ALGORITHMS)) == pytest.approx(sum(alone.values()))

@@ -37,7 +37,8 @@ def tiny_config(bf16: bool, **overrides) -> LLMConfig:
 
 def alignments(bf16: bool) -> dict:
     shared = dict(n_iterations=1, batch_size=8, max_new_tokens=5, eval_every=1, device="cpu", bf16=bf16)
-    extra = {"ppo": dict(mini_batch_size=4), "dpo_online": dict(grad_steps=1, pairs_per_step=2)}
+    extra = {"ppo": dict(mini_batch_size=4), "dpo_online": dict(grad_steps=1, pairs_per_step=2),
+             "kto": dict(grad_steps=1, examples_per_step=4), "simpo": dict(grad_steps=1, pairs_per_step=2)}
     return {name: alignment_config(name, **shared, **extra.get(name, {})) for name in ALGORITHMS}
 
 

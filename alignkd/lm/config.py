@@ -10,14 +10,14 @@ the same functions, so both chapters name the same cached models whatever the pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..chapters import find_chapter, resolve
-from .algorithms import alignment_config
+from .algorithms import alignment_config, find_algorithm
 from .device import Placement
 from .groundtruth import MarkovMixtureConfig
 from .kd import KDDataConfig, TrainConfig
@@ -145,23 +145,35 @@ def chapter_config(params: Mapping[str, Any], *, smollm2: bool = False) -> LLMCo
         bf16=params["bf16"])
 
 
+# Which of chapter 06's parameters set which fields of each algorithm's config, by registry name (`p`: the
+# chapter's parameters). Every algorithm also gets n_iterations, batch_size, max_new_tokens, eval_every, device and
+# bf16. The DPO-like methods share DPO's learning rate and steps, and see the same responses per gradient step
+# (8 pairs = 16 responses). SimPO takes no `beta` from the chapter: there it scales a reference-free per-token margin,
+# not a KL strength, so it keeps `SimPOConfig`'s own.
+ALGORITHM_PARAMETERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "ppo": lambda p: dict(beta=p["beta"], learning_rate=p["ppo_lr"], mini_batch_size=max(1, p["batch_size"] // 8)),
+    "dpo_online": lambda p: dict(beta=p["beta"], learning_rate=p["dpo_lr"], grad_steps=p["dpo_grad_steps"],
+                                 pairs_per_step=min(8, p["batch_size"] // 2)),
+    "grpo": lambda p: dict(beta=p["beta"], learning_rate=p["ppo_lr"]),
+    "grpo_reward": lambda p: dict(beta=p["beta"], learning_rate=p["ppo_lr"]),
+    "kto": lambda p: dict(beta=p["beta"], learning_rate=p["dpo_lr"], grad_steps=p["dpo_grad_steps"],
+                          examples_per_step=min(16, p["batch_size"])),
+    "simpo": lambda p: dict(learning_rate=p["dpo_lr"], grad_steps=p["dpo_grad_steps"],
+                            pairs_per_step=min(8, p["batch_size"] // 2)),
+}
+
+
 def chapter_alignments(params: Mapping[str, Any]) -> dict[str, Any]:
     """Chapter 06's alignment configs by algorithm name (`params["algorithms"]`, names of
-    `alignkd.lm.algorithms.ALGORITHMS`)."""
-    shared = dict(eval_every=params["eval_every"], device=params["device"], bf16=params["bf16"])
-    iterations, batch, beta = params["iterations"], params["batch_size"], params["beta"]
-    length = params["max_new_tokens"]
+    `alignkd.lm.algorithms.ALGORITHMS`), their settings from `ALGORITHM_PARAMETERS`."""
+    shared = dict(n_iterations=params["iterations"], batch_size=params["batch_size"],
+                  max_new_tokens=params["max_new_tokens"], eval_every=params["eval_every"], device=params["device"],
+                  bf16=params["bf16"])
     configs = {}
     for label in params["algorithms"]:
-        if label == "ppo":
-            configs[label] = alignment_config("ppo", n_iterations=iterations, batch_size=batch,
-                                              mini_batch_size=max(1, batch // 8), beta=beta,
-                                              learning_rate=params["ppo_lr"], max_new_tokens=length, **shared)
-        elif label == "dpo_online":
-            configs[label] = alignment_config("dpo_online", n_iterations=iterations, batch_size=batch,
-                                              grad_steps=params["dpo_grad_steps"], pairs_per_step=min(8, batch // 2),
-                                              beta=beta, learning_rate=params["dpo_lr"], max_new_tokens=length, **shared)
-        else:  # grpo or grpo_reward: the name fixes the KL form (an unknown name fails in the registry)
-            configs[label] = alignment_config(label, n_iterations=iterations, batch_size=batch, beta=beta,
-                                              learning_rate=params["ppo_lr"], max_new_tokens=length, **shared)
+        find_algorithm(label)  # an unknown name fails as the registry words it: `algorithm = '...'`
+        if label not in ALGORITHM_PARAMETERS:  # a new algorithm must say which parameters it takes, not inherit PPO's
+            raise ValueError(f"algorithm '{label}' has no row in alignkd.lm.config.ALGORITHM_PARAMETERS "
+                             f"(known: {', '.join(ALGORITHM_PARAMETERS)})")
+        configs[label] = alignment_config(label, **shared, **ALGORITHM_PARAMETERS[label](params))
     return configs

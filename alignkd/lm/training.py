@@ -1,4 +1,4 @@
-"""What the three LLM alignment trainers (`train_ppo`, `train_dpo`, `train_grpo`) share.
+"""What the LLM alignment trainers (`train_ppo`, `train_dpo`, `train_grpo`, `train_kto`, `train_simpo`) share.
 
     run = train_ppo(policy, reference, oracle, PPOConfig(), seed=0)   # an AlignmentRun
     run.trajectory                          # DataFrame, one row per evaluation step
@@ -6,7 +6,8 @@
     run.selected_step                       # chosen by the App. C.4 rule (`alignkd.lm.selection`)
 
 `RunConfig` holds the fields every alignment config shares (rollout temperature, gradient
-clipping, evaluation cadence, hardware); `PPOConfig`, `DPOConfig` and `GRPOConfig` extend it.
+clipping, evaluation cadence, hardware); every algorithm's config (`PPOConfig`, `DPOConfig`, `GRPOConfig`,
+`KTOConfig`, `SimPOConfig`) extends it. Each trainer adds its own columns (its module docstring lists them).
 
 Trajectory columns (all runs): `iteration` (number of optimiser iterations done before the row's
 samples were drawn; 0 is the initial policy), `reward_mean`, `reward_std` (folded oracle reward of
