@@ -138,8 +138,8 @@ class ResultStore:
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{name}: compute() must return a pandas DataFrame, got {type(frame).__name__}")
         crash_point("frame:computed")
-        _write_atomic(target.with_suffix(".json"), lambda path: _write_config(path, config))
-        _write_atomic(target, lambda path: frame.to_parquet(path, index=False))
+        write_atomic(target.with_suffix(".json"), lambda path: _write_config(path, config))
+        write_atomic(target, lambda path: frame.to_parquet(path, index=False))
         crash_point("frame:saved")
         return frame
 
@@ -216,8 +216,9 @@ def _remove_stale_temporaries(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _write_atomic(target: Path, write: Callable[[Path], None]) -> None:
-    """`write(tmp)` then flush to disk and rename over `target`: readers see the old file or the new one."""
+def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` then flush to disk and rename over `target`: readers see the old file or the new one.
+    The one atomic writer of the project (the cache's tables and configs, the claims files)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target.parent)
     handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.pid{os.getpid()}.", suffix=".tmp")

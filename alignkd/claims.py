@@ -28,14 +28,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .cache import ResultStore, results_root
+from .cache import ResultStore, results_root, write_atomic
 
 VERDICTS = ("holds", "partly", "does not hold", "not testable here")
 COLUMNS = ["chapter", "claim_id", "claim", "paper_value", "ours", "low", "high", "verdict", "reason", "figure"]
@@ -139,14 +138,7 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def _write_atomic(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-        tmp = Path(handle.name)
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def clear(store_or_profile: ResultStore | str, chapter: str) -> None:

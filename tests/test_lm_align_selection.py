@@ -57,5 +57,5 @@ def test_dpo_rule_picks_the_peak_margin():
 
 def test_alignment_run_gives_the_selected_checkpoint():
     trajectory = ppo_trajectory()
-    run = AlignmentRun(trajectory, {int(i): f"state@{i}" for i in trajectory.iteration}, select_ppo(trajectory), "ppo")
+    run = AlignmentRun(trajectory, {int(i): f"state@{i}" for i in trajectory.iteration}, select_ppo(trajectory))
     assert run.selected == "state@60" and run.final_step == 100

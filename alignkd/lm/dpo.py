@@ -158,4 +158,4 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
 
     policy.eval()
     trajectory = pd.DataFrame(rows)
-    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory), "dpo")
+    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))

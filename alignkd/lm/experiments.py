@@ -240,8 +240,7 @@ def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star:
 
     def build(tmp: Path) -> None:
         data = load_dataset(folder, p_star.pad_id, limit=data_config.n_samples)
-        bos = p_star.tokenizer.bos_token_id if p_star.tokenizer.bos_token_id is not None else p_star.prompt_ids[0]
-        model, log = train_student(data, recipe.train, vocab_size=p_star.vocab_size, bos_id=bos,
+        model, log = train_student(data, recipe.train, vocab_size=p_star.vocab_size, bos_id=p_star.bos_id,
                                    eos_id=p_star.eos_id, pad_id=p_star.pad_id, progress=progress)
         save_model(model, tmp / "model")  # not at the top: the store writes its own config.json there
         log.to_parquet(tmp / "train_log.parquet")

@@ -54,6 +54,12 @@ class LanguageModel:
     def log_prob(self, samples: Samples, *, batch_size: int = 256) -> SequenceScores:
         raise NotImplementedError
 
+    @property
+    def bos_id(self) -> int:
+        """The BOS a student of this language is built with: the tokenizer's, else the prompt's first token."""
+        bos = self.tokenizer.bos_token_id if self.tokenizer is not None else None
+        return bos if bos is not None else self.prompt_ids[0]
+
     def wrap(self, model) -> "HFLanguageModel":
         """A causal LM (e.g. a student) that shares this ground truth's tokenizer, prompt, ids, suppressed
         tokens and placement (see `HFLanguageModel`): the model moves to this ground truth's device."""

@@ -206,7 +206,7 @@ def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewa
 
     policy.eval()
     trajectory = pd.DataFrame(rows)
-    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "grpo")
+    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,4 +364,4 @@ def _train_grpo_trl(policy, reference, oracle, config, *, seed, progress, on_eva
 
     model.eval()
     trajectory = pd.DataFrame(rows)
-    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "grpo")
+    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory))

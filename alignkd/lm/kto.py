@@ -86,11 +86,6 @@ class KTOConfig(RunConfig):
                              f"batch_size must be >= 2 (a median split) and examples_per_step <= batch_size")
         require_positive(self, "learning_rate", "beta", "desirable_weight", "undesirable_weight")
 
-    @classmethod
-    def paper(cls, **overrides) -> "KTOConfig":
-        """DPO's App. C.3 scale: bf16 on a GPU."""
-        return cls(**{"device": "cuda", "bf16": True, **overrides})
-
 
 def label_by_median(reward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(desirable, labelled), [B] bools: desirable above the batch median, undesirable below it.
@@ -191,4 +186,4 @@ def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
 
     policy.eval()
     trajectory = pd.DataFrame(rows)
-    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory), "kto")
+    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))

@@ -235,4 +235,4 @@ def train_ppo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
 
     policy.eval()
     trajectory = pd.DataFrame(rows)
-    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory), "ppo")
+    return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory))

@@ -81,11 +81,6 @@ class SimPOConfig(RunConfig):
         if not self.gamma >= 0:
             raise ValueError(f"SimPOConfig.gamma = {self.gamma!r}: must be >= 0")
 
-    @classmethod
-    def paper(cls, **overrides) -> "SimPOConfig":
-        """DPO's App. C.3 scale: bf16 on a GPU."""
-        return cls(**{"device": "cuda", "bf16": True, **overrides})
-
 
 def response_average_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor,
                               response: torch.Tensor) -> torch.Tensor:
@@ -175,4 +170,4 @@ def train_simpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rew
 
     policy.eval()
     trajectory = pd.DataFrame(rows)
-    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory), "simpo")
+    return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))

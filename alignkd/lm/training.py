@@ -38,13 +38,11 @@ class AlignmentRun:
     checkpoints: evaluation step -> CPU copy of the policy state_dict, or whatever the caller's
         `on_eval(step, policy)` returned at that step.
     selected_step: the iteration chosen by the algorithm's App. C.4 rule.
-    algorithm: "ppo", "dpo" or "grpo".
     """
 
     trajectory: pd.DataFrame
     checkpoints: dict[int, Any] = field(default_factory=dict)
     selected_step: int = 0
-    algorithm: str = ""
 
     @property
     def selected(self) -> Any:

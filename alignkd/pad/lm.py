@@ -131,8 +131,7 @@ def initial_student(config: LMPADConfig, like: LanguageModel, p_low: HFLanguageM
         if p_low is None:
             raise ValueError("student_init = 'p_low' needs the p'' model")
         return like.wrap(copy.deepcopy(p_low.model))
-    bos = like.tokenizer.bos_token_id if like.tokenizer.bos_token_id is not None else like.prompt_ids[0]
-    return like.wrap(make_student(config.student_size, like.vocab_size, bos_id=bos, eos_id=like.eos_id,
+    return like.wrap(make_student(config.student_size, like.vocab_size, bos_id=like.bos_id, eos_id=like.eos_id,
                                   pad_id=like.pad_id, max_positions=max(64, len(like.prompt_ids) + config.max_new_tokens + 1),
                                   seed=config.seed))
 
