@@ -31,7 +31,9 @@ def test_gpu_profiles_run_one_process_per_gpu_on_the_smollm2_tokenizer(profile):
 
 def test_gpu_smoke_runs_every_alignment_and_a_final_kd():
     params = llm_chapter_params("gpu-smoke")
-    assert set(params["algorithms"]) == {"ppo", "dpo_online", "grpo", "grpo_reward"}
+    from alignkd.lm.algorithms import ALGORITHMS
+
+    assert set(params["algorithms"]) == set(ALGORITHMS)  # every GPU code path: every algorithm of the registry
     assert params["final_taus"] and params["kd_patience"] > 0  # early stopping: the held-out pass runs too
 
 
