@@ -299,15 +299,16 @@ def page(table: pd.DataFrame, titles: dict[str, str], figures: dict[str, str], p
         lines += ["Of {} claims: {}.".format(len(table), ", ".join(
             f"{counts[v]} {v}" for v in VERDICTS if v in counts)), ""]
         shown = len(forest_rows(table))
-        if forest:
-            lines += [f"```{{figure}} {forest}", "---", "name: fig-claims-forest", "---",
-                      f"The {shown} claims with a 95 % interval: our estimate (dot) and its interval (line) against "
-                      f"zero, by chapter (rows labelled with the chapter's number and the claim's id), coloured by "
+        if forest:  # an image, not a numbered figure: the book's unnumbered pages share one figure counter
+            lines += [f"```{{image}} {forest}", ":alt: forest plot of every claim's 95 % interval, by chapter",
+                      "```", "",
+                      f"*Above:* the {shown} claims with a 95 % interval: our estimate (dot) and its interval (line) "
+                      f"against zero, by chapter (rows labelled with the chapter's number and the claim's id), coloured by "
                       f"verdict; the x axis is symmetric-log because the claims measure different quantities. "
                       + (f"{len(table) - shown} claim{'s have' if len(table) - shown != 1 else ' has'} no interval "
                          f"and appear{'' if len(table) - shown != 1 else 's'} only in the tables below."
                          if len(table) > shown else ""),
-                      "```", ""]
+                      ""]
     else:
         lines += ["No chapter recorded a claim in this build.", ""]
     for chapter, rows in table.groupby("chapter", sort=False):

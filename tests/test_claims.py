@@ -163,7 +163,7 @@ def test_the_claims_page_opens_with_the_forest_plot():
     table = _table()
     text = claims.page(table, {"03_mog_alignment": "MoG", "06_llm": "LLM"}, {"fig-03-ppo": "03_mog_alignment"},
                        "quick", forest=claims.FOREST_FILE)
-    assert text.index("```{figure} claims_forest.png") < text.index("## MoG")
-    assert "The 3 claims with a 95 % interval" in text and "1 claim has no interval and appears only in the tables below" in text
-    assert "{figure}" not in claims.page(table, {"03_mog_alignment": "MoG", "06_llm": "LLM"},
+    assert text.index("```{image} claims_forest.png") < text.index("## MoG")
+    assert "the 3 claims with a 95 % interval" in text and "1 claim has no interval and appears only in the tables below" in text
+    assert "{image}" not in claims.page(table, {"03_mog_alignment": "MoG", "06_llm": "LLM"},
                                          {"fig-03-ppo": "03_mog_alignment"}, "quick")
