@@ -64,6 +64,41 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], confidence: float =
     return Interval(estimate, float("nan"), float("nan"))
 
 
+def _difference_of_means(a, b, axis=-1):
+    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
+
+
+def unpaired_bootstrap(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
+                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
+    """mean(a) − mean(b) of two independent samples and its bootstrap interval, resampling each sample on its own.
+
+    scipy.stats.bootstrap (BCa, percentile where BCa is undefined) with a fixed seed, so the interval is
+    deterministic. Fewer than two values in either sample: no interval (NaN ends).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError(f"unpaired_bootstrap: a and b must be 1-D (got shapes {a.shape} and {b.shape})")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence = {confidence!r}: must lie in (0, 1)")
+    estimate = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+    if len(a) < 2 or len(b) < 2:
+        return Interval(estimate, float("nan"), float("nan"))
+    if np.ptp(a) == 0 and np.ptp(b) == 0:  # every resample gives the same difference
+        return Interval(estimate, estimate, estimate)
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # BCa's degenerate-distribution warning: we fall back instead
+            result = stats.bootstrap((a, b), _difference_of_means, paired=False, vectorized=True, method=method,
+                                           confidence_level=confidence, n_resamples=n_resamples,
+                                           rng=np.random.default_rng(seed))
+        low, high = result.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            # BCa on a handful of trials can put the interval beside its own estimate; that is no interval of it
+            if low <= estimate <= high:
+                return Interval(estimate, float(low), float(high))
+    return Interval(estimate, float("nan"), float("nan"))
+
+
 def paired_on_index(a: pd.Series, b: pd.Series, seed: int = 0) -> tuple[Interval, int]:
     """`paired_bootstrap` of two Series paired on their index (e.g. seed): labels in both with values in both
     are the pairs. Returns the interval and the number of pairs."""

@@ -13,7 +13,8 @@ from alignkd.mog.coverage_study import CoverageStudy, with_coverage
 from alignkd.mog.pipelines import Setup
 from alignkd.mog.successors import (cached_coverage_results, coverage_following, coverage_study_key,
                                     escape_claim_rows, escape_sentence, following_claim_rows, following_sentences,
-                                    simpo_escape, trial_gaps, unpaired_bootstrap)
+                                    simpo_escape, trial_gaps)
+from alignkd.stats import unpaired_bootstrap
 
 BETA_KD = 10.0
 

@@ -18,16 +18,14 @@ Every function returns numbers, a sentence built from them, or claim rows for `a
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from ..cache import ResultStore
-from ..stats import CONFIDENCE, N_RESAMPLES, Interval, format_interval, paired_on_index
+from ..stats import Interval, format_interval, paired_on_index, unpaired_bootstrap
 from .algorithms import ALGORITHMS
 from .coverage_study import CoverageStudy, with_coverage
 from .pipelines import Setup
@@ -43,41 +41,6 @@ FOLLOWING_PAPER_VALUES = {
     "kto": "persists in KTO whenever a low-recall reference is retained (§3.4)",
     "simpo": "not in the paper: SimPO is the reference-free control (no reference offset to saturate)",
 }
-
-
-def _mean_difference(a, b, axis=-1):
-    return np.mean(a, axis=axis) - np.mean(b, axis=axis)
-
-
-def unpaired_bootstrap(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE,
-                       n_resamples: int = N_RESAMPLES, seed: int = 0) -> Interval:
-    """mean(a) − mean(b) of two independent samples and its bootstrap interval, resampling each sample on its own.
-
-    scipy.stats.bootstrap (BCa, percentile where BCa is undefined) with a fixed seed, so the interval is
-    deterministic. Fewer than two values in either sample: no interval (NaN ends).
-    """
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.ndim != 1 or b.ndim != 1:
-        raise ValueError(f"unpaired_bootstrap: a and b must be 1-D (got shapes {a.shape} and {b.shape})")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence = {confidence!r}: must lie in (0, 1)")
-    estimate = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
-    if len(a) < 2 or len(b) < 2:
-        return Interval(estimate, float("nan"), float("nan"))
-    if np.ptp(a) == 0 and np.ptp(b) == 0:  # every resample gives the same difference
-        return Interval(estimate, estimate, estimate)
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa's degenerate-distribution warning: we fall back instead
-            result = scipy_stats.bootstrap((a, b), _mean_difference, paired=False, vectorized=True, method=method,
-                                           confidence_level=confidence, n_resamples=n_resamples,
-                                           rng=np.random.default_rng(seed))
-        low, high = result.confidence_interval
-        if np.isfinite(low) and np.isfinite(high):
-            # BCa on a handful of trials can put the interval beside its own estimate; that is no interval of it
-            if low <= estimate <= high:
-                return Interval(estimate, float(low), float(high))
-    return Interval(estimate, float("nan"), float("nan"))
 
 
 def trial_gaps(data: pd.DataFrame, metric: str = "reward", beta_kd: float | None = None,
