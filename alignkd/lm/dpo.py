@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from .. import objectives
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
-from .reward import RewardOracle, pair_preferences
+from .reward import RewardOracle, pair_indices
 from .device import autocast, resolve_device
 from .groundtruth import HFLanguageModel
 from .selection import select_dpo
@@ -106,10 +106,7 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
         tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         reward = oracle.reward_from_nll(nll)
-        first_is_chosen, tie = pair_preferences(nll[:n], nll[n:])
-        keep = (~tie).nonzero()[:, 0]
-        chosen = torch.where(first_is_chosen, torch.arange(n), torch.arange(n) + n)[keep].to(device)
-        rejected = torch.where(first_is_chosen, torch.arange(n) + n, torch.arange(n))[keep].to(device)
+        chosen, rejected = (index.to(device) for index in pair_indices(nll))
         with torch.no_grad(), autocast(device, config.bf16):
             ref_logprob = response_logprobs(reference, tokens, attention, response)
 
@@ -131,10 +128,10 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
                 "accuracy": float((chosen_reward > rejected_reward).float().mean()),
                 "chosen_oracle_reward": float(reward[chosen.cpu()].mean()),
                 "rejected_oracle_reward": float(reward[rejected.cpu()].mean()),
-                "n_pairs": int(len(keep)),
+                "n_pairs": int(len(chosen)),
             })
             checkpoints[iteration] = snapshot(iteration, policy, on_eval)
-        if iteration == config.n_iterations or len(keep) == 0:
+        if iteration == config.n_iterations or len(chosen) == 0:
             if iteration == config.n_iterations:
                 break
             continue  # every pair tied (a collapsed policy): nothing to learn from this batch
@@ -143,7 +140,7 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
         order = torch.empty(0, dtype=torch.long)
         for _ in range(config.grad_steps):
             if len(order) == 0:  # a new pass over the pairs (the last mini-batch of a pass may be smaller)
-                order = torch.randperm(len(keep), generator=shuffle)
+                order = torch.randperm(len(chosen), generator=shuffle)
             batch, order = order[:config.pairs_per_step].to(device), order[config.pairs_per_step:]
             w, l = chosen[batch], rejected[batch]
             rows_wl = torch.cat([w, l])

@@ -73,6 +73,17 @@ def pair_preferences(nll_a: torch.Tensor, nll_b: torch.Tensor) -> tuple[torch.Te
     return nll_a < nll_b, nll_a == nll_b
 
 
+def pair_indices(nll: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """On-policy pairs of a batch of 2n responses (App. C.3): response i is paired with i + n and the one with the
+    lower NLL under p_target is chosen; tied pairs carry no preference and are dropped. Returns the batch indices
+    (chosen [m], rejected [m]) of the m untied pairs, on `nll`'s device."""
+    n = len(nll) // 2
+    first_is_chosen, tie = pair_preferences(nll[:n], nll[n:2 * n])
+    keep = (~tie).nonzero()[:, 0]
+    first, second = torch.arange(n, device=nll.device), torch.arange(n, device=nll.device) + n
+    return torch.where(first_is_chosen, first, second)[keep], torch.where(first_is_chosen, second, first)[keep]
+
+
 @dataclass
 class RewardOracle:
     """The reward and preference oracle built from a scorer of p_target (App. C.3).

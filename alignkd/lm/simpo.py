@@ -44,7 +44,7 @@ from .device import autocast, resolve_device
 from .dpo import response_logprobs
 from .generation import Samples, sample
 from .groundtruth import HFLanguageModel
-from .reward import RewardOracle, pair_preferences
+from .reward import RewardOracle, pair_indices
 from .selection import select_dpo
 from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
 
@@ -119,10 +119,7 @@ def train_simpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rew
         tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
         nll = oracle.nll(samples)
         reward = oracle.reward_from_nll(nll)
-        first_is_chosen, tie = pair_preferences(nll[:n], nll[n:])
-        keep = (~tie).nonzero()[:, 0]
-        chosen = torch.where(first_is_chosen, torch.arange(n), torch.arange(n) + n)[keep].to(device)
-        rejected = torch.where(first_is_chosen, torch.arange(n) + n, torch.arange(n))[keep].to(device)
+        chosen, rejected = (index.to(device) for index in pair_indices(nll))
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
             policy.eval()
@@ -143,19 +140,19 @@ def train_simpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rew
                 "accuracy": float((chosen_reward > rejected_reward).float().mean()),
                 "chosen_oracle_reward": float(reward[chosen.cpu()].mean()),
                 "rejected_oracle_reward": float(reward[rejected.cpu()].mean()),
-                "n_pairs": int(len(keep)),
+                "n_pairs": int(len(chosen)),
             })
             checkpoints[iteration] = snapshot(iteration, policy, on_eval)
         if iteration == config.n_iterations:
             break
-        if len(keep) == 0:
+        if len(chosen) == 0:
             continue  # every pair tied (a collapsed policy): nothing to learn from this batch
 
         policy.train()
         order = torch.empty(0, dtype=torch.long)
         for _ in range(config.grad_steps):
             if len(order) == 0:  # a new pass over the pairs (the last mini-batch of a pass may be smaller)
-                order = torch.randperm(len(keep), generator=shuffle)
+                order = torch.randperm(len(chosen), generator=shuffle)
             batch, order = order[:config.pairs_per_step].to(device), order[config.pairs_per_step:]
             w, l = chosen[batch], rejected[batch]
             rows_wl = torch.cat([w, l])
