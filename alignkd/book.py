@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 from . import claims, provenance
 from .cache import CACHE_LOG_ENV, REPO_ROOT
-from .chapters import Chapter, ParameterError, chapters, preflight
+from .parameters import Chapter, ParameterError, chapters, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
@@ -49,7 +49,7 @@ VISIBILITY_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell", "hi
 _KERNEL_QUIET = ["--IPKernelApp.log_level=CRITICAL"]
 # papermill reads "# >= 10" spec comments as type hints and warns on each; the spec is ours, not a hint
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
-# for the same reason papermill believes every profile value is unknown; alignkd.chapters checks them properly
+# for the same reason papermill believes every profile value is unknown; alignkd.parameters checks them properly
 logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Passed unknown parameter"))
 
 
@@ -581,7 +581,7 @@ def build(profile: str = "default", force: bool = False, book_root: Path = REPO_
 
 def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], output: Path | None = None) -> Path:
     """Run one chapter with overrides; parameters are checked before anything executes."""
-    from .chapters import find_chapter
+    from .parameters import find_chapter
 
     chapter = find_chapter(name_or_number)
     values = preflight(profile, {chapter.name: overrides}, only=[chapter.name])[chapter.name]

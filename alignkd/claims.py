@@ -141,6 +141,12 @@ def _write_atomic(table: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
+def record_rows(store_or_profile: ResultStore | str, rows: pd.DataFrame) -> None:
+    """`record` every row of a table of claim rows (the chapters' `*_claim_rows` functions make them)."""
+    for row in rows.to_dict("records"):
+        record(store_or_profile, **{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()})
+
+
 def clear(store_or_profile: ResultStore | str, chapter: str) -> None:
     """Forget a chapter's recorded claims (the book does this before it executes the chapter)."""
     (claims_dir(store_or_profile) / f"{chapter}.csv").unlink(missing_ok=True)

@@ -7,10 +7,10 @@
     python -m alignkd book --profile default
 
 Override values are YAML (`5`, `0.5`, `[0.5, 1.0]`, `ppo`). Before anything executes, every value is checked
-against the chapter's parameters cell and against this machine (`alignkd.chapters.preflight`: a GPU,
+against the chapter's parameters cell and against this machine (`alignkd.parameters.preflight`: a GPU,
 bf16, model weights); a bad one exits with status 2 and a message naming the parameter and what it
 allows or what would make it run, and writes nothing. `check` also prints chapter 06's predicted cost under the
-profile (`alignkd.lm.cost`: FLOPs, tokens and minutes per stage on a 2-core CPU, one H200 and 8 H100s), on any
+profile (`alignkd.chapters.ch06_cost`: FLOPs, tokens and minutes per stage on a 2-core CPU, one H200 and 8 H100s), on any
 machine and whether or not this one can run it: the budget is read before the run.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from .chapters import PROFILES, ParameterError, PreflightError, chapters, find_chapter, preflight, profile_values
+from .parameters import PROFILES, ParameterError, PreflightError, chapters, find_chapter, preflight, profile_values
 
 
 def _parse_overrides(pairs: list[str]) -> dict:
@@ -57,10 +57,10 @@ def _cmd_params(args) -> None:
 
 def _print_cost(profile: str) -> None:
     """Chapter 06's cost table under `profile` (meta-device shapes only: no weights are loaded)."""
-    from .lm.config import llm_chapter_params
-    from .lm.cost import chapter_cost, format_table, machines
+    from .chapters import profile_values
+    from .chapters.ch06_cost import CHAPTER, chapter_cost, format_table, machines
 
-    params = llm_chapter_params(profile)
+    params = profile_values(CHAPTER, profile)
     found = machines(workers=params["workers"])
     try:
         table = chapter_cost(params, found)

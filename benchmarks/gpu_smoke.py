@@ -60,7 +60,7 @@ import torch
 import transformers
 
 from alignkd.cache import ResultStore
-from alignkd.lm.config import chapter_alignments, chapter_config, llm_chapter_params
+from alignkd.chapters import call_with, ch06_llm, profile_values
 from alignkd.lm.device import Placement, placement_record
 from alignkd.lm.experiments import a_k_final, align, references, run_pipelines
 from alignkd.lm.generation import sample
@@ -465,7 +465,7 @@ def build_p_star(args, work: Path) -> dict:
 def smoke_params(args) -> tuple[dict, str]:
     """(parameters, where they came from): the gpu-smoke profile,
     shrunk by `TINY` for the rehearsal, on the requested device in bf16 (p* is set once it is built)."""
-    params, source = llm_chapter_params(SMOKE_PROFILE), f"params/{SMOKE_PROFILE}.yaml"
+    params, source = profile_values("06_llm", SMOKE_PROFILE), f"params/{SMOKE_PROFILE}.yaml"
     if args.tiny:
         params, source = {**params, **TINY}, source + " shrunk by TINY"
     params.update(device=args.device, bf16=True, tau_topic=1.0)  # τ_topic: real LMs have no topics
@@ -538,7 +538,7 @@ def main(argv=None) -> int:
         def read_params():
             params, source = smoke_params(args)
             header.update(params_source=source, params=params)
-            return params, chapter_alignments(params)
+            return params, call_with(ch06_llm.alignments, params)
 
         params, alignments = stages.run("params", "params", 0.0, read_params, always=True) or ({}, {})
 
@@ -574,7 +574,7 @@ def main(argv=None) -> int:
         store = ResultStore(SMOKE_PROFILE, root=work / "results")
 
         def make_references():
-            config = chapter_config({**params, "ground_truth": p_star["ground_truth"]})
+            config = call_with(ch06_llm.config, {**params, "ground_truth": p_star["ground_truth"]})
             return references(dataclasses.replace(config, prompt=p_star["prompt"]), store, progress=False)
 
         refs = stages.run("references", "references", 0.0, make_references, needs=("params", "p*"))

@@ -1,4 +1,4 @@
-"""Chapter 06's model passes on this CPU, one thread: the measurements `alignkd.lm.cost` predicts CPU time from.
+"""Chapter 06's model passes on this CPU, one thread: the measurements `alignkd.chapters.ch06_cost` predicts CPU time from.
 
     OMP_NUM_THREADS=1 python benchmarks/lm_cpu_throughput.py            # measure, print the table and a literal
     OMP_NUM_THREADS=1 python benchmarks/lm_cpu_throughput.py --check    # also: cost.py's prediction / measured
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']}),")
     print(")")
     if args.check:
-        from alignkd.lm.cost import Measurement, cpu_machine, measurement_seconds
+        from alignkd.chapters.ch06_cost import Measurement, cpu_machine, measurement_seconds
 
         machine = cpu_machine()
         print("\ncost.py's CPU model / this run's measurement, per row:")

@@ -43,13 +43,13 @@ def main() -> None:
     import torch
 
     from alignkd.cache import ResultStore
-    from alignkd.lm.config import chapter_alignments, chapter_config, llm_chapter_params
+    from alignkd.chapters import call_with, ch06_llm, profile_values
     from alignkd.lm.experiments import references, run_pipelines
     from alignkd.lm.parallel import build_cells, pipeline_cells
 
     torch.set_num_threads(1)  # what a chapter gets when the book runs one per core
-    params = {**llm_chapter_params(args.profile), "algorithms": args.algorithms}
-    config, alignments = chapter_config(params), chapter_alignments(params)
+    params = {**profile_values("06_llm", args.profile), "algorithms": args.algorithms}
+    config, alignments = call_with(ch06_llm.config, params), call_with(ch06_llm.alignments, params)
     final = {label: config.final_taus[:1] for label in alignments}
     cells = pipeline_cells(config, alignments, args.seeds, final)
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ Generation: tokens/s of `model.generate` with ancestral sampling (top_k = 0, top
 dynamic and the static KV cache, and of `alignkd.lm.generation.sample` (our loop, dynamic cache).
 Without a GPU it says so and exits 0.
 
-`--record PATH` writes what it measured as a GPU record of `alignkd.lm.cost` (`GPURates`: per size
+`--record PATH` writes what it measured as a GPU record of `alignkd.chapters.ch06_cost` (`GPURates`: per size
 `train_tokens_per_s` at `train_batch_tokens`, `mfu`, and `sample_tokens_per_s` of `alignkd.lm.generation.sample`
 at `sample_batch`), which then replaces the cost model's assumptions for that GPU in `alignkd check`. Sizes are
 those of `STUDENT_SIZES` and `smollm2-1.7b` (the paper's p*; `smollm2-135m` stands for the GGUF p* too).
@@ -43,7 +43,7 @@ def make_model(size: str, max_positions: int = 2048):
     """A randomly initialised Llama of a student size, or of SmolLM2-1.7B's released shape (`smollm2-1.7b`)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from alignkd.lm.cost import SMOLLM2_1_7B, SMOLLM2_VOCAB
+    from alignkd.chapters.ch06_cost import SMOLLM2_1_7B, SMOLLM2_VOCAB
     from alignkd.lm.students import make_student
 
     if size == "smollm2-1.7b":
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gen-batch", type=int, default=64)
     parser.add_argument("--gen-tokens", type=int, default=128)
     parser.add_argument("--compile", action="store_true", help="torch.compile the training model")
-    parser.add_argument("--record", type=Path, help="write the measurements as a GPU record of alignkd.lm.cost")
+    parser.add_argument("--record", type=Path, help="write the measurements as a GPU record of alignkd.chapters.ch06_cost")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("lm_throughput: no GPU visible; this benchmark measures GPU throughput only. Nothing to do.")
@@ -146,8 +146,8 @@ def main(argv=None) -> int:
 
 
 def write_record(path: Path, device: str, throughput: dict, argv) -> None:
-    """`alignkd.lm.cost.GPURates` as JSON, checked by loading it back."""
-    from alignkd.lm.cost import load_gpu_record
+    """`alignkd.chapters.ch06_cost.GPURates` as JSON, checked by loading it back."""
+    from alignkd.chapters.ch06_cost import load_gpu_record
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     path.parent.mkdir(parents=True, exist_ok=True)

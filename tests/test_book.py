@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from alignkd import book, claims
-from alignkd.chapters import chapters
+from alignkd.parameters import chapters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_rebuilding_with_unchanged_parameters_executes_nothing(built):
 
 
 def test_a_failing_chapter_leaves_no_output(tmp_path):
-    from alignkd.chapters import load_chapter
+    from alignkd.parameters import load_chapter
 
     source = tmp_path / "99_broken.md"
     source.write_text(

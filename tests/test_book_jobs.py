@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alignkd import book, provenance
-from alignkd.chapters import ParameterError, load_chapter
+from alignkd.parameters import ParameterError, load_chapter
 
 HEADER = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
           "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n{after}---\n\n# {title}\n\n"
@@ -90,7 +90,7 @@ def test_a_failing_chapter_stops_what_waits_on_it_and_raises(toy_book, monkeypat
 
 
 def test_after_may_name_only_earlier_chapters(tmp_path):
-    from alignkd.chapters import chapters
+    from alignkd.parameters import chapters
 
     toy_chapter(tmp_path, "91_a", "pass", ["92_b"])
     toy_chapter(tmp_path, "92_b", "pass")

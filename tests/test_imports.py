@@ -97,7 +97,7 @@ def test_every_module_imports_without_the_notebook_stack():
     assert failures == {}, "\n".join(f"{name}:\n{error}" for name, error in failures.items())
     # the walk saw the whole library, its subpackages and the entry points included
     modules = set(report["modules"])
-    for expected in ("alignkd.chapters", "alignkd.book", "alignkd.cli", "alignkd.__main__", "alignkd.provenance",
+    for expected in ("alignkd.parameters", "alignkd.chapters", "alignkd.book", "alignkd.cli", "alignkd.__main__", "alignkd.provenance",
                      "alignkd.claims", "alignkd.lm.config", "alignkd.lm.experiments", "alignkd.lm.grpo",
                      "alignkd.lm.gguf", "alignkd.pad.lm", "alignkd.pad.mog", "alignkd.mog.experiments"):
         assert expected in modules

@@ -1,12 +1,13 @@
 """On-policy KTO (SPEC §8): median labels, a short run on the synthetic language, its trajectory, and the
-per-algorithm table of chapter 06 (`alignkd.lm.config.ALGORITHM_PARAMETERS`). The loss: test_objectives.py."""
+per-algorithm table of chapter 06 (`alignkd.chapters.ch06_llm.ALGORITHM_PARAMETERS`). The loss: test_objectives.py."""
 
 import pytest
 import torch
 
-from alignkd.lm import config as lm_config
+from alignkd.chapters import ch06_llm
 from alignkd.lm.algorithms import ALGORITHMS, alignment_config
-from alignkd.lm.config import ALGORITHM_PARAMETERS, chapter_alignments, llm_chapter_params
+from alignkd.chapters import call_with, profile_values
+from alignkd.chapters.ch06_llm import ALGORITHM_PARAMETERS
 from alignkd.lm.groundtruth import markov_mixture
 from alignkd.lm.kto import KTOConfig, label_by_median, train_kto
 from alignkd.lm.reward import RewardOracle
@@ -93,9 +94,9 @@ def old_chapter_alignments(params):
 
 
 def test_chapter_table_keeps_the_existing_algorithms_numbers_and_sets_the_new_ones():
-    params = {**llm_chapter_params("default"), "algorithms": ["ppo", "dpo_online", "grpo", "grpo_reward"]}
-    assert chapter_alignments(params) == old_chapter_alignments(params)
-    new = chapter_alignments({**params, "algorithms": ["kto", "simpo"]})
+    params = {**profile_values("06_llm", "default"), "algorithms": ["ppo", "dpo_online", "grpo", "grpo_reward"]}
+    assert call_with(ch06_llm.alignments, params) == old_chapter_alignments(params)
+    new = call_with(ch06_llm.alignments, {**params, "algorithms": ["kto", "simpo"]})
     batch = params["batch_size"]
     assert (new["kto"].learning_rate, new["kto"].grad_steps, new["kto"].examples_per_step, new["kto"].beta) == (
         params["dpo_lr"], params["dpo_grad_steps"], min(16, batch), params["beta"])
@@ -106,9 +107,9 @@ def test_chapter_table_keeps_the_existing_algorithms_numbers_and_sets_the_new_on
 
 
 def test_chapter_table_names_an_algorithm_without_a_row(monkeypatch):
-    params = {**llm_chapter_params("default"), "algorithms": ["ppo", "kto"]}
+    params = {**profile_values("06_llm", "default"), "algorithms": ["ppo", "kto"]}
     with pytest.raises(ValueError, match="algorithm = 'sft'"):  # not registered: the registry's own error
-        chapter_alignments({**params, "algorithms": ["sft"]})
-    monkeypatch.delitem(lm_config.ALGORITHM_PARAMETERS, "kto")  # registered but without a row
+        call_with(ch06_llm.alignments, {**params, "algorithms": ["sft"]})
+    monkeypatch.delitem(ch06_llm.ALGORITHM_PARAMETERS, "kto")  # registered but without a row
     with pytest.raises(ValueError, match=r"'kto'.*known: ppo, dpo_online"):
-        chapter_alignments(params)
+        call_with(ch06_llm.alignments, params)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from alignkd.cli import main
-from alignkd.lm import cost
-from alignkd.lm.config import llm_chapter_params
+from alignkd.chapters import ch06_cost as cost
+from alignkd.chapters import profile_values
 from alignkd.lm.students import count_parameters, make_student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ TOY = cost.ModelShape("toy", n_params=1000, n_layers=2, hidden=8, intermediate=1
 
 
 def _params(profile, **overrides):
-    return {**llm_chapter_params(profile), **overrides}
+    return {**profile_values("06_llm", profile), **overrides}
 
 
 def _stage(table, section, stage, column):
@@ -87,7 +87,7 @@ def test_the_first_student_trains_six_n_on_its_data_exactly_without_early_stoppi
 
 
 def test_every_alignment_iteration_samples_one_batch_and_the_last_only_evaluates():
-    params = llm_chapter_params("gpu-smoke")
+    params = profile_values("06_llm", "gpu-smoke")
     table = cost.chapter_cost(params)
     runs = len(params["algorithms"]) * len(params["seeds"]) * 2  # K-A and A-K
     expected = runs * (params["iterations"] + 1) * params["batch_size"] * params["max_new_tokens"]
@@ -98,7 +98,7 @@ def test_every_alignment_iteration_samples_one_batch_and_the_last_only_evaluates
 
 
 def test_doubling_the_kd_data_doubles_the_sampling_of_the_references():
-    params = llm_chapter_params("gpu")  # a real LM: no topic pruning, so sampled = n × max_new_tokens
+    params = profile_values("06_llm", "gpu")  # a real LM: no topic pruning, so sampled = n × max_new_tokens
     base = cost.chapter_cost(params)
     doubled = cost.chapter_cost({**params, "n_high": 2 * params["n_high"]})
     p_star = params["n_high"] * params["max_new_tokens"]
@@ -110,7 +110,7 @@ def test_doubling_the_kd_data_doubles_the_sampling_of_the_references():
 
 
 def test_more_seeds_temperatures_and_iterations_cost_more_and_shared_models_are_counted_once():
-    params = llm_chapter_params("gpu-smoke")
+    params = profile_values("06_llm", "gpu-smoke")
     base = cost.chapter_cost(params)
     seeds = cost.chapter_cost({**params, "seeds": params["seeds"] + [7]})
     assert _stage(seeds, "pipelines", "alignment", "flops") == pytest.approx(
@@ -126,13 +126,13 @@ def test_more_seeds_temperatures_and_iterations_cost_more_and_shared_models_are_
 
 
 def test_the_synthetic_language_counts_its_2x2_and_its_coverage_sweep():
-    params = llm_chapter_params("default")
+    params = profile_values("06_llm", "default")
     sections = set(cost.chapter_cost(params)["section"])
     assert {"capacity 2 × 2", "coverage sweep", "SmolLM2 section"} <= sections
     off = cost.chapter_cost({**params, "capacity_algorithms": [], "coverage_section": False, "smollm2_section": False})
     assert set(off["section"]) == {"references", "pipelines", "total"}
     # a real LM has no topics: neither study runs, whatever the profile asks (the notebook skips them too)
-    assert set(cost.chapter_cost(llm_chapter_params("gpu"))["section"]) == {"references", "pipelines", "total"}
+    assert set(cost.chapter_cost(profile_values("06_llm", "gpu"))["section"]) == {"references", "pipelines", "total"}
 
 
 # --------------------------------------------------------------------------- machines
@@ -211,13 +211,13 @@ def test_each_gpu_profile_file_starts_with_its_prediction():
     for profile in ("gpu-smoke", "gpu", "paper"):
         first = (ROOT / "params" / f"{profile}.yaml").read_text().splitlines()[0]
         assert first == cost.prediction_comment(profile), (
-            f"params/{profile}.yaml's first line is stale: run `python -m alignkd.lm.cost` and paste its comment")
+            f"params/{profile}.yaml's first line is stale: run `python -m alignkd.chapters.ch06_cost` and paste its comment")
 
 
 def test_the_reproduce_page_shows_the_models_table(summary):
     page = (ROOT / "book" / "reproduce.md").read_text()
     assert cost.markdown_summary(summary) in page, (
-        "book/reproduce.md's cost table is stale: run `python -m alignkd.lm.cost` and paste its table")
+        "book/reproduce.md's cost table is stale: run `python -m alignkd.chapters.ch06_cost` and paste its table")
     assert "no gpu run has been recorded yet" in page.lower() and "python -m alignkd check --profile" in page
 
 
@@ -242,9 +242,9 @@ def test_check_prints_the_gpu_profiles_cost_and_refuses_it_here(capsys):
 
 def test_every_lm_algorithm_has_a_cost_row_and_each_adds_alignment_work():
     from alignkd.lm.algorithms import ALGORITHMS
-    from alignkd.lm.config import llm_chapter_params
+    from alignkd.chapters import profile_values
 
-    base = {**llm_chapter_params("quick"), "capacity_algorithms": [], "coverage_section": False,
+    base = {**profile_values("06_llm", "quick"), "capacity_algorithms": [], "coverage_section": False,
             "tau_sweep_algorithms": []}
 
     def alignment_flops(names):

@@ -9,7 +9,8 @@ import torch
 from alignkd.cache import ResultStore, config_hash
 from alignkd.lm import experiments
 from alignkd.lm.algorithms import ALGORITHMS, alignment_config
-from alignkd.lm.config import LLMConfig, StageConfig, chapter_alignments, chapter_config, llm_chapter_params
+from alignkd.chapters import call_with, ch06_llm, named, profile_values
+from alignkd.lm.config import LLMConfig, StageConfig
 from alignkd.lm.experiments import align, references, run_pipelines
 from alignkd.lm.groundtruth import MarkovMixtureConfig
 from alignkd.lm.kd import KDDataConfig, TrainConfig
@@ -99,26 +100,26 @@ def test_an_interrupted_alignment_reruns_to_the_numbers_of_an_uninterrupted_one(
 
 
 def test_chapter_07_builds_chapter_06s_configuration_from_the_same_profile():
-    params = llm_chapter_params("quick")
+    params = profile_values("06_llm", "quick")
     assert params["n_high"] == 1000 and params["kd_epochs"] == 6.0  # params/quick.yaml
-    config = chapter_config(params)
+    config = call_with(ch06_llm.config, params)
     assert config.high_recall.data.n_samples == params["n_high"] and config.low_recall.train.size == params["low_size"]
     assert config.markov == MarkovMixtureConfig(vocab_size=params["vocab_size"], n_topics=params["n_topics"],
                                                 topic_markers=params["topic_markers"])
     assert config.final_taus == tuple(params["final_taus"]) and config.metrics.n_samples == params["n_eval"]
     # a changed chapter-06 parameter reaches every reader of the profile (nothing retyped elsewhere)
-    changed = chapter_config({**params, "n_high": params["n_high"] + 1})
+    changed = call_with(ch06_llm.config, {**params, "n_high": params["n_high"] + 1})
     assert changed.high_recall.data.n_samples == params["n_high"] + 1 and changed != config
-    alignments = chapter_alignments(params)
+    alignments = call_with(ch06_llm.alignments, params)
     assert list(alignments) == params["algorithms"]
     ppo = alignments["ppo"]
     assert (ppo.n_iterations, ppo.batch_size, ppo.beta) == (params["iterations"], params["batch_size"], params["beta"])
-    smollm2 = chapter_config(params, smollm2=True)
+    smollm2 = ch06_llm.smollm2_config(named(ch06_llm.config, params), **named(ch06_llm.smollm2_config, params))
     assert smollm2.ground_truth == "gguf:smollm2" and smollm2.low_recall.data.n_samples == params["smollm2_samples"] // 2
     assert smollm2.low_recall.data.tau_topic == 1.0 and smollm2.metrics.max_new_tokens == params["smollm2_max_new_tokens"]
     with pytest.raises(ValueError, match="algorithm = 'sft'"):
-        chapter_alignments({**params, "algorithms": ["sft"]})
-    assert chapter_alignments({**params, "algorithms": ["grpo_reward"]})["grpo_reward"].kl_form == "reward"
+        call_with(ch06_llm.alignments, {**params, "algorithms": ["sft"]})
+    assert call_with(ch06_llm.alignments, {**params, "algorithms": ["grpo_reward"]})["grpo_reward"].kl_form == "reward"
 
 
 def test_recipes_are_cache_keys_of_configs_only():

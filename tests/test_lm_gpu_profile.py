@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignkd.lm.config import llm_chapter_params
+from alignkd.chapters import profile_values
 from alignkd.lm.students import count_parameters, make_student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,13 +24,13 @@ def test_gpu_students_have_their_named_size_on_the_smollm2_vocabulary(size, mill
 
 @pytest.mark.parametrize("profile", ["gpu", "gpu-smoke"])
 def test_gpu_profiles_run_one_process_per_gpu_on_the_smollm2_tokenizer(profile):
-    params = llm_chapter_params(profile)
+    params = profile_values("06_llm", profile)
     assert (params["device"], params["bf16"], params["workers"]) == ("cuda", True, 1)
     assert params["ground_truth"] == "gguf:smollm2" and {params["high_size"], params["low_size"]} == {"30m", "10m"}
 
 
 def test_gpu_smoke_runs_every_alignment_and_a_final_kd():
-    params = llm_chapter_params("gpu-smoke")
+    params = profile_values("06_llm", "gpu-smoke")
     from alignkd.lm.algorithms import ALGORITHMS
 
     assert set(params["algorithms"]) == set(ALGORITHMS)  # every GPU code path: every algorithm of the registry

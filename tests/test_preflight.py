@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from alignkd import chapters as ch
+from alignkd import parameters as ch
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without a GPU refuses")

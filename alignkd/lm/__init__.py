@@ -9,7 +9,7 @@
   (`UnigramModel` of a KD dataset, `uniform_recall`).
 - alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo` (trainers, by name in `algorithms`),
   `training` (what the trainers share), `selection` (App. C.4 rules), `device`.
-- `config`: `LLMConfig` and `chapter_config` / `chapter_alignments` (a chapter's parameters → configs).
+- `config`: `LLMConfig` (chapter 06's parameters become it in `alignkd.chapters.ch06_llm`).
 - `experiments`: Pipelines K-A and A-K, every model cached under its recipe; `summary`: tables and verdicts;
   `smollm2`: chapter 06's SmolLM2 section (what students of the offline SmolLM2 learn, against the baselines).
 """

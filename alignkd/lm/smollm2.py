@@ -1,6 +1,6 @@
 """Chapter 06's SmolLM2 section: what students trained from scratch on a CPU's worth of real p* samples learn.
 
-    table = recall_study(chapter_config(params, smollm2=True), store)   # cached, one row per model
+    table = recall_study(config, store)   # cached, one row per model (config: `chapters.ch06_llm.smollm2_config`)
     print(recall_verdict(table))
 
 p* is the offline SmolLM2-135M-Instruct (`gguf:smollm2`); p' is distilled from it and p'' from p' exactly

@@ -129,14 +129,5 @@ def sweep_claim_rows(table: pd.DataFrame, pooled: pd.DataFrame, chapter: str, fi
     return pd.DataFrame(rows)
 
 
-def record_rows(store, rows: pd.DataFrame) -> None:
-    """`alignkd.claims.record` every row (a table made by the *_claim_rows functions)."""
-    from .. import claims
-
-    for row in rows.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
-        claims.record(store, **row)
-
-
 __all__ = ["KEYS", "CLAIM_METRICS", "claims_table", "pooled_claims", "claims_summary", "pipeline_summary",
-           "algorithm_verdict", "overall_verdict", "sweep_claim_rows", "record_rows"]
+           "algorithm_verdict", "overall_verdict", "sweep_claim_rows"]

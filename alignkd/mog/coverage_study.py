@@ -256,27 +256,6 @@ def lost_counts(coverage: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def chapter_config(params: dict) -> tuple[Setup, CoverageStudy]:
-    """Chapter 05's Setup and CoverageStudy from its parameters (`alignkd.chapters.resolve`): the one place that
-    builds them, so chapter 07 reuses exactly chapter 05's cached references."""
-    setup = Setup(n_trials=params["n_trials"], seed=params["seed"], n_low_recall=max(params["n_low_recalls"]),
-                  sft_iterations=params["sft_iterations"], kd_iterations=params["kd_iterations"],
-                  eval_samples=params["eval_samples"])
-    study = CoverageStudy(beta_kds=tuple(params["beta_kds"]), n_low_recalls=tuple(params["n_low_recalls"]),
-                          algorithms=tuple(params["algorithms"]), beta=params["beta"],
-                          n_iterations=params["align_iterations"], min_lost=params["min_lost"])
-    study.check_setup(setup)
-    return setup, study
-
-
-def chapter_params(profile: str, chapter: str = "05_mog_coverage") -> dict:
-    """Chapter 05's parameter values under a profile: the notebook's defaults, then the profile's values."""
-    from ..chapters import find_chapter, resolve
-
-    found = find_chapter(chapter)
-    return {name: p.default for name, p in found.parameters.items()} | resolve(found, profile)
-
-
 def lost_setup(setup: Setup, coverage: pd.DataFrame, beta_kd: float, n_low_recall: int) -> Setup | None:
     """The setup of only the trials whose p'' (β_KD, n_low_recall) lost the target, with that p'' as K-A's
     reference (None if no trial lost it)."""
@@ -376,5 +355,5 @@ def study_claim_rows(gaps: pd.DataFrame, counts: pd.DataFrame, study: CoverageSt
 
 __all__ = ["CoverageStudy", "PIPELINES", "AK_CONTROL", "ALIGNED", "STRATA", "check_lost_groups", "reference_coverage",
            "run_algorithm", "cached_study", "with_coverage", "stratified_gaps", "lost_counts", "trap_beta_kd",
-           "chapter_config", "chapter_params", "lost_setup",
+           "lost_setup",
            "study_verdict", "study_claim_rows"]

@@ -12,7 +12,7 @@ two questions here read its results and compute nothing new:
   on-policy DPO's K-A on the same trials (paired by trial)? `cached_coverage_results` reads chapter 05's cached
   tables and never computes a missing one.
 
-Every function returns numbers, a sentence built from them, or claim rows for `alignkd.mog.claims.record_rows`.
+Every function returns numbers, a sentence built from them, or claim rows for `alignkd.claims.record_rows`.
 """
 
 from __future__ import annotations

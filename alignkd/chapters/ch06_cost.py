@@ -1,6 +1,6 @@
 """What chapter 06 costs under a profile, before it runs: FLOPs, tokens and predicted minutes per stage.
 
-    table = chapter_cost(llm_chapter_params("gpu"))      # one row per (section, stage), then the total
+    table = chapter_cost(profile_values("06_llm", "gpu"))  # one row per (section, stage), then the total
     print(format_table(table, "gpu"))                    # what `python -m alignkd check --profile gpu` prints
 
 How. `chapter_work` walks the chapter as `experiments`, `parallel` and `studies` build it and lists every pass
@@ -98,7 +98,7 @@ def _llama_shape(name: str, config) -> ModelShape:
     import torch
     from transformers import LlamaForCausalLM
 
-    from .students import count_parameters
+    from ..lm.students import count_parameters
 
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
@@ -109,7 +109,7 @@ def _llama_shape(name: str, config) -> ModelShape:
 @functools.lru_cache(maxsize=None)
 def student_shape(size: str, vocab: int) -> ModelShape:
     """A student of `alignkd.lm.students.STUDENT_SIZES` on a `vocab`-token vocabulary."""
-    from .students import student_config
+    from ..lm.students import student_config
 
     return _llama_shape(size, student_config(size, vocab, bos_id=0, eos_id=1, pad_id=1))
 
@@ -429,7 +429,7 @@ def gpu_machine(name: str, matmul_rate: float, bandwidth: float, *, kd_devices: 
                **{feature: size / bandwidth for feature, size in ASSUMED_BYTES.items()}}
     return Machine(name, seconds, overlap=True, jobs=1, kd_devices=kd_devices,
                    source=f"{source}; efficiencies, launch latency and bytes per element assumed (ASSUMED_* in "
-                          f"alignkd/lm/cost.py): no GPU run recorded under runs/gpu/")
+                          f"alignkd/chapters/ch06_cost.py): no GPU run recorded under runs/gpu/")
 
 
 # --------------------------------------------------------------------------- a recorded GPU run
@@ -527,7 +527,7 @@ def rates_of_run(record) -> GPURates | None:
 def gpu_records(folder: Path = GPU_RECORDS) -> list[GPURates]:
     """The rates of every GPU record under `runs/gpu/` (files of `load_gpu_record`, run folders of
     `alignkd.lm.gpu_record`), oldest first."""
-    from .gpu_record import records
+    from ..lm.gpu_record import records
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -568,6 +568,9 @@ LENGTH_SAMPLES = 2000
 """Samples per model of the length study (`studies.length_gaps`' `n_samples`)."""
 
 
+CHAPTER = "06_llm"
+
+
 def _cpu_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters with the machine fields at the CPU's: the configs check the machine they are built on, and
     the work does not depend on where it runs."""
@@ -578,11 +581,11 @@ class _Plan:
     """Collects the chapter's work, each result once (keyed as the result store keys it)."""
 
     def __init__(self, params: Mapping[str, Any]):
-        from .config import chapter_alignments, chapter_config
+        from . import call_with, ch06_llm
 
         self.params = _cpu_params(params)
-        self.config = chapter_config(self.params)
-        self.alignments = chapter_alignments(self.params)
+        self.config = call_with(ch06_llm.config, self.params)
+        self.alignments = call_with(ch06_llm.alignments, self.params)
         self.work: list[Work] = []
         self.seen: set[str] = set()
         # set by `references` for the config being walked: its recipes and the shapes of p* and p_target
@@ -592,7 +595,7 @@ class _Plan:
     # ---- shapes and bookkeeping
 
     def shape(self, recipe) -> ModelShape:
-        from .experiments import Aligned, ExactTopic, GroundTruth, Student
+        from ..lm.experiments import Aligned, ExactTopic, GroundTruth, Student
 
         if isinstance(recipe, GroundTruth):
             markov = recipe.markov
@@ -673,7 +676,7 @@ class _Plan:
     # ---- the references (experiments.references)
 
     def references(self, section: str, config, cells: int = 1) -> dict[str, Any]:
-        from .experiments import ExactTopic, GroundTruth, distilled
+        from ..lm.experiments import ExactTopic, GroundTruth, distilled
 
         source = GroundTruth.of(config)
         high = distilled(source, config.high_recall)
@@ -705,8 +708,8 @@ class _Plan:
     # ---- alignment (ppo.train_ppo, dpo.train_dpo, grpo.train_grpo)
 
     def alignment(self, section: str, reference, label: str, alignment, seed: int, cells: int) -> Any:
-        from .algorithms import algorithm_of
-        from .experiments import Aligned, Oracle
+        from ..lm.algorithms import algorithm_of
+        from ..lm.experiments import Aligned, Oracle
 
         entry = algorithm_of(alignment)
         oracle = Oracle(self.refs["p_target"], self.config.n_fold_samples, self.config.metrics.max_new_tokens,
@@ -745,7 +748,7 @@ class _Plan:
         }
         updates["grpo_reward"] = updates["grpo"]
         if entry.name not in updates:
-            raise KeyError(f"alignkd.lm.cost has no cost row for algorithm {entry.name!r} (rows: {', '.join(updates)})")
+            raise KeyError(f"alignkd.chapters.ch06_cost has no cost row for algorithm {entry.name!r} (rows: {', '.join(updates)})")
         items += updates[entry.name]()
         self.once(("alignment", recipe), *items)
         return recipe
@@ -755,7 +758,7 @@ class _Plan:
     def pipelines(self, section: str, config, labels: Sequence[str], taus_of: Mapping[str, Sequence[float]],
                   cells: int, ka_only: bool = False) -> dict:
         """`parallel.build_cell` for every label and seed: K-A, A-K, A-K's final KDs, their evaluations."""
-        from .experiments import distilled, final_stage
+        from ..lm.experiments import distilled, final_stage
 
         refs = self.references(section, config, cells)
         runs = {}
@@ -784,7 +787,7 @@ STAGES = ("KD data", "KD training", "alignment", "evaluation")
 
 
 def chapter_work(params: Mapping[str, Any]) -> list[Work]:
-    """Every pass chapter 06 makes under `params` (its parameters by name, e.g. `config.llm_chapter_params`),
+    """Every pass chapter 06 makes under `params` (its parameters by name, e.g. `alignkd.chapters.profile_values`),
     each cached result once, in the order the chapter builds them."""
     plan = _Plan(params)
     p, config = plan.params, plan.config
@@ -815,8 +818,8 @@ def chapter_work(params: Mapping[str, Any]) -> list[Work]:
 
 def _capacity_grid(plan: _Plan, labels: Sequence[str]) -> None:
     """`studies.capacity_grid`: K-A references of p''s and p'''s sizes, pruned and not, each aligned per seed."""
-    from .config import StageConfig
-    from .experiments import distilled
+    from ..lm.config import StageConfig
+    from ..lm.experiments import distilled
 
     config, section = plan.config, "capacity 2 × 2"
     low = config.low_recall
@@ -835,7 +838,7 @@ def _capacity_grid(plan: _Plan, labels: Sequence[str]) -> None:
 
 def _coverage_sweep(plan: _Plan, labels: Sequence[str]) -> None:
     """`studies.coverage_sweep`: p'' re-distilled per τ_topic, its premise share, K-A and A-K per label and seed."""
-    from .config import StageConfig
+    from ..lm.config import StageConfig
 
     config, section = plan.config, "coverage sweep"
     low, p = config.low_recall, plan.params
@@ -853,10 +856,11 @@ def _coverage_sweep(plan: _Plan, labels: Sequence[str]) -> None:
 def _smollm2_section(plan: _Plan) -> None:
     """`smollm2.recall_study`: p' and p'' from the offline SmolLM2-135M-Instruct, the recall set scored by p*, p',
     p''."""
-    from .config import chapter_config
-    from .experiments import GroundTruth, distilled
+    from . import ch06_llm, named
+    from ..lm.experiments import GroundTruth, distilled
 
-    config, section = chapter_config(plan.params, smollm2=True), "SmolLM2 section"
+    config = ch06_llm.smollm2_config(named(ch06_llm.config, plan.params), **named(ch06_llm.smollm2_config, plan.params))
+    section = "SmolLM2 section"
     source = GroundTruth.of(config)
     high = distilled(source, config.high_recall)
     low = distilled(high, config.low_recall)
@@ -896,9 +900,9 @@ def chapter_cost(params: Mapping[str, Any], found: Mapping[str, Machine] | None 
 
 def profile_cost(profile: str) -> pd.DataFrame:
     """`chapter_cost` of chapter 06's parameters under `profile`."""
-    from .config import llm_chapter_params
+    from . import profile_values
 
-    return chapter_cost(llm_chapter_params(profile))
+    return chapter_cost(profile_values(CHAPTER, profile))
 
 
 def total_minutes(table: pd.DataFrame, machine: str) -> float:
@@ -926,7 +930,7 @@ def format_table(table: pd.DataFrame, profile: str, found: Mapping[str, Machine]
     def text(cells):
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
-    out = [f"chapter 06 under profile '{profile}': predicted cost (alignkd.lm.cost; tokens: sampled, and positions "
+    out = [f"chapter 06 under profile '{profile}': predicted cost (alignkd.chapters.ch06_cost; tokens: sampled, and positions "
            f"trained / scored)", text(header), text(["-" * w for w in widths])]
     out += [text(cells) for cells in lines]
     hours = {k: total_minutes(table, k) / 60 for k in keys}
@@ -984,7 +988,7 @@ def prediction_comment(profile: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m alignkd.lm.cost [PROFILE ...]`: the table of book/reproduce.md, then each profile's first line."""
+    """`python -m alignkd.chapters.ch06_cost [PROFILE ...]`: the table of book/reproduce.md, then each profile's first line."""
     import sys
 
     profiles = list(argv if argv is not None else sys.argv[1:]) or list(SUMMARY_PROFILES)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alignkd import chapters as ch
+from alignkd import parameters as ch
 from alignkd.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]

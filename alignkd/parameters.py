@@ -250,8 +250,8 @@ def read_myst(path: Path) -> tuple[dict[str, Any], list[tuple[str, str, dict[str
     Only what a chapter's spec needs: the front matter, each `{code-cell}` with its options (`:key: value`
     lines or a `---` YAML block) and the markdown between code cells (one cell per stretch; a title line is
     found the same way). A GPU machine has no notebook stack, and reading a chapter's parameters (what
-    `lm.config.llm_chapter_params` does for `benchmarks/gpu_smoke.py`) must work there;
-    `tests/test_chapters.py` holds this reader equal to jupytext's on every chapter."""
+    `alignkd.chapters.profile_values` does for `benchmarks/gpu_smoke.py`) must work there;
+    `tests/test_parameters.py` holds this reader equal to jupytext's on every chapter."""
     lines = Path(path).read_text().splitlines()
     metadata: dict[str, Any] = {}
     start = 0
