@@ -254,3 +254,19 @@ def test_every_lm_algorithm_has_a_cost_row_and_each_adds_alignment_work():
     alone = {name: alignment_flops([name]) for name in ALGORITHMS}
     assert all(value > 0 for value in alone.values())
     assert alignment_flops(list(ALGORITHMS)) == pytest.approx(sum(alone.values()))
+
+
+def test_every_algorithm_says_what_its_update_computes():
+    """The cost model has no per-algorithm table: each registered config's `update_passes` says it, and a config
+    that does not is refused by name (a new algorithm is not silently costed as another)."""
+    import dataclasses
+
+    from alignkd.lm.algorithms import ALGORITHMS
+    from alignkd.lm.training import RunConfig
+
+    for name, entry in ALGORITHMS.items():
+        passes = entry.config(n_iterations=10, batch_size=32, eval_every=5, device="cpu").update_passes()
+        assert passes and all(p.kind in ("score", "train") and p.sequences > 0 for p in passes), name
+    bare = dataclasses.make_dataclass("BareConfig", [("n_iterations", int, 1)], bases=(RunConfig,))
+    with pytest.raises(NotImplementedError, match="BareConfig"):
+        bare(device="cpu").update_passes()

@@ -705,7 +705,7 @@ class _Plan:
                       Work(section, "evaluation", self.shape(recipes[name]), "sample", n, cap, SCORE_BATCH),
                       Work(section, "evaluation", self.p_star, "score", n, cap + 1, SCORE_BATCH))
 
-    # ---- alignment (ppo.train_ppo, dpo.train_dpo, grpo.train_grpo)
+    # ---- alignment (every registered algorithm: its config's `update_passes`)
 
     def alignment(self, section: str, reference, label: str, alignment, seed: int, cells: int) -> Any:
         from ..lm.algorithms import algorithm_of
@@ -725,31 +725,8 @@ class _Plan:
         items = [work(policy, "sample", (n + 1) * batch, cap, batch),
                  work(self.p_target, "score", (n + 1) * batch, positions, min(batch, SCORE_BATCH)),
                  work(policy, "score", (n + 1) * batch, positions, batch)]  # the frozen reference
-        evaluations = n // alignment.eval_every + 1 + (n % alignment.eval_every > 0)  # and the last iteration
-        pairs = min(getattr(alignment, "pairs_per_step", 0), batch // 2)
-        updates = {  # what each algorithm adds to sampling and scoring: a row per registry name, no default
-            # old log-probs and values, then num_ppo_epochs passes of mini-batches
-            "ppo": lambda: [work(policy, "score", (n + 1) * batch, positions, batch),
-                            work(policy, "train", n * batch, positions, alignment.mini_batch_size,
-                                 epochs=alignment.num_ppo_epochs)],
-            # the policy's log-probs at evaluations; grad_steps steps of pairs
-            "dpo_online": lambda: [work(policy, "score", evaluations * batch, positions, batch),
-                                   work(policy, "train", n * alignment.grad_steps * 2 * pairs, positions, 2 * pairs)],
-            # the policy's log-probs of every batch (z_ref); grad_steps steps of examples_per_step responses
-            "kto": lambda: [work(policy, "score", (n + 1) * batch, positions, batch),
-                            work(policy, "train", n * alignment.grad_steps * min(alignment.examples_per_step, batch),
-                                 positions, min(alignment.examples_per_step, batch))],
-            # as DPO (the reference is scored only to measure the KL at evaluations: counted above, an overestimate)
-            "simpo": lambda: [work(policy, "score", evaluations * batch, positions, batch),
-                              work(policy, "train", n * alignment.grad_steps * 2 * pairs, positions, 2 * pairs)],
-            # GRPO: the first update's forward is the scoring pass; the last iteration only scores
-            "grpo": lambda: [work(policy, "score", batch, positions, batch),
-                             work(policy, "train", n * batch, positions, batch, epochs=alignment.num_ppo_epochs)],
-        }
-        updates["grpo_reward"] = updates["grpo"]
-        if entry.name not in updates:
-            raise KeyError(f"alignkd.chapters.ch06_cost has no cost row for algorithm {entry.name!r} (rows: {', '.join(updates)})")
-        items += updates[entry.name]()
+        items += [work(policy, p.kind, p.sequences, positions, p.per_call, epochs=p.epochs)
+                  for p in alignment.update_passes()]  # what each algorithm's update adds, said by its config
         self.once(("alignment", recipe), *items)
         return recipe
 

@@ -41,7 +41,7 @@ from .reward import RewardOracle, pair_indices
 from .device import autocast, resolve_device
 from .groundtruth import HFLanguageModel
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 
 
 @dataclass
@@ -68,6 +68,12 @@ class DPOConfig(RunConfig):
             raise ValueError(f"DPOConfig.batch_size = {self.batch_size}, pairs_per_step = {self.pairs_per_step}: "
                              f"batch_size must be even and pairs_per_step <= batch_size / 2 (the pairs per iteration)")
         require_positive(self, "learning_rate", "beta")
+
+    def update_passes(self) -> list[UpdatePass]:
+        """The policy's log-probs at evaluations (the margin), then `grad_steps` steps of `pairs_per_step` pairs."""
+        pairs = min(self.pairs_per_step, self.batch_size // 2)
+        return [UpdatePass("score", self.evaluations * self.batch_size, self.batch_size),
+                UpdatePass("train", self.n_iterations * self.grad_steps * 2 * pairs, 2 * pairs)]
 
 
 def response_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:

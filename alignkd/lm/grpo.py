@@ -57,7 +57,7 @@ from .reward import RewardOracle
 from .device import autocast, resolve_device
 from .groundtruth import HFLanguageModel, suppress_tokens
 from .selection import select_ppo
-from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 
 KL_FORMS = ("k3", "reward")
 BACKENDS = ("ours", "trl")
@@ -102,6 +102,11 @@ class GRPOConfig(RunConfig):
         if self.backend == "trl" and self.kl_form != "k3":
             raise ValueError("GRPOConfig.kl_form = 'reward' needs backend = 'ours': trl.GRPOTrainer has only the k3 form")
         require_choice(self, "scale_rewards", SCALE_REWARDS)
+
+    def update_passes(self) -> list[UpdatePass]:
+        """The first update's forward pass is the scoring pass, so only the last iteration scores apart."""
+        n, batch = self.n_iterations, self.batch_size
+        return [UpdatePass("score", batch, batch), UpdatePass("train", n * batch, batch, epochs=self.num_ppo_epochs)]
 
 
 def grpo_loss(logprob, old_logprob, ref_logprob, advantages, mask, beta, kl_form, epsilon, max_new_tokens):

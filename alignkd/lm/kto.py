@@ -52,7 +52,7 @@ from .generation import Samples, sample
 from .groundtruth import HFLanguageModel
 from .reward import RewardOracle
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 
 
 @dataclass
@@ -85,6 +85,11 @@ class KTOConfig(RunConfig):
             raise ValueError(f"KTOConfig.batch_size = {self.batch_size}, examples_per_step = {self.examples_per_step}: "
                              f"batch_size must be >= 2 (a median split) and examples_per_step <= batch_size")
         require_positive(self, "learning_rate", "beta", "desirable_weight", "undesirable_weight")
+
+    def update_passes(self) -> list[UpdatePass]:
+        """The policy's log-probs of every batch (z_ref), then `grad_steps` steps of `examples_per_step` responses."""
+        n, batch, step = self.n_iterations, self.batch_size, min(self.examples_per_step, self.batch_size)
+        return [UpdatePass("score", (n + 1) * batch, batch), UpdatePass("train", n * self.grad_steps * step, step)]
 
 
 def label_by_median(reward: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,7 +44,7 @@ from .reward import RewardOracle
 from .device import autocast, resolve_device
 from .groundtruth import HFLanguageModel
 from .selection import select_ppo
-from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 
 KL_FORMS = ("reward", "k3")
 
@@ -92,6 +92,12 @@ class PPOConfig(RunConfig):
             raise ValueError(f"PPOConfig.vf_coef = {self.vf_coef!r}: must be >= 0")
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"PPOConfig.gamma = {self.gamma!r} must be in (0, 1], lam = {self.lam!r} in [0, 1]")
+
+    def update_passes(self) -> list[UpdatePass]:
+        """Old log-probs and values of every batch, then `num_ppo_epochs` passes of mini-batches."""
+        n, batch = self.n_iterations, self.batch_size
+        return [UpdatePass("score", (n + 1) * batch, batch),
+                UpdatePass("train", n * batch, self.mini_batch_size, epochs=self.num_ppo_epochs)]
 
 
 class ValueHead(torch.nn.Module):

@@ -46,7 +46,7 @@ from .generation import Samples, sample
 from .groundtruth import HFLanguageModel
 from .reward import RewardOracle, pair_indices
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 
 
 @dataclass
@@ -80,6 +80,13 @@ class SimPOConfig(RunConfig):
         require_positive(self, "learning_rate", "beta")
         if not self.gamma >= 0:
             raise ValueError(f"SimPOConfig.gamma = {self.gamma!r}: must be >= 0")
+
+    def update_passes(self) -> list[UpdatePass]:
+        """As DPO's (the reference is scored only to measure the KL at evaluations; the rollout counts it in every
+        iteration, an overestimate)."""
+        pairs = min(self.pairs_per_step, self.batch_size // 2)
+        return [UpdatePass("score", self.evaluations * self.batch_size, self.batch_size),
+                UpdatePass("train", self.n_iterations * self.grad_steps * 2 * pairs, 2 * pairs)]
 
 
 def response_average_logprobs(model, tokens: torch.Tensor, attention: torch.Tensor,

@@ -66,6 +66,21 @@ def iteration_seed(seed: int, iteration: int) -> int:
     return (seed * 1_000_003 + iteration) % (2**63 - 1)
 
 
+@dataclass(frozen=True)
+class UpdatePass:
+    """A pass over the policy that an algorithm's update adds to every algorithm's rollout (sampling `batch_size`
+    responses per iteration, scoring them under the oracle and the reference): what the cost model counts."""
+
+    kind: str
+    """`score` (a forward pass without gradients) or `train` (forward, backward and an optimiser step)."""
+    sequences: int
+    """Sequences passed over in a whole run."""
+    per_call: int
+    """Sequences per call (a batch, a mini-batch)."""
+    epochs: float = 1.0
+    """Passes over each of those sequences."""
+
+
 @dataclass
 class RunConfig:
     """The fields every LLM alignment config shares (App. C.3 for the values)."""
@@ -89,3 +104,13 @@ class RunConfig:
         if not self.max_grad_norm >= 0:
             raise ValueError(f"{type(self).__name__}.max_grad_norm = {self.max_grad_norm!r}: must be >= 0")
         check_device(self.device, self.bf16, type(self).__name__)
+
+    @property
+    def evaluations(self) -> int:
+        """Iterations with a trajectory row: 0, every `eval_every`, and the last."""
+        n = self.n_iterations
+        return n // self.eval_every + 1 + (n % self.eval_every > 0)
+
+    def update_passes(self) -> list[UpdatePass]:
+        """The passes this algorithm's update makes beyond the shared rollout (each algorithm says its own)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what its update computes (update_passes)")
