@@ -33,6 +33,16 @@ def _chapter_functions(module):
     return {name: getattr(module, name) for name in getattr(module, "PARAMETER_FUNCTIONS", ())}
 
 
+def _chapters_of(module) -> tuple[str, ...]:
+    """The chapters a module serves: `CHAPTERS` (one module for chapters 03 and 04) or its `CHAPTER`."""
+    return tuple(getattr(module, "CHAPTERS", None) or [c for c in (getattr(module, "CHAPTER", None),) if c])
+
+
+def _required_keywords(function) -> set[str]:
+    return {name for name, p in inspect.signature(function).parameters.items()
+            if p.kind is p.KEYWORD_ONLY and p.default is p.empty}
+
+
 def _code_outside_parameters(chapter) -> str:
     _, cells = read_myst(chapter.path)
     return "\n".join(source for kind, source, meta in cells
@@ -41,22 +51,27 @@ def _code_outside_parameters(chapter) -> str:
 
 @pytest.mark.parametrize("module_name", [m for m in CHAPTER_MODULES if hasattr(_module(m), "PARAMETER_FUNCTIONS")])
 def test_chapter_functions_name_the_notebook_parameters(module_name):
+    """A module serving several chapters may give a keyword a default: the chapters without that parameter leave it."""
     module = _module(module_name)
-    chapter = chapters()[module.CHAPTER]
+    served = {name: set(chapters()[name].parameters) for name in _chapters_of(module)}
     functions = _chapter_functions(module)
     assert functions, f"{module_name} maps no parameters"
     for name, function in functions.items():
         assert keyword_names(function), f"{module_name}.{name} takes no keyword-only parameters"
-        unknown = set(keyword_names(function)) - set(chapter.parameters)
-        assert not unknown, f"{module_name}.{name} names {sorted(unknown)}, not parameters of {module.CHAPTER}"
+        unknown = set(keyword_names(function)) - set().union(*served.values())
+        assert not unknown, f"{module_name}.{name} names {sorted(unknown)}, not parameters of {sorted(served)}"
+        for chapter, parameters in served.items():
+            missing = _required_keywords(function) - parameters
+            assert not missing, f"{module_name}.{name} needs {sorted(missing)}, not parameters of {chapter}"
 
 
-@pytest.mark.parametrize("chapter_name", ["05_mog_coverage", "06_llm"])
+@pytest.mark.parametrize("chapter_name", ["02_mog_setup", "03_mog_alignment", "04_mog_multi_target", "05_mog_coverage",
+                                          "06_llm"])
 def test_every_parameter_goes_somewhere_visible(chapter_name):
     """A parameter is read by a chapter function the notebook calls with explicit keywords, or by the notebook."""
     chapter = chapters()[chapter_name]
-    named = {n for m in CHAPTER_MODULES if getattr(_module(m), "CHAPTER", None) == chapter_name
-             for f in _chapter_functions(_module(m)).values() for n in keyword_names(f)}
+    named = {n for m in CHAPTER_MODULES if chapter_name in _chapters_of(_module(m))
+             for f in _chapter_functions(_module(m)).values() for n in keyword_names(f)} & set(chapter.parameters)
     code = _code_outside_parameters(chapter)
     for name in chapter.parameters:
         used = re.search(rf"\b{name}\b", code)

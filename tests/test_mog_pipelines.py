@@ -1,11 +1,10 @@
-"""Pipelines, the cache, and the claims table on tiny runs."""
+"""Pipelines and the cache on tiny runs."""
 
 import pandas as pd
 import pytest
 import torch
 
 from alignkd.cache import ResultStore
-from alignkd.mog.claims import algorithm_verdict, claims_summary, claims_table, pooled_claims
 from alignkd.mog.experiments import cached_high_recall, cached_sweep
 from alignkd.mog.mixture import Mixture
 from alignkd.mog.pipelines import Setup, Sweep, high_recall, low_recall, run_sweep
@@ -43,31 +42,6 @@ def test_low_recall_model_has_fewer_components(models):
     p_high, p_low = models
     assert (p_high.n_components, p_low.n_components) == (6, 4)
     assert torch.isfinite(p_low.log_prob(torch.randn(2, 10, 2))).all()
-
-
-def test_claims_table_is_ak_minus_ka_paired_by_trial():
-    rows = []
-    for pipeline, rewards in (("A-K", [8.0, 9.0, 10.0]), ("K-A", [2.0, 6.0, 7.0])):
-        for t, r in enumerate(rewards):
-            for beta in (1.0, 2.0):
-                rows.append({"algorithm": "ppo", "targets": "7", "panel": "beta", "beta": beta, "iterations": 10,
-                             "trial": t, "pipeline": pipeline, "reward": r + beta, "target_precision": -r,
-                             "overall_recall": -2.0 - t, "overall_precision": -3.0})
-    results = pd.DataFrame(rows)
-    table = claims_table(results).set_index(["metric", "beta"])
-    reward = table.loc[("reward", 1.0)]
-    assert reward["diff"] == pytest.approx(9.0 - 5.0) and reward.n == 3
-    assert reward.sd_a == pytest.approx(1.0) and reward.sd_b == pytest.approx(7.0 ** 0.5)  # var [2, 6, 7] = 7
-    assert reward.ci_low <= 4.0 <= reward.ci_high and reward.mean_verdict == "holds"  # all three pairs > 0
-    assert table.loc[("target_precision", 1.0), "diff"] == pytest.approx(-4.0)
-    assert table.loc[("target_precision", 1.0), "mean_verdict"] == "does not hold"
-    assert table.loc[("overall_recall", 1.0), "diff"] == pytest.approx(0.0)
-    pooled = pooled_claims(results).set_index("metric")
-    assert pooled.loc["reward", "diff"] == pytest.approx(4.0)  # the same difference at both β
-    summary = claims_summary(table.reset_index(), pooled.reset_index()).set_index("metric")
-    assert summary.loc["reward", "settings"] == 2 and summary.loc["reward", "mean_holds"] == 2
-    assert "Final Average Reward: A-K − K-A averaged over the 2 settings = +4.00" in algorithm_verdict(
-        table.reset_index(), pooled.reset_index(), "ppo")
 
 
 def test_cache_returns_identical_numbers_without_recomputing(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ Public building blocks (stable; the PAD chapter builds on them):
 - `coverage.target_coverage`: share of a model's samples nearest the target and its density there (lost: < 1 %)
 - `pipelines.Setup` (incl. mode_spacing, trial_ids), `high_recall`, `low_recall`, `align`, `align_rows`,
   `distil_rows`, `Sweep`, `run_sweep`
-- `claims` (paired A-K − K-A with intervals, chapters 03-04), `coverage_study` (chapter 05), `geometry` (Figure 1)
+- `coverage_study` (chapter 05), `geometry` (p*'s Target Precision at any spacing, Figure 1); the chapters'
+  words (claims, verdicts, tables) live in `alignkd.chapters`
 """
 
 from . import (algorithms, alignment, dpo_offline, dpo_online, groundtruth, grpo, kd, kto, metrics, mixture, pipelines,

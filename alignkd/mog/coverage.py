@@ -70,24 +70,4 @@ def coverage_summary(coverage: pd.DataFrame, by: str | Sequence[str] = "model") 
     })
 
 
-def coverage_sentence(coverage: pd.DataFrame, name: str = "p''", comparison: bool = True) -> str:
-    """How many trials of this model lost the target; with `comparison`, also what a K-A vs A-K comparison
-    with this model as K-A's reference can and cannot show (one reference, all trials)."""
-    n, lost = len(coverage), int(coverage.lost.sum())
-    share = coverage.target_share
-    head = (f"{name} lost the target (share of samples nearest it < {LOST_SHARE:.0%}) in {lost} of {n} trials; "
-            f"its share of samples nearest the target has median {share.median():.1%} (range {share.min():.1%}–"
-            f"{share.max():.1%}; p* itself: {1 / 8:.1%} per mode).")
-    if not comparison:
-        return head
-    if lost == 0:
-        return head + (" So this comparison pits two references that both cover the target: it can show how the "
-                       "pipelines differ when the reference has lost recall elsewhere, but it cannot test the "
-                       "paper's mechanism, which needs π_ref(target) ≈ 0 (§3.4; chapter 05 tests it).")
-    if lost == n:
-        return head + " Every trial's reference lost the target: the comparison tests the paper's mechanism directly."
-    return head + (f" Only the {lost} lost-target trials test the paper's mechanism (π_ref(target) ≈ 0, §3.4); the "
-                   f"other {n - lost} compare two references that both cover it (chapter 05 separates the two).")
-
-
-__all__ = ["LOST_SHARE", "target_coverage", "coverage_summary", "coverage_sentence"]
+__all__ = ["LOST_SHARE", "target_coverage", "coverage_summary"]

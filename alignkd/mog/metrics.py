@@ -76,28 +76,3 @@ def top_region_counts(rewards: Mapping[str, torch.Tensor], threshold: float, tri
     column per model of `rewards` (its [trials, n_samples] `normalised_rewards`), indexed by trial."""
     return pd.DataFrame({name: (r > threshold).sum(-1).double().numpy() for name, r in rewards.items()},
                         index=pd.Index(list(trials), name="trial"))
-
-
-def figure2_sentence(recall: pd.DataFrame, top: pd.DataFrame, reference: str, n_samples: int,
-                     threshold: float) -> str:
-    """Figure 2's two claims against ours: how often p' has the higher Overall Recall than `reference`, and
-    their top-region counts (means over trials, median per-trial ratio with `reference`'s count floored at 1).
-
-    `recall`: Overall Recall per trial (rows) and model (columns "p'", `reference`); `top`: `top_region_counts`.
-    """
-    high, low = top["p'"], top[reference]
-    wins = (recall["p'"] > recall[reference]).mean()
-    ratio = (high / low.clip(lower=1)).median()
-    return (f"The paper reports that p' always has the higher Overall Recall and more than twice as many samples in "
-            f"the top-reward region as p''_3. Here p' has the higher recall in {wins:.0%} of {len(recall)} trials, "
-            f"and {high.mean():.0f} versus {low.mean():.0f} of {n_samples} samples in the "
-            f"region R/10 > {threshold:g} (median per-trial ratio {ratio:.2f}).")
-
-
-def figure2_table(top: pd.DataFrame, rewards: Mapping[str, torch.Tensor], recall: pd.DataFrame) -> pd.DataFrame:
-    """Figure 2's numbers per model of `top` (rows): top-region counts (mean and std over trials), the mean
-    normalised reward of all its samples, and its Overall Recall (mean and std over trials, from `recall`:
-    trials × models)."""
-    table = pd.DataFrame({"top-region samples mean": top.mean(), "top-region samples std": top.std(),
-                          "mean normalised reward": {name: r.mean().item() for name, r in rewards.items()}})
-    return table.join(recall[list(top.columns)].agg(["mean", "std"]).T.add_prefix("overall recall "))
