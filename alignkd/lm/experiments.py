@@ -41,9 +41,10 @@ from ..cache import ResultStore, crash_point
 from .algorithms import algorithm_of
 from .config import LLMConfig, StageConfig
 from .generation import Samples
-from .groundtruth import HFLanguageModel, LanguageModel, MarkovMixture, MarkovMixtureConfig, load_ground_truth
+from .groundtruth import MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
 from .metrics import evaluate
+from .models import HFLanguageModel, LanguageModel
 from .reward import RewardOracle
 
 # --------------------------------------------------------------------------- recipes: what names a model

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from .generation import Samples, SequenceScores
-from .groundtruth import LanguageModel, MarkovMixture
+from .groundtruth import MarkovMixture
+from .models import LanguageModel
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from ..validation import require_int
-from .groundtruth import LanguageModel, MarkovMixture
+from .groundtruth import MarkovMixture
 from .metrics import target_mass
+from .models import LanguageModel
 
 MIN_PREMISE_SAMPLES = 10_000
 HIGH, LOW = "p'", "p''"

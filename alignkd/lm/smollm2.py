@@ -24,9 +24,9 @@ from ..cache import ResultStore
 from .config import LLMConfig
 from .experiments import GroundTruth, distilled, ground_truth, kd_data, student
 from .generation import Samples
-from .groundtruth import LanguageModel
 from .kd import load_dataset
 from .metrics import UnigramModel, uniform_recall
+from .models import LanguageModel
 
 LEARNT_GAP = 0.5
 """Recall above the unigram (nats per token) that counts as a student having learnt more than token frequencies."""

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ..cache import ResultStore
 from ..lm.experiments import Aligned, References, align, load_model, save_model
 from ..lm.generation import sequence_logprobs
-from ..lm.groundtruth import HFLanguageModel, LanguageModel
+from ..lm.models import HFLanguageModel, LanguageModel
 from ..lm.students import STUDENT_SIZES, make_student
 from ..validation import require_int, require_positive
 from .calibration import ORDERS, calibrate, selection_log_probs
