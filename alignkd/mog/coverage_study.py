@@ -38,7 +38,7 @@ from .coverage import LOST_SHARE, target_coverage
 from .experiments import cached_high_recall, cached_low_recall
 from .groundtruth import SINGLE_TARGET, check_targets
 from .kd import KDConfig
-from .metrics import METRIC_LABELS, evaluate
+from .metrics import METRIC_LABELS, labelled_evaluation
 from .mixture import Mixture
 from .pipelines import Setup, align, align_rows
 from .sft import fit
@@ -156,11 +156,9 @@ def run_algorithm(algorithm: str, study: CoverageStudy, setup: Setup, p_high: Mi
     frames = []
 
     def score(models: Mixture, pipeline: str, labels: list[tuple[int, float]]) -> None:
-        metrics = evaluate(models, targets, setup.seed, setup.trials, setup.eval_samples).drop(columns="row")
-        metrics.insert(0, "beta_kd", [b for (_, b) in labels for _ in range(n)])
-        metrics.insert(0, "n_low_recall", [k for (k, _) in labels for _ in range(n)])
-        metrics.insert(0, "pipeline", pipeline)
-        frames.append(metrics)
+        frames.append(labelled_evaluation(models, targets, setup.seed, setup.trials, setup.eval_samples, {
+            "pipeline": pipeline, "n_low_recall": [k for (k, _) in labels for _ in range(n)],
+            "beta_kd": [b for (_, b) in labels for _ in range(n)]}))
 
     # K-A: every p'' of the grid in one batch (the same stage as chapter 03's K-A: same streams per trial)
     labels = list(p_lows)
