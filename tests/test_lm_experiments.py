@@ -33,7 +33,7 @@ def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     result = run_pipelines(store, refs, PPO, [0], progress=False)
     metrics, trajectories = result.metrics, result.trajectories
     assert list(metrics["model"]) == ["p*", "p'", "p''", "p_target", "p''_KA", "p'_AK", "p''_AK"]
-    assert metrics[["precision", "recall", "target_precision", "reward"]].notna().all().all()
+    assert metrics[["overall_precision", "overall_recall", "target_precision", "reward"]].notna().all().all()
     assert set(trajectories["pipeline"]) == {"K-A", "A-K"} and (trajectories["iteration"].max() == 2)
     # the trajectories are those of the cached alignments (read once, no second run)
     ak = align(store, refs, "p'", PPO, 0, progress=False)
@@ -54,8 +54,9 @@ def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     finals = swept[swept["model"] == "p''_AK"].set_index("final_tau")
     assert list(finals.index) == [0.95, 0.8]
     first = metrics[metrics["model"] == "p''_AK"].iloc[0]
-    assert (finals.loc[0.95, "precision"], finals.loc[0.95, "recall"]) == (first["precision"], first["recall"])
-    assert finals.loc[0.8, "precision"] != finals.loc[0.95, "precision"]
+    assert (finals.loc[0.95, "overall_precision"], finals.loc[0.95, "overall_recall"]) == (
+        first["overall_precision"], first["overall_recall"])
+    assert finals.loc[0.8, "overall_precision"] != finals.loc[0.95, "overall_precision"]
     with pytest.raises(ValueError, match="final_taus"):
         run_pipelines(store, refs, PPO, [0], final_taus=[], progress=False)
     with pytest.raises(ValueError, match="allowed: ppo, dpo_online, grpo, grpo_reward"):

@@ -47,7 +47,7 @@ def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):
     # the pruned tiny cell is p'' itself, and its K-A run is the pipeline's: same metrics
     ka = metrics[metrics["model"] == "p''_KA"].iloc[0]
     cell = grid[(grid["tau_topic"] == 0.5) & (grid["stage"] == "aligned")].iloc[0]
-    assert cell["reward"] == ka["reward"] and cell["recall"] == ka["recall"]
+    assert cell["reward"] == ka["reward"] and cell["overall_recall"] == ka["overall_recall"]
     reference = metrics[metrics["model"] == "p''"].iloc[0]
     assert grid.iloc[0]["reward"] == reference["reward"]
     assert align(store, refs, "p''", PPO, 0, progress=False).path.exists()
@@ -88,17 +88,17 @@ def test_coverage_sweep_measures_each_references_share_and_the_gap(run):
     by_model = metrics[metrics.seed == 0].set_index("model")
     assert first["ka_reward"] == by_model.loc["p''_KA", "reward"] and first["ak_reward"] == by_model.loc["p''_AK", "reward"]
     assert first["gap_reward"] == pytest.approx(by_model.loc["p''_AK", "reward"] - by_model.loc["p''_KA", "reward"])
-    assert first["gap_target_mass"] == pytest.approx(by_model.loc["p''_AK", "target_mass"]
-                                                     - by_model.loc["p''_KA", "target_mass"])
+    assert first["gap_target_share"] == pytest.approx(by_model.loc["p''_AK", "target_share"]
+                                                     - by_model.loc["p''_KA", "target_share"])
     main = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic, rule)
-    assert first["reference_share"] == main.share("p''")  # the main run's premise shares, read back
-    shares = sweep.groupby("tau_topic")["reference_share"].first()
+    assert first["reference_target_share"] == main.share("p''")  # the main run's premise shares, read back
+    shares = sweep.groupby("tau_topic")["reference_target_share"].first()
     assert shares[0.5] < shares[1.0]  # the sharpening prunes the target from p''
-    assert (sweep["reference_share_low"] <= sweep["reference_share"]).all()
-    assert (sweep["reference_share"] <= sweep["reference_share_high"]).all()
+    assert (sweep["reference_target_share_low"] <= sweep["reference_target_share"]).all()
+    assert (sweep["reference_target_share"] <= sweep["reference_target_share_high"]).all()
     table = sweep_intervals(sweep)
     assert list(table["n_seeds"]) == [2, 2]
-    for column in ("gap_reward", "gap_target_mass", "ak_target_mass"):
+    for column in ("gap_reward", "gap_target_share", "ak_target_share"):
         assert (table[f"{column}_low"] <= table[column]).all() and (table[column] <= table[f"{column}_high"]).all()
     assert table["gap_reward"].iloc[0] == pytest.approx(sweep["gap_reward"][:2].mean())
     # new alignments: seed 1's K-A at both τ_topic and its A-K (shared by both); seed 0's K-A at τ_topic 1 is
@@ -116,7 +116,7 @@ def test_coverage_trend_by_hand():
     from alignkd.lm.studies import coverage_trend
 
     sweep = pd.DataFrame({"algorithm": "dpo_online", "seed": [0, 1, 2] * 3, "tau_topic": [1.0] * 3 + [0.7] * 3 + [0.5] * 3,
-                          "reference_share": [0.04] * 3 + [0.02] * 3 + [0.005] * 3,
+                          "reference_target_share": [0.04] * 3 + [0.02] * 3 + [0.005] * 3,
                           "gap_reward": [0.1, 0.2, 0.0, 0.3, 0.3, 0.3, 0.5, 0.7, 0.6]})
     row = coverage_trend(sweep).iloc[0]
     assert (row["low_share"], row["high_share"], row["n_seeds"]) == (0.005, 0.04, 3)
@@ -124,7 +124,7 @@ def test_coverage_trend_by_hand():
     assert row["low"] <= 0.5 <= row["high"] and row["low"] > 0
     from alignkd.lm.studies import coverage_claim, coverage_sentences
 
-    sweep["gap_target_mass"] = [0.0, 0.01, 0.0, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02]
+    sweep["gap_target_share"] = [0.0, 0.01, 0.0, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02]
     (line,) = coverage_sentences(sweep)
     assert line.startswith("dpo_online: from p'' writing 4.00% of the target to 0.50%, A-K − K-A changes by +0.500 [")
     assert "the reward gap grows as p'' loses the target" in line

@@ -43,7 +43,7 @@ from .config import LLMConfig, StageConfig
 from .generation import Samples
 from .groundtruth import MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
-from .metrics import evaluate
+from .metrics import COLUMNS_VERSION, evaluate
 from .models import HFLanguageModel, LanguageModel
 from .reward import RewardOracle
 
@@ -279,7 +279,8 @@ def evaluated(store: ResultStore, refs: References, recipe: Any, model: Language
     references in every algorithm's table, p'' and its K-A runs in the 2 × 2 and the coverage sweep) is
     sampled and scored once. Sampling is seeded by the metric config, so a cached row is the computed one."""
     key = {"model": recipe, "p*": refs.recipes["p*"], "p_target": refs.recipes["p_target"],
-           "oracle": refs.oracle_recipe, "metrics": refs.config.metrics, "n_recall": refs.config.n_recall_samples}
+           "oracle": refs.oracle_recipe, "metrics": refs.config.metrics, "n_recall": refs.config.n_recall_samples,
+           "columns": COLUMNS_VERSION}
     row = store.frame("lm_evaluation", key, lambda: pd.DataFrame([refs.evaluate(model)]))
     return {name: float(value) for name, value in row.iloc[0].items()}
 
@@ -369,5 +370,5 @@ def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[i
         return pd.concat([run(seed, reference_name).trajectory.assign(algorithm=label, seed=seed, pipeline=pipeline)
                           for seed in seeds for pipeline, reference_name in PIPELINES], ignore_index=True)
 
-    return PipelineResult(store.frame("lm_pipeline_metrics", key, metrics),
+    return PipelineResult(store.frame("lm_pipeline_metrics", {"pipelines": key, "columns": COLUMNS_VERSION}, metrics),
                           store.frame("lm_pipeline_trajectories", key, trajectories))

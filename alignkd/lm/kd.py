@@ -8,7 +8,7 @@ the resumed dataset equals the uninterrupted one.
 
 Topic sharpening (τ_topic, SPEC §4) is the sequence-level analogue of the MoG chapter's β_KD:
 a sample whose topic is k is kept with probability (m_k / max_j m_j)^(1/τ_topic − 1), where m_k
-is the *teacher's own* topic mass (estimated from the teacher's samples), never p*'s weights.
+is the *teacher's own* topic share (the share of the teacher's samples on topic k), never p*'s weights.
 It needs a topic classifier, so it exists only for `markov_mixture`. Token temperature alone
 barely prunes a topic (a topic is settled in the first tokens), τ_topic does.
 

@@ -25,13 +25,13 @@ from .config import LLMConfig
 from .experiments import GroundTruth, distilled, ground_truth, kd_data, student
 from .generation import Samples
 from .kd import load_dataset
-from .metrics import UnigramModel, uniform_recall
+from .metrics import COLUMNS_VERSION, UnigramModel, uniform_recall
 from .models import LanguageModel
 
 LEARNT_GAP = 0.5
 """Recall above the unigram (nats per token) that counts as a student having learnt more than token frequencies."""
 
-COLUMNS = ["model", "trained_on", "recall", "first_token", "later_tokens", "sample"]
+COLUMNS = ["model", "trained_on", "overall_recall", "first_token", "later_tokens", "sample"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class RecallStudy:
 
     config: LLMConfig
     sample_seed: int = 1
+    columns: int = COLUMNS_VERSION
 
 
 def first_tokens(samples: Samples) -> Samples:
@@ -55,7 +56,7 @@ def recall_split(model: LanguageModel, samples: Samples) -> dict[str, float]:
     first = model.log_prob(first_tokens(samples)).total.double()
     later = whole.n_tokens >= 2
     rest = (whole.total.double() - first)[later] / (whole.n_tokens[later] - 1)
-    return {"recall": float(whole.per_token.double().mean()), "first_token": float(first.mean()),
+    return {"overall_recall": float(whole.per_token.double().mean()), "first_token": float(first.mean()),
             "later_tokens": float(rest.mean()) if later.any() else float("nan")}
 
 
@@ -85,8 +86,8 @@ def recall_study(config: LLMConfig, store: ResultStore, *, progress: bool = Fals
             rows.append({"model": name, "trained_on": trained_on[name], **recall_split(model, recall_samples),
                          "sample": sample})
         uniform = uniform_recall(p_star)
-        rows.append({"model": "uniform", "trained_on": f"nothing: 1 / {p_star.vocab_size} per token", "recall": uniform,
-                     "first_token": uniform, "later_tokens": uniform, "sample": ""})
+        rows.append({"model": "uniform", "trained_on": f"nothing: 1 / {p_star.vocab_size} per token",
+                     "overall_recall": uniform, "first_token": uniform, "later_tokens": uniform, "sample": ""})
         return pd.DataFrame(rows, columns=COLUMNS)
 
     return store.frame("lm_smollm2_recall", RecallStudy(config), build)
@@ -94,7 +95,7 @@ def recall_study(config: LLMConfig, store: ResultStore, *, progress: bool = Fals
 
 def recall_verdict(table: pd.DataFrame, learnt_gap: float = LEARNT_GAP) -> str:
     """What a `recall_study` table shows, in sentences computed from it."""
-    r = table.set_index("model")["recall"]
+    r = table.set_index("model")["overall_recall"]
     split = table.set_index("model")
     high, low = "p'", "p''"
     gap = {name: r[name] - r["unigram"] for name in (high, low)}

@@ -30,6 +30,7 @@ from ..stats import format_interval, paired_bootstrap
 from .config import StageConfig
 from .experiments import References, a_k_final, align, distilled, evaluated, references, run_pipelines, student
 from .length import length_matched_gap, reward_samples
+from .metrics import COLUMNS_VERSION
 from .parallel import PipelineCell, build_cells, interleaved, pipeline_cells
 from .premise import PremiseRule, cached_premise_check
 
@@ -72,7 +73,8 @@ def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequen
     sizes = list(dict.fromkeys(sizes or (config.high_recall.train.size, config.low_recall.train.size)))
     tau_topics = list(dict.fromkeys(tau_topics or (config.low_recall.data.tau_topic, 1.0)))
     key = {"references": refs.recipes, "oracle": refs.oracle_recipe, "alignment": alignment, "seeds": list(seeds),
-           "sizes": sizes, "tau_topics": tau_topics, "metrics": config.metrics, "n_recall": config.n_recall_samples}
+           "sizes": sizes, "tau_topics": tau_topics, "metrics": config.metrics, "n_recall": config.n_recall_samples,
+           "columns": COLUMNS_VERSION}
 
     def compute() -> pd.DataFrame:
         if jobs != 1:  # a grid cell is the K-A run of a config whose p'' is that cell's reference
@@ -126,10 +128,11 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
     sharpening, its target share measured on its own samples (`premise.cached_premise_check`), and K-A / A-K
     run for every alignment and seed (A-K's final KD at the config's first τ).
 
-    One row per (tau_topic, algorithm, seed): the K-A reference's measured target share `reference_share`
-    with its 95 % Wilson interval (`reference_share_low`, `_high`), its ratio to p*'s and the premise verdict;
+    One row per (tau_topic, algorithm, seed): the K-A reference's measured target share
+    `reference_target_share` with its 95 % Wilson interval (`reference_target_share_low`, `_high`), its ratio
+    to p*'s and the premise verdict;
     the final reward, target share and mean response length of K-A (`ka_*`) and A-K (`ak_*`), and the gaps
-    A-K − K-A `gap_reward`, `gap_target_mass`.
+    A-K − K-A `gap_reward`, `gap_target_share`.
 
     Everything is cached by recipe, so the sweep shares with the rest of the chapter whatever it can: the
     A-K alignments (p' does not depend on τ_topic), the main run at the chapter's τ_topic, and at τ_topic 1
@@ -151,8 +154,9 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
         refs = references(swept, store, progress=progress)
         reference = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic,
                                          rule).shares.set_index("model").loc["p''"]
-        base = {"tau_topic": tau_topic, "reference_share": reference["share"], "reference_share_low": reference["low"],
-                "reference_share_high": reference["high"], "reference_ratio": reference["ratio"],
+        base = {"tau_topic": tau_topic, "reference_target_share": reference["target_share"],
+                "reference_target_share_low": reference["low"], "reference_target_share_high": reference["high"],
+                "reference_ratio": reference["ratio"],
                 "premise": reference["ratio"] <= rule.prune_to_at_most}
         for label, alignment in alignments.items():
             metrics = run_pipelines(store, refs, alignment, list(seeds), label=label,
@@ -161,7 +165,7 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
             for seed in seeds:
                 ka, ak = by_seed.loc[("p''_KA", seed)], by_seed.loc[("p''_AK", seed)]
                 row = {"algorithm": label, "seed": seed, **base}
-                for column, short in (("reward", "reward"), ("target_mass", "target_mass"),
+                for column, short in (("reward", "reward"), ("target_share", "target_share"),
                                       ("response_length", "length")):
                     row |= {f"ka_{short}": ka[column], f"ak_{short}": ak[column], f"gap_{short}": ak[column] - ka[column]}
                 rows.append(row)
@@ -170,7 +174,7 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
     return frame[columns + [c for c in frame.columns if c not in columns]]
 
 
-SWEEP_COLUMNS = ("gap_reward", "gap_target_mass", "ka_target_mass", "ak_target_mass")
+SWEEP_COLUMNS = ("gap_reward", "gap_target_share", "ka_target_share", "ak_target_share")
 
 
 def sweep_intervals(sweep: pd.DataFrame, columns: Sequence[str] = SWEEP_COLUMNS) -> pd.DataFrame:
@@ -181,8 +185,8 @@ def sweep_intervals(sweep: pd.DataFrame, columns: Sequence[str] = SWEEP_COLUMNS)
     for (tau_topic, label), part in sweep.groupby(["tau_topic", "algorithm"], sort=False):
         first = part.iloc[0]
         row = {"tau_topic": tau_topic, "algorithm": label, "n_seeds": len(part),
-               **{name: first[name] for name in ("reference_share", "reference_share_low", "reference_share_high",
-                                                 "reference_ratio", "premise")}}
+               **{name: first[name] for name in ("reference_target_share", "reference_target_share_low",
+                                                 "reference_target_share_high", "reference_ratio", "premise")}}
         for column in columns:
             values = part[column].to_numpy()
             row[column], row[f"{column}_low"], row[f"{column}_high"] = paired_bootstrap(values, [0.0] * len(values))
@@ -196,7 +200,7 @@ def coverage_trend(sweep: pd.DataFrame, column: str = "gap_reward") -> pd.DataFr
     bootstrap interval (columns algorithm, low_share, high_share, estimate, low, high, n_seeds)."""
     rows = []
     for label, part in sweep.groupby("algorithm", sort=False):
-        shares = part.groupby("tau_topic")["reference_share"].first()
+        shares = part.groupby("tau_topic")["reference_target_share"].first()
         least, most = shares.idxmin(), shares.idxmax()
         by_seed = part.pivot_table(index="seed", columns="tau_topic", values=column).dropna()
         estimate, low, high = paired_bootstrap(by_seed[least].to_numpy(), by_seed[most].to_numpy())
@@ -210,17 +214,18 @@ def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
     Wilson interval and the premise verdict, A-K − K-A in final reward and in final target share with their
     95 % intervals over seeds, and the mean final target shares of K-A and A-K."""
     table = sweep_intervals(sweep)
-    return table.drop(columns=["reference_ratio", *(f"{name}_{end}" for name in ("ka_target_mass", "ak_target_mass")
+    return table.drop(columns=["reference_ratio", *(f"{name}_{end}" for name in ("ka_target_share", "ak_target_share")
                                                      for end in ("low", "high"))])
 
 
 def coverage_sentences(sweep: pd.DataFrame) -> list[str]:
     """Per algorithm: how A-K − K-A (reward and target share) changes from the most to the least
     target-writing p'' (`coverage_trend`), with its interval, and whether the reward gap grows."""
-    trends = {column: coverage_trend(sweep, column).set_index("algorithm") for column in ("gap_reward", "gap_target_mass")}
+    trends = {column: coverage_trend(sweep, column).set_index("algorithm")
+              for column in ("gap_reward", "gap_target_share")}
     lines = []
     for label, reward in trends["gap_reward"].iterrows():
-        share = trends["gap_target_mass"].loc[label]
+        share = trends["gap_target_share"].loc[label]
         if math.isnan(reward["low"]):
             reading = "fewer than two seeds, so no interval says whether it grows"
         else:

@@ -200,7 +200,7 @@ def comparison_rows(pipelines: pd.DataFrame, pad: list[pd.DataFrame], main_tau: 
     return rows.reset_index(drop=True)
 
 
-COMPARED = ["reward", "target_precision", "recall", "precision"]
+COMPARED = ["reward", "target_precision", "overall_recall", "overall_precision"]
 
 
 def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -220,8 +220,9 @@ def escape_verdicts(rows: pd.DataFrame) -> list[str]:
         lines.append(f"{name}: reward {row.reward:.3f} and target precision {row.target_precision:.3f} against K-A's "
                      f"{ka.reward:.3f} / {ka.target_precision:.3f} and A-K's {ak.reward:.3f} / {ak.target_precision:.3f}, "
                      f"so the reference-free student {'escapes' if escapes else 'does not escape'} the low-recall trap "
-                     f"here; its recall is {row.recall:.3f} against A-K's {ak.recall:.3f} ({row.recall - ak.recall:+.3f}), "
-                     f"K-A's {ka.recall:.3f} and p''’s {low.recall:.3f}.")
+                     f"here; its recall is {row.overall_recall:.3f} against A-K's {ak.overall_recall:.3f} "
+                     f"({row.overall_recall - ak.overall_recall:+.3f}), K-A's {ka.overall_recall:.3f} and p''’s "
+                     f"{low.overall_recall:.3f}.")
     return lines
 
 
@@ -268,7 +269,7 @@ def comparison_figure(rows: pd.DataFrame):
     import seaborn as sns
 
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), constrained_layout=True)
-    sns.scatterplot(data=rows, x="recall", y="target_precision", hue="name", style="name", s=50, ax=axes[0])
+    sns.scatterplot(data=rows, x="overall_recall", y="target_precision", hue="name", style="name", s=50, ax=axes[0])
     axes[0].set(xlabel="recall (nats/token)", ylabel="target precision (nats/token)")
     axes[0].legend(fontsize=6, frameon=False)
     sns.barplot(data=rows[rows.seed >= 0], x="name", y="reward", errorbar="sd", ax=axes[1])
