@@ -7,11 +7,11 @@ import torch
 from alignkd.cache import ResultStore
 from alignkd.lm.algorithms import alignment_config
 from alignkd.lm.config import LLMConfig, StageConfig
-from alignkd.lm.experiments import align, evaluated, references, run_pipelines
+from alignkd.lm.experiments import cached_align, cached_evaluated, cached_references, cached_run_pipelines
 from alignkd.lm.groundtruth import MarkovMixtureConfig
 from alignkd.lm.kd import KDDataConfig, TrainConfig
 from alignkd.lm.metrics import MetricConfig
-from alignkd.lm.studies import capacity_grid, gap_decomposition, length_gaps
+from alignkd.lm.studies import cached_capacity_grid, cached_length_gaps, gap_decomposition
 
 TRAIN = TrainConfig(size="tiny", learning_rate=5e-3, batch_size=32)
 CONFIG = LLMConfig(markov=MarkovMixtureConfig(vocab_size=12, n_topics=3, topic_markers=2),
@@ -26,13 +26,13 @@ PPO = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, l
 def run(tmp_path_factory):
     torch.set_num_threads(1)
     store = ResultStore("test", root=tmp_path_factory.mktemp("studies"))
-    refs = references(CONFIG, store, progress=False)
-    return store, refs, run_pipelines(store, refs, PPO, [0], progress=False).metrics
+    refs = cached_references(store, CONFIG, progress=False)
+    return store, refs, cached_run_pipelines(store, refs, PPO, [0], progress=False).metrics
 
 
 def test_length_gaps_read_the_pipelines_models(run):
     store, refs, metrics = run
-    gaps = length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5)
+    gaps = cached_length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5)
     row = gaps.iloc[0]
     assert (row["algorithm"], row["seed"]) == ("ppo", 0)
     assert 1 <= row["mean_length_a"] <= 6 and 1 <= row["mean_length_b"] <= 6
@@ -41,7 +41,7 @@ def test_length_gaps_read_the_pipelines_models(run):
 
 def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):
     store, refs, metrics = run
-    grid = capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
+    grid = cached_capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
     assert list(zip(grid["tau_topic"], grid["stage"])) == [(0.5, "reference"), (0.5, "aligned"),
                                                            (1.0, "reference"), (1.0, "aligned")]
     # the pruned tiny cell is p'' itself, and its K-A run is the pipeline's: same metrics
@@ -50,15 +50,15 @@ def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):
     assert cell["reward"] == ka["reward"] and cell["overall_recall"] == ka["overall_recall"]
     reference = metrics[metrics["model"] == "p''"].iloc[0]
     assert grid.iloc[0]["reward"] == reference["reward"]
-    assert align(store, refs, "p''", PPO, 0, progress=False).path.exists()
+    assert cached_align(store, refs, "p''", PPO, 0, progress=False).path.exists()
 
 
 def test_evaluations_are_cached_by_recipe(run):
     store, refs, metrics = run
     saved = lambda: len(list((store.root / "lm_evaluation").glob("*.parquet")))  # noqa: E731
     before = saved()
-    row = evaluated(store, refs, refs.recipes["p''"], refs.models["p''"])
-    assert saved() == before  # run_pipelines evaluated p'': read back
+    row = cached_evaluated(store, refs, refs.recipes["p''"], refs.models["p''"])
+    assert saved() == before  # cached_run_pipelines evaluated p'': read back
     assert row == refs.evaluate(refs.models["p''"]) and row["reward"] == metrics.set_index("model").loc["p''", "reward"]
 
 
@@ -76,15 +76,15 @@ def test_gap_decomposition_by_hand():
 
 def test_coverage_sweep_measures_each_references_share_and_the_gap(run):
     from alignkd.lm.premise import PremiseRule, cached_premise_check
-    from alignkd.lm.studies import coverage_sweep, coverage_trend, sweep_intervals
+    from alignkd.lm.studies import cached_coverage_sweep, coverage_trend, sweep_intervals
 
     store, refs, metrics = run
     rule = PremiseRule(max_new_tokens=6)
-    grid = capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
+    grid = cached_capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
     aligned_before = set((store.root / "lm_aligned").glob("*[!k]"))
-    sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0], rule=rule, progress=False)
+    sweep = cached_coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0], rule=rule, progress=False)
     assert list(sweep["tau_topic"]) == [0.5, 0.5, 1.0, 1.0]
-    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 run is run_pipelines'
+    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 run is cached_run_pipelines'
     by_model = metrics[metrics.seed == 0].set_index("model")
     assert first["ka_reward"] == by_model.loc["p''_KA", "reward"] and first["ak_reward"] == by_model.loc["p''_AK", "reward"]
     assert first["gap_reward"] == pytest.approx(by_model.loc["p''_AK", "reward"] - by_model.loc["p''_KA", "reward"])

@@ -19,7 +19,7 @@ NAN = float("nan")
 
 
 def pipeline_rows(algorithm, ak, ka, final_tau=0.95, **extra):
-    """A `run_pipelines`-shaped table: per seed s, A-K's final model scores ak[s] and K-A's ka[s] in every
+    """A `cached_run_pipelines`-shaped table: per seed s, A-K's final model scores ak[s] and K-A's ka[s] in every
     metric column (`extra` overrides one column with its own per-seed pairs)."""
     rows = []
     for seed, (a, k) in enumerate(zip(ak, ka)):

@@ -89,7 +89,7 @@ def selection_figure(trajectories: pd.DataFrame, algorithms: Sequence[str]):
 
 
 def capacity_figure(grids: Sequence[pd.DataFrame]):
-    """Mean reward (left) and target share (right) of the K-A references of `studies.capacity_grid` before
+    """Mean reward (left) and target share (right) of the K-A references of `studies.cached_capacity_grid` before
     (open) and after (filled) alignment, means over seeds with their standard deviation."""
     grid = pd.concat(grids, ignore_index=True)
     grid["reference"] = grid["size"] + grid["pruned"].map({True: ", pruned", False: ", kept"})
@@ -109,7 +109,7 @@ def capacity_figure(grids: Sequence[pd.DataFrame]):
 def coverage_figure(sweep: pd.DataFrame, premise_bound: float | None = None):
     """A-K − K-A in final reward (left) and final target share (right, percentage points) against the target
     share of p'' measured on its own samples, one line per algorithm over the τ_topic values of
-    `studies.coverage_sweep`: 95 % bootstrap intervals over seeds (vertical), the share's 95 % Wilson interval
+    `studies.cached_coverage_sweep`: 95 % bootstrap intervals over seeds (vertical), the share's 95 % Wilson interval
     (horizontal); `premise_bound` (a share, e.g. the premise's bound on p'') is drawn dotted."""
     from .studies import sweep_intervals  # studies loads the models' stack; the other figures need none of it
 

@@ -174,7 +174,8 @@ def training_curve(store, recipe: Any) -> pd.DataFrame:
     """The training log (`kd.train_student` columns) of a cached student, by the recipe it is stored under."""
     path = store.path("lm_student", recipe, suffix="") / "train_log.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"no trained student under {path.parent}: build it first (experiments.references)")
+        raise FileNotFoundError(f"no trained student under {path.parent}: build it first "
+                                "(experiments.cached_references)")
     return pd.read_parquet(path)
 
 

@@ -1,4 +1,4 @@
-"""Tables, sentences and claims of the LLM chapter, computed from `run_pipelines` metrics (no models needed).
+"""Tables, sentences and claims of the LLM chapter, computed from `cached_run_pipelines` metrics (no models needed).
 
     gaps = final_gaps(metrics, main_tau)          # A-K vs K-A final models per algorithm and metric
     print("\n".join(final_sentences(gaps, premise)))
@@ -33,7 +33,7 @@ def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "ove
 
 
 def final_tau_effects(metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
-    """App. D from a `run_pipelines` table: how A-K's final model moves when its last KD runs at another τ.
+    """App. D from a `cached_run_pipelines` table: how A-K's final model moves when its last KD runs at another τ.
 
     One row per (algorithm, final_tau ≠ main_tau): the change in mean precision and recall against
     `main_tau` (means over seeds), the seed std of both at that τ, and `paper_direction`, true where the
@@ -90,7 +90,7 @@ def final_values(metrics: pd.DataFrame, algorithm: str, pipeline: str, column: s
 
 
 def final_gaps(metrics: pd.DataFrame, main_tau: float, columns: Sequence[str] = FINAL_COLUMNS) -> pd.DataFrame:
-    """One `FinalGap` row per (algorithm, metric) of a `run_pipelines` table, for the metrics it has.
+    """One `FinalGap` row per (algorithm, metric) of a `cached_run_pipelines` table, for the metrics it has.
 
     Means and stds (ddof 1) are over each pipeline's own seeds; the gap and its interval pair the seeds
     both pipelines ran (seed s of A-K and of K-A share their alignment seed)."""
@@ -200,7 +200,7 @@ LENGTH_COLUMNS = ["raw", "matched", "coverage_a", "coverage_b", "mean_length_a",
 
 
 def length_table(gaps: pd.DataFrame) -> pd.DataFrame:
-    """Means over seeds per algorithm of a `studies.length_gaps` table (a: A-K's final model, b: K-A's)."""
+    """Means over seeds per algorithm of a `studies.cached_length_gaps` table (a: A-K's final model, b: K-A's)."""
     return gaps.groupby("algorithm", sort=False)[LENGTH_COLUMNS].mean()
 
 

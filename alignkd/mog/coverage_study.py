@@ -132,7 +132,7 @@ def check_lost_groups(coverage: pd.DataFrame, study: CoverageStudy, n_trials: in
                              f"{study.min_lost} are needed, i.e. {need}. Raise n_trials (or lower min_lost).")
 
 
-def reference_coverage(store: ResultStore, setup: Setup, study: CoverageStudy, progress: bool = False
+def cached_reference_coverage(store: ResultStore, setup: Setup, study: CoverageStudy, progress: bool = False
                        ) -> tuple[dict[tuple[int, float], Mixture], pd.DataFrame]:
     """Every p'' of the grid (cached with the other chapters' models) and its per-trial coverage and metrics."""
     models, frames = {}, []
@@ -196,7 +196,7 @@ def cached_study(store: ResultStore, setup: Setup, study: CoverageStudy, progres
     """
     study.check_setup(setup)
     p_high = cached_high_recall(store, setup, progress)
-    p_lows, coverage = reference_coverage(store, setup, study, progress)
+    p_lows, coverage = cached_reference_coverage(store, setup, study, progress)
     check_lost_groups(coverage, study, setup.n_trials)
     frames = []
     for algorithm in study.algorithms:
@@ -372,7 +372,8 @@ def study_claim_rows(gaps: pd.DataFrame, counts: pd.DataFrame, study: CoverageSt
     return pd.DataFrame(rows)
 
 
-__all__ = ["CoverageStudy", "PIPELINES", "AK_CONTROL", "ALIGNED", "STRATA", "check_lost_groups", "reference_coverage",
-           "run_algorithm", "cached_study", "with_coverage", "stratified_gaps", "lost_counts", "trap_beta_kd",
+__all__ = ["CoverageStudy", "PIPELINES", "AK_CONTROL", "ALIGNED", "STRATA", "check_lost_groups",
+           "cached_reference_coverage", "run_algorithm", "cached_study", "with_coverage", "stratified_gaps", "lost_counts",
+           "trap_beta_kd",
            "chapter_config", "chapter_params", "lost_setup",
            "study_verdict", "study_claim_rows"]

@@ -1,6 +1,7 @@
 """Align → PAD on the language-model testbed (SPEC §5, PAD §4).
 
-Teacher: the aligned high-recall model p'_AK of Pipeline A-K (`alignkd.lm.experiments.align(store, refs, "p'", ...)`).
+Teacher: the aligned high-recall model p'_AK of Pipeline A-K
+(`alignkd.lm.experiments.cached_align(store, refs, "p'", ...)`).
 Student: the compact model, either fresh (initialised exactly as KD initialises its students,
 `make_student(size, ..., seed)`) or p'' (the compact KD model Pipeline K-A starts from). Each step:
 
@@ -29,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cache import ResultStore
-from ..lm.experiments import Aligned, References, align, load_model, save_model
+from ..lm.experiments import Aligned, References, cached_align, load_model, save_model
 from ..lm.generation import sequence_logprobs
 from ..lm.models import HFLanguageModel, LanguageModel
 from ..lm.students import STUDENT_SIZES, make_student
@@ -154,17 +155,17 @@ class PADResult:
     logs: pd.DataFrame
 
 
-def align_then_pad(store: ResultStore, refs: References, alignment, seeds: list[int], config: LMPADConfig, *,
+def cached_align_then_pad(store: ResultStore, refs: References, alignment, seeds: list[int], config: LMPADConfig, *,
                    label: str | None = None, progress: bool = True) -> PADResult:
     """Align → PAD for several alignment seeds (cached in `store`).
 
-    The teacher of seed s is the A-K alignment of that seed (`experiments.align(store, refs, "p'", ...)`, the
+    The teacher of seed s is the A-K alignment of that seed (`experiments.cached_align(store, refs, "p'", ...)`, the
     same cached model as Pipeline A-K's); PAD runs with seed s. `label` names the algorithm column
-    (default: the algorithm's name), as `run_pipelines` does.
+    (default: the algorithm's name), as `cached_run_pipelines` does.
     """
     metrics, logs = [], []
     for seed in tqdm(seeds, desc="Align→PAD seeds", disable=not progress):
-        teacher = align(store, refs, "p'", alignment, seed, progress=progress)
+        teacher = cached_align(store, refs, "p'", alignment, seed, progress=progress)
         pad_config = dataclasses.replace(config, seed=seed)
         recipe = PADStudent(teacher.recipe, pad_config, refs.recipes["p''"] if pad_config.student_init == "p_low"
                             else "fresh")
