@@ -15,7 +15,7 @@ its limit still returns what it did. Stages, in order:
 - sample:SIZE  `generation.sample` (our ancestral sampler, KV cache) under bf16 autocast: tokens/s
 - p*           SmolLM2-135M-shaped: the real GGUF (`gguf:smollm2`) where it and the `gguf` package are here,
                else seeded random weights saved with the real SmolLM2 tokenizer (`hf:/folder`)
-- references, then per algorithm K-A, A-K (its final KD included) and evaluation (`run_pipelines`, which
+- references, then per algorithm K-A, A-K (its final KD included) and evaluation (`cached_run_pipelines`, which
                reads the aligned models back from the store and scores them)        -> metrics.csv, trajectories.csv
 
 Each stage runs inside `alignkd.lm.device.placement_record()`; summary.json, rewritten after every stage,
@@ -62,7 +62,7 @@ import transformers
 from alignkd.cache import ResultStore
 from alignkd.chapters import call_with, ch06_llm, profile_values
 from alignkd.lm.device import Placement, placement_record
-from alignkd.lm.experiments import a_k_final, align, references, run_pipelines
+from alignkd.lm.experiments import cached_a_k_final, cached_align, cached_references, cached_run_pipelines
 from alignkd.lm.generation import sample
 from alignkd.lm.groundtruth import markov_tokenizer, smollm2_gguf_path
 from alignkd.lm.kd import causal_lm_loss
@@ -575,7 +575,7 @@ def main(argv=None) -> int:
 
         def make_references():
             config = call_with(ch06_llm.config, {**params, "ground_truth": p_star["ground_truth"]})
-            return references(dataclasses.replace(config, prompt=p_star["prompt"]), store, progress=False)
+            return cached_references(store, dataclasses.replace(config, prompt=p_star["prompt"]), progress=False)
 
         refs = stages.run("references", "references", 0.0, make_references, needs=("params", "p*"))
         seeds, final_taus = params.get("seeds", []), params.get("final_taus", [])
@@ -584,16 +584,17 @@ def main(argv=None) -> int:
             basis = stages.seconds("references")
             ka, ak, evaluation = f"{label}: K-A", f"{label}: A-K", f"{label}: evaluation"
             stages.run(ka, "K-A", stages.estimate("K-A", FIRST_OF_KIND["K-A"] * basis),
-                       lambda: [align(store, refs, "p''", alignment, seed, progress=False) for seed in seeds],
+                       lambda: [cached_align(store, refs, "p''", alignment, seed, progress=False) for seed in seeds],
                        needs=("references",))
             stages.run(ak, "A-K", stages.estimate("A-K", FIRST_OF_KIND["A-K"] * basis),
-                       lambda: [a_k_final(store, refs, align(store, refs, "p'", alignment, seed, progress=False),
-                                          tau, seed, progress=False) for seed in seeds for tau in taus],
+                       lambda: [cached_a_k_final(store, refs,
+                                                 cached_align(store, refs, "p'", alignment, seed, progress=False),
+                                                 tau, seed, progress=False) for seed in seeds for tau in taus],
                        needs=("references",))
             result = stages.run(evaluation, "evaluation",
                                 stages.estimate("evaluation", FIRST_OF_KIND["evaluation"] * basis),
-                                lambda: run_pipelines(store, refs, alignment, seeds, label=label, final_taus=taus,
-                                                      progress=False),
+                                lambda: cached_run_pipelines(store, refs, alignment, seeds, label=label,
+                                                             final_taus=taus, progress=False),
                                 needs=(ka, ak))
             if result is not None:
                 metrics.append(result.metrics)

@@ -44,7 +44,7 @@ def main() -> None:
 
     from alignkd.cache import ResultStore
     from alignkd.chapters import call_with, ch06_llm, profile_values
-    from alignkd.lm.experiments import references, run_pipelines
+    from alignkd.lm.experiments import cached_references, cached_run_pipelines
     from alignkd.lm.parallel import build_cells, pipeline_cells
 
     torch.set_num_threads(1)  # what a chapter gets when the book runs one per core
@@ -55,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = ResultStore(args.profile, root=Path(tmp) / "base")
         start = time.perf_counter()
-        references(config, base, progress=False)
+        cached_references(base, config, progress=False)
         print(f"references built in {time.perf_counter() - start:.1f} s (not timed below)")
         measured, tables = {}, {}
         for jobs in (1, args.jobs):
@@ -65,8 +65,8 @@ def main() -> None:
             cpu, wall = cpu_seconds(), time.perf_counter()
             build_cells(store, cells, jobs=jobs)
             measured[jobs] = (time.perf_counter() - wall, cpu_seconds() - cpu)
-            refs = references(config, store, progress=False)
-            tables[jobs] = pd.concat([run_pipelines(store, refs, alignment, args.seeds, label=label,
+            refs = cached_references(store, config, progress=False)
+            tables[jobs] = pd.concat([cached_run_pipelines(store, refs, alignment, args.seeds, label=label,
                                                     final_taus=list(final[label]), progress=False).metrics
                                       for label, alignment in alignments.items()], ignore_index=True)
             print(f"jobs = {jobs}: {len(cells)} cells in {measured[jobs][0]:.1f} s wall, {measured[jobs][1]:.1f} s CPU "

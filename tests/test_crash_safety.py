@@ -35,7 +35,7 @@ def _lm_pipeline(root: Path) -> None:
     from alignkd.cache import ResultStore
     from alignkd.lm.algorithms import alignment_config
     from alignkd.lm.config import LLMConfig, StageConfig
-    from alignkd.lm.experiments import references, run_pipelines
+    from alignkd.lm.experiments import cached_references, cached_run_pipelines
     from alignkd.lm.groundtruth import MarkovMixtureConfig
     from alignkd.lm.kd import KDDataConfig, TrainConfig
     from alignkd.lm.metrics import MetricConfig
@@ -50,7 +50,7 @@ def _lm_pipeline(root: Path) -> None:
         n_fold_samples=50, n_recall_samples=50, metrics=MetricConfig(n_samples=50, max_new_tokens=n))
     ppo = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, max_new_tokens=n, eval_every=1)
     store = ResultStore("crash", root=root)
-    run_pipelines(store, references(config, store, progress=False), ppo, [0], progress=False)
+    cached_run_pipelines(store, cached_references(store, config, progress=False), ppo, [0], progress=False)
 
 
 def serve() -> None:

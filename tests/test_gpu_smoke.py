@@ -96,12 +96,12 @@ def test_the_metrics_table_has_k_a_and_a_k_for_every_algorithm(rehearsal):
         rows = metrics[metrics["algorithm"] == algorithm]
         assert set(rows["pipeline"]) == {"reference", "K-A", "A-K"}, algorithm
         assert set(rows.loc[rows["pipeline"] == "A-K", "model"]) == {"p'_AK", "p''_AK"}
-        assert rows[["precision", "recall", "target_precision", "reward"]].notna().all().all()
+        assert rows[["overall_precision", "overall_recall", "target_precision", "reward"]].notna().all().all()
     # p* is a random Llama on the 49 152-token SmolLM2 vocabulary: near-uniform, ≈ −log 49 152 per token
     assert summary["p_star"]["ground_truth"].startswith("hf:")
     if summary["p_star"]["tokenizer"] != "markov_tokenizer(64)":
         p_star = metrics[metrics["model"] == "p*"].iloc[0]
-        assert -11.5 < p_star["recall"] < -10.0
+        assert -11.5 < p_star["overall_recall"] < -10.0
 
 
 def test_throughput_rows_measure_against_the_measured_ceiling(rehearsal):

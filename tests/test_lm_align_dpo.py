@@ -5,7 +5,7 @@ import torch
 
 from alignkd.lm.dpo import DPOConfig, response_logprobs, train_dpo
 from alignkd.lm.generation import Samples, sequence_logprobs
-from alignkd.lm.groundtruth import HFLanguageModel
+from alignkd.lm.models import HFLanguageModel
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
 

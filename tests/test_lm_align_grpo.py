@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from alignkd.lm.generation import token_logprobs
-from alignkd.lm.groundtruth import HFLanguageModel, markov_tokenizer
+from alignkd.lm.groundtruth import markov_tokenizer
 from alignkd.lm.grpo import (GRPOConfig, batch_loss, completion_samples, grpo_loss, optimizer_for, policy_logprobs,
                              score_batch, train_grpo, trl_reward, trl_trainer, unsuppress_head)
 from alignkd.objectives import k3
+from alignkd.lm.models import HFLanguageModel
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from alignkd.lm.models import HFLanguageModel, suppress_tokens
 from alignkd.lm.ppo import PPOConfig, ValueHead, gae, policy_logprobs_and_values, shaped_rewards, train_ppo
 from alignkd.lm.generation import token_logprobs
-from alignkd.lm.groundtruth import HFLanguageModel, suppress_tokens
 from alignkd.lm.reward import RewardOracle
 from alignkd.lm.students import tiny_llama
 

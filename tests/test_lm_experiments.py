@@ -11,7 +11,7 @@ from alignkd.lm import experiments
 from alignkd.lm.algorithms import ALGORITHMS, alignment_config
 from alignkd.chapters import call_with, ch06_llm, named, profile_values
 from alignkd.lm.config import LLMConfig, StageConfig
-from alignkd.lm.experiments import align, references, run_pipelines
+from alignkd.lm.experiments import cached_align, cached_references, cached_run_pipelines
 from alignkd.lm.groundtruth import MarkovMixtureConfig
 from alignkd.lm.kd import KDDataConfig, TrainConfig
 from alignkd.lm.metrics import MetricConfig
@@ -30,19 +30,19 @@ PPO = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, l
 def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     torch.set_num_threads(1)
     store = ResultStore("test", root=tmp_path)
-    refs = references(CONFIG, store, progress=False)
-    result = run_pipelines(store, refs, PPO, [0], progress=False)
+    refs = cached_references(store, CONFIG, progress=False)
+    result = cached_run_pipelines(store, refs, PPO, [0], progress=False)
     metrics, trajectories = result.metrics, result.trajectories
     assert list(metrics["model"]) == ["p*", "p'", "p''", "p_target", "p''_KA", "p'_AK", "p''_AK"]
-    assert metrics[["precision", "recall", "target_precision", "reward"]].notna().all().all()
+    assert metrics[["overall_precision", "overall_recall", "target_precision", "reward"]].notna().all().all()
     assert set(trajectories["pipeline"]) == {"K-A", "A-K"} and (trajectories["iteration"].max() == 2)
     # the trajectories are those of the cached alignments (read once, no second run)
-    ak = align(store, refs, "p'", PPO, 0, progress=False)
+    ak = cached_align(store, refs, "p'", PPO, 0, progress=False)
     pd.testing.assert_frame_equal(trajectories[trajectories.pipeline == "A-K"].drop(columns=["algorithm", "seed",
                                   "pipeline"]).reset_index(drop=True), ak.trajectory)
     assert ak.selected_step in set(ak.trajectory.iteration)
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    again = run_pipelines(store, references(CONFIG, store, progress=False), PPO, [0], progress=False)
+    again = cached_run_pipelines(store, cached_references(store, CONFIG, progress=False), PPO, [0], progress=False)
     pd.testing.assert_frame_equal(metrics, again.metrics)
     pd.testing.assert_frame_equal(trajectories, again.trajectories)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing recomputed, nothing written
@@ -51,14 +51,15 @@ def test_tiny_pipeline_runs_and_a_rerun_is_read_from_the_cache(tmp_path):
     table = summarise(metrics)
     assert set(table["model"]) == set(metrics["model"])
     # App. D: a second final-KD temperature reuses the aligned models and adds one p''_AK row per τ
-    swept = run_pipelines(store, refs, PPO, [0], final_taus=[0.95, 0.8], progress=False).metrics
+    swept = cached_run_pipelines(store, refs, PPO, [0], final_taus=[0.95, 0.8], progress=False).metrics
     finals = swept[swept["model"] == "p''_AK"].set_index("final_tau")
     assert list(finals.index) == [0.95, 0.8]
     first = metrics[metrics["model"] == "p''_AK"].iloc[0]
-    assert (finals.loc[0.95, "precision"], finals.loc[0.95, "recall"]) == (first["precision"], first["recall"])
-    assert finals.loc[0.8, "precision"] != finals.loc[0.95, "precision"]
+    assert (finals.loc[0.95, "overall_precision"], finals.loc[0.95, "overall_recall"]) == (
+        first["overall_precision"], first["overall_recall"])
+    assert finals.loc[0.8, "overall_precision"] != finals.loc[0.95, "overall_precision"]
     with pytest.raises(ValueError, match="final_taus"):
-        run_pipelines(store, refs, PPO, [0], final_taus=[], progress=False)
+        cached_run_pipelines(store, refs, PPO, [0], final_taus=[], progress=False)
     with pytest.raises(ValueError, match="allowed: ppo, dpo_online, grpo, grpo_reward"):
         alignment_config("sft")
     with pytest.raises(ValueError, match="tau_topic"):
@@ -72,7 +73,7 @@ class Interrupted(Exception):
 def test_an_interrupted_alignment_reruns_to_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     store = ResultStore("test", root=tmp_path / "crashed")
-    refs = references(CONFIG, store, progress=False)
+    refs = cached_references(store, CONFIG, progress=False)
 
     def train_until_step_1(policy, reference, oracle, config, *, seed, progress, on_eval):
         def on_eval_then_crash(step, model):
@@ -85,14 +86,15 @@ def test_an_interrupted_alignment_reruns_to_the_numbers_of_an_uninterrupted_one(
     with monkeypatch.context() as patch:
         patch.setitem(ALGORITHMS, "ppo", dataclasses.replace(ALGORITHMS["ppo"], train=train_until_step_1))
         with pytest.raises(Interrupted):
-            align(store, refs, "p''", PPO, 0, progress=False)
+            cached_align(store, refs, "p''", PPO, 0, progress=False)
     partial = [p for p in (tmp_path / "crashed" / "lm_aligned").iterdir() if p.name.endswith(".partial")]
     assert len(partial) == 1 and any((partial[0] / "checkpoints").iterdir())  # what the crash left behind
-    rerun = align(store, refs, "p''", PPO, 0, progress=False)
+    rerun = cached_align(store, refs, "p''", PPO, 0, progress=False)
     assert not partial[0].exists()
 
     clean_store = ResultStore("test", root=tmp_path / "clean")
-    clean = align(clean_store, references(CONFIG, clean_store, progress=False), "p''", PPO, 0, progress=False)
+    clean_refs = cached_references(clean_store, CONFIG, progress=False)
+    clean = cached_align(clean_store, clean_refs, "p''", PPO, 0, progress=False)
     pd.testing.assert_frame_equal(rerun.trajectory, clean.trajectory)
     for a, b in zip(rerun.model.model.state_dict().values(), clean.model.model.state_dict().values()):
         assert torch.equal(a, b)

@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from alignkd.lm.generation import Samples, sample, sequence_logprobs, token_logprobs
-from alignkd.lm.groundtruth import HFLanguageModel
+from alignkd.lm.models import HFLanguageModel
 from alignkd.lm.students import count_parameters, make_student, student_config, tiny_llama
 
 V, BOS, EOS, PAD = 5, 0, 1, 2

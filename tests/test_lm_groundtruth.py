@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from alignkd.lm.generation import Samples
-from alignkd.lm.groundtruth import (BOS, EOS, PAD, MarkovMixtureConfig, check_tokenizers,
-                                    load_ground_truth, markov_mixture, smollm2_gguf_path)
+from alignkd.lm.groundtruth import BOS, EOS, PAD, MarkovMixtureConfig, load_ground_truth, markov_mixture, smollm2_gguf_path
+from alignkd.lm.models import check_tokenizers
 from alignkd.lm.students import tiny_llama
 
 

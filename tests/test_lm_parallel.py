@@ -6,7 +6,7 @@ import torch
 
 from alignkd.cache import ResultStore
 from alignkd.lm.algorithms import alignment_config
-from alignkd.lm.experiments import references, run_pipelines
+from alignkd.lm.experiments import cached_references, cached_run_pipelines
 from alignkd.lm.parallel import PipelineCell, build_cells, interleaved, pipeline_cells
 from tests.test_lm_studies import CONFIG, PPO
 
@@ -18,7 +18,7 @@ ALIGNMENTS = {"ppo": PPO, "dpo_online": DPO}
 def built(root, jobs):
     torch.set_num_threads(1)  # what a worker gets: one torch thread
     store = ResultStore("test", root=root)
-    refs = references(CONFIG, store, progress=False)
+    refs = cached_references(store, CONFIG, progress=False)
     cells = pipeline_cells(CONFIG, ALIGNMENTS, [0, 1], {"ppo": (0.95, 0.9), "dpo_online": (0.95,)})
     build_cells(store, cells, jobs=jobs)
     return store, refs
@@ -31,8 +31,8 @@ def test_runs_built_in_workers_equal_runs_built_in_process(tmp_path):
     assert n_aligned == 2 * 2 * 2  # algorithms × seeds × (K-A, A-K)
     for label, alignment in ALIGNMENTS.items():
         taus = [0.95, 0.9] if label == "ppo" else [0.95]
-        a = run_pipelines(parallel, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
-        b = run_pipelines(serial, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
+        a = cached_run_pipelines(parallel, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
+        b = cached_run_pipelines(serial, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
         assert a.metrics.equals(b.metrics), label
         assert a.trajectories.equals(b.trajectories), label
         assert len(a.metrics[a.metrics["model"] == "p''_AK"]) == 2 * len(taus)
@@ -57,13 +57,13 @@ def test_a_failing_cell_is_raised_and_jobs_are_checked(tmp_path):
 
 def test_grid_and_sweep_built_in_workers_equal_in_process(tmp_path):
     from alignkd.lm.premise import PremiseRule
-    from alignkd.lm.studies import capacity_grid, coverage_sweep
+    from alignkd.lm.studies import cached_capacity_grid, cached_coverage_sweep
 
     frames = {}
     for jobs in (2, 1):
         store, refs = built(tmp_path / f"jobs{jobs}", jobs=jobs)
-        grid = capacity_grid(store, refs, PPO, [0, 1], label="ppo", sizes=["tiny"], progress=False, jobs=jobs)
-        sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 0.8], progress=False,
+        grid = cached_capacity_grid(store, refs, PPO, [0, 1], label="ppo", sizes=["tiny"], progress=False, jobs=jobs)
+        sweep = cached_coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 0.8], progress=False,
                                rule=PremiseRule(n_samples=10000, max_new_tokens=6), jobs=jobs)
         frames[jobs] = grid, sweep
     assert frames[2][0].equals(frames[1][0])

@@ -16,7 +16,7 @@ from alignkd.cache import ResultStore
 from alignkd.lm.algorithms import ALGORITHMS, alignment_config
 from alignkd.lm.config import LLMConfig, StageConfig
 from alignkd.lm.device import Placement, autocast, placement_record
-from alignkd.lm.experiments import references, run_pipelines
+from alignkd.lm.experiments import cached_references, cached_run_pipelines
 from alignkd.lm.groundtruth import MarkovMixtureConfig, markov_tokenizer
 from alignkd.lm.kd import KDDataConfig, TrainConfig
 from alignkd.lm.metrics import MetricConfig
@@ -45,9 +45,9 @@ def alignments(bf16: bool) -> dict:
 def run_everything(tmp_path, config: LLMConfig, bf16: bool):
     store = ResultStore("test", root=tmp_path)
     with placement_record() as record:
-        refs = references(config, store, progress=False)
+        refs = cached_references(store, config, progress=False)
         for name, alignment in alignments(bf16).items():
-            run_pipelines(store, refs, alignment, [0], label=name, progress=False)
+            cached_run_pipelines(store, refs, alignment, [0], label=name, progress=False)
     return refs, record
 
 
@@ -90,8 +90,8 @@ def test_a_real_lm_ground_truth_and_its_distilled_p_target_run_under_bf16(tmp_pa
                                                                                   tau=0.95)))
     store = ResultStore("test", root=tmp_path / "results")
     with placement_record() as record:
-        refs = references(config, store, progress=False)
-        run_pipelines(store, refs, alignments(True)["grpo_reward"], [0], label="grpo_reward", progress=False)
+        refs = cached_references(store, config, progress=False)
+        cached_run_pipelines(store, refs, alignments(True)["grpo_reward"], [0], label="grpo_reward", progress=False)
     assert record.problems(BF16) == []
     assert "MarkovMixture" not in record.owners() and "LlamaForCausalLM" in record.owners()
     assert refs.p_star.placement == BF16 and refs.models["p_target"].placement == BF16

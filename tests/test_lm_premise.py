@@ -26,14 +26,14 @@ def test_premise_passes_when_the_high_recall_model_is_p_star_and_the_low_recall_
     models = {"p*": language, "p'": language, "p''": language.restrict(list(range(7)))}
     check = premise_check(models, language, 7, PremiseRule(max_new_tokens=12))
     shares = check.shares.set_index("model")
-    assert shares.loc["p*", "share"] == pytest.approx(float(language.weights[7]), abs=0.006)
+    assert shares.loc["p*", "target_share"] == pytest.approx(float(language.weights[7]), abs=0.006)
     assert shares.loc["p*", "n"] == 10000 and shares.loc["p*", "ratio"] == 1.0
     assert check.ratio("p'") == 1.0  # same model, same seed: the same samples
     assert check.share("p''") < 0.001  # only smoothing can open a sequence with the target's words
     assert check.kept and check.pruned and check.passed
     assert check.verdict().startswith("PREMISE PASSES") and "p' keeps 100% (≥ 75%)" in check.verdict()
     low, high = shares.loc["p*", "low"], shares.loc["p*", "high"]
-    assert low < shares.loc["p*", "share"] < high and high - low < 2 * 1.96 * math.sqrt(0.04 / 10000) + 1e-3
+    assert low < shares.loc["p*", "target_share"] < high and high - low < 2 * 1.96 * math.sqrt(0.04 / 10000) + 1e-3
 
 
 def test_premise_fails_and_says_why_when_the_low_recall_model_kept_the_topic(language):

@@ -9,13 +9,13 @@ import torch
 
 from alignkd.cache import ResultStore
 from alignkd.lm.config import LLMConfig, StageConfig
-from alignkd.lm.experiments import GroundTruth, distilled, kd_data
+from alignkd.lm.experiments import GroundTruth, cached_kd_data, distilled
 from alignkd.lm.generation import Samples
 from alignkd.lm.groundtruth import MarkovMixtureConfig, markov_mixture
 from alignkd.lm.kd import KDDataConfig, TrainConfig, load_dataset
 from alignkd.lm.metrics import (MetricConfig, UnigramModel, leave_one_out_alpha, leave_one_out_loglik, per_token_mean,
                                 token_counts, uniform_recall)
-from alignkd.lm.smollm2 import COLUMNS, recall_split, recall_study, recall_verdict
+from alignkd.lm.smollm2 import COLUMNS, cached_recall_study, recall_split, recall_verdict
 
 
 def _samples(rows: list[list[int]], pad: int = 2) -> Samples:
@@ -88,7 +88,7 @@ def test_recall_split_separates_the_first_token_from_the_later_ones_by_hand():
     split = recall_split(p_star, samples)
     totals, n = p_star.log_prob(samples).total.double(), samples.response_lengths
     first = torch.stack([torch.logsumexp(p_star.log_weights + p_star.log_init[:, t], 0) for t in samples.tokens[:, 1]])
-    assert split["recall"] == pytest.approx(float((totals / n).mean()), abs=1e-6)
+    assert split["overall_recall"] == pytest.approx(float((totals / n).mean()), abs=1e-6)
     assert split["first_token"] == pytest.approx(float(first.mean()), abs=1e-6)  # log Σ_k w_k π_k(y_1)
     longer = n >= 2
     assert split["later_tokens"] == pytest.approx(float(((totals - first)[longer] / (n[longer] - 1)).mean()), abs=1e-6)
@@ -106,28 +106,28 @@ STAND_IN = LLMConfig(  # the section's code path on a synthetic p* (a real LM co
 def test_recall_study_scores_every_model_on_the_same_p_star_samples_and_is_cached(tmp_path):
     torch.set_num_threads(1)
     store = ResultStore("test", root=tmp_path)
-    table = recall_study(STAND_IN, store)
+    table = cached_recall_study(store, STAND_IN)
     assert list(table.columns) == COLUMNS and list(table["model"]) == ["p*", "p'", "p''", "unigram", "uniform"]
     r = table.set_index("model")
     p_star = markov_mixture(vocab_size=16, n_topics=1, concentration=0.05)
     recall_samples = p_star.sample(300, 4, 1.0, seed=STAND_IN.metrics.seed + 2)
-    assert r.loc["p*", "recall"] == pytest.approx(per_token_mean(p_star, recall_samples), abs=1e-6)
-    data = load_dataset(kd_data(store, distilled(GroundTruth.of(STAND_IN), STAND_IN.high_recall).data, p_star, p_star),
-                        p_star.pad_id)
+    assert r.loc["p*", "overall_recall"] == pytest.approx(per_token_mean(p_star, recall_samples), abs=1e-6)
+    high_data = distilled(GroundTruth.of(STAND_IN), STAND_IN.high_recall).data
+    data = load_dataset(cached_kd_data(store, high_data, p_star, p_star), p_star.pad_id)
     unigram = UnigramModel.fit(data, p_star)  # the unigram of p''s own KD data
-    assert r.loc["unigram", "recall"] == pytest.approx(per_token_mean(unigram, recall_samples), abs=1e-6)
-    assert r.loc["uniform", "recall"] == pytest.approx(-math.log(13))  # 12 words and EOS
+    assert r.loc["unigram", "overall_recall"] == pytest.approx(per_token_mean(unigram, recall_samples), abs=1e-6)
+    assert r.loc["uniform", "overall_recall"] == pytest.approx(-math.log(13))  # 12 words and EOS
     # on a one-chain language a student learns the transitions: above the unigram, below p*
-    assert r.loc["unigram", "recall"] < r.loc["p'", "recall"] < r.loc["p*", "recall"]
+    assert r.loc["unigram", "overall_recall"] < r.loc["p'", "overall_recall"] < r.loc["p*", "overall_recall"]
     assert r.loc["p'", "sample"] and not r.loc["unigram", "sample"]
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    pd.testing.assert_frame_equal(recall_study(STAND_IN, store), table)
+    pd.testing.assert_frame_equal(cached_recall_study(store, STAND_IN), table)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 def _table(recall, first, later):
     names = ["p*", "p'", "p''", "unigram", "uniform"]
-    return pd.DataFrame({"model": names, "recall": recall, "first_token": first, "later_tokens": later})
+    return pd.DataFrame({"model": names, "overall_recall": recall, "first_token": first, "later_tokens": later})
 
 
 def test_recall_verdict_says_whether_p_prime_beats_the_unigram_and_where():

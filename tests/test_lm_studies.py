@@ -7,11 +7,11 @@ import torch
 from alignkd.cache import ResultStore
 from alignkd.lm.algorithms import alignment_config
 from alignkd.lm.config import LLMConfig, StageConfig
-from alignkd.lm.experiments import align, evaluated, references, run_pipelines
+from alignkd.lm.experiments import cached_align, cached_evaluated, cached_references, cached_run_pipelines
 from alignkd.lm.groundtruth import MarkovMixtureConfig
 from alignkd.lm.kd import KDDataConfig, TrainConfig
 from alignkd.lm.metrics import MetricConfig
-from alignkd.lm.studies import capacity_grid, gap_decomposition, length_gaps
+from alignkd.lm.studies import cached_capacity_grid, cached_length_gaps, gap_decomposition
 
 TRAIN = TrainConfig(size="tiny", learning_rate=5e-3, batch_size=32)
 CONFIG = LLMConfig(markov=MarkovMixtureConfig(vocab_size=12, n_topics=3, topic_markers=2),
@@ -26,13 +26,13 @@ PPO = alignment_config("ppo", n_iterations=2, batch_size=8, mini_batch_size=4, l
 def run(tmp_path_factory):
     torch.set_num_threads(1)
     store = ResultStore("test", root=tmp_path_factory.mktemp("studies"))
-    refs = references(CONFIG, store, progress=False)
-    return store, refs, run_pipelines(store, refs, PPO, [0], progress=False).metrics
+    refs = cached_references(store, CONFIG, progress=False)
+    return store, refs, cached_run_pipelines(store, refs, PPO, [0], progress=False).metrics
 
 
 def test_length_gaps_read_the_pipelines_models(run):
     store, refs, metrics = run
-    gaps = length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5)
+    gaps = cached_length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5)
     row = gaps.iloc[0]
     assert (row["algorithm"], row["seed"]) == ("ppo", 0)
     assert 1 <= row["mean_length_a"] <= 6 and 1 <= row["mean_length_b"] <= 6
@@ -41,24 +41,24 @@ def test_length_gaps_read_the_pipelines_models(run):
 
 def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):
     store, refs, metrics = run
-    grid = capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
+    grid = cached_capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
     assert list(zip(grid["tau_topic"], grid["stage"])) == [(0.5, "reference"), (0.5, "aligned"),
                                                            (1.0, "reference"), (1.0, "aligned")]
     # the pruned tiny cell is p'' itself, and its K-A run is the pipeline's: same metrics
     ka = metrics[metrics["model"] == "p''_KA"].iloc[0]
     cell = grid[(grid["tau_topic"] == 0.5) & (grid["stage"] == "aligned")].iloc[0]
-    assert cell["reward"] == ka["reward"] and cell["recall"] == ka["recall"]
+    assert cell["reward"] == ka["reward"] and cell["overall_recall"] == ka["overall_recall"]
     reference = metrics[metrics["model"] == "p''"].iloc[0]
     assert grid.iloc[0]["reward"] == reference["reward"]
-    assert align(store, refs, "p''", PPO, 0, progress=False).path.exists()
+    assert cached_align(store, refs, "p''", PPO, 0, progress=False).path.exists()
 
 
 def test_evaluations_are_cached_by_recipe(run):
     store, refs, metrics = run
     saved = lambda: len(list((store.root / "lm_evaluation").glob("*.parquet")))  # noqa: E731
     before = saved()
-    row = evaluated(store, refs, refs.recipes["p''"], refs.models["p''"])
-    assert saved() == before  # run_pipelines evaluated p'': read back
+    row = cached_evaluated(store, refs, refs.recipes["p''"], refs.models["p''"])
+    assert saved() == before  # cached_run_pipelines evaluated p'': read back
     assert row == refs.evaluate(refs.models["p''"]) and row["reward"] == metrics.set_index("model").loc["p''", "reward"]
 
 
@@ -76,29 +76,29 @@ def test_gap_decomposition_by_hand():
 
 def test_coverage_sweep_measures_each_references_share_and_the_gap(run):
     from alignkd.lm.premise import PremiseRule, cached_premise_check
-    from alignkd.lm.studies import coverage_sweep, coverage_trend, sweep_intervals
+    from alignkd.lm.studies import cached_coverage_sweep, coverage_trend, sweep_intervals
 
     store, refs, metrics = run
     rule = PremiseRule(max_new_tokens=6)
-    grid = capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
+    grid = cached_capacity_grid(store, refs, PPO, [0], label="ppo", sizes=["tiny"], progress=False)
     aligned_before = set((store.root / "lm_aligned").glob("*[!k]"))
-    sweep = coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0], rule=rule, progress=False)
+    sweep = cached_coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 1.0], rule=rule, progress=False)
     assert list(sweep["tau_topic"]) == [0.5, 0.5, 1.0, 1.0]
-    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 run is run_pipelines'
+    first = sweep.iloc[0]  # τ_topic 0.5 is the fixture's own config: its seed-0 run is cached_run_pipelines'
     by_model = metrics[metrics.seed == 0].set_index("model")
     assert first["ka_reward"] == by_model.loc["p''_KA", "reward"] and first["ak_reward"] == by_model.loc["p''_AK", "reward"]
     assert first["gap_reward"] == pytest.approx(by_model.loc["p''_AK", "reward"] - by_model.loc["p''_KA", "reward"])
-    assert first["gap_target_mass"] == pytest.approx(by_model.loc["p''_AK", "target_mass"]
-                                                     - by_model.loc["p''_KA", "target_mass"])
+    assert first["gap_target_share"] == pytest.approx(by_model.loc["p''_AK", "target_share"]
+                                                     - by_model.loc["p''_KA", "target_share"])
     main = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic, rule)
-    assert first["reference_share"] == main.share("p''")  # the main run's premise shares, read back
-    shares = sweep.groupby("tau_topic")["reference_share"].first()
+    assert first["reference_target_share"] == main.share("p''")  # the main run's premise shares, read back
+    shares = sweep.groupby("tau_topic")["reference_target_share"].first()
     assert shares[0.5] < shares[1.0]  # the sharpening prunes the target from p''
-    assert (sweep["reference_share_low"] <= sweep["reference_share"]).all()
-    assert (sweep["reference_share"] <= sweep["reference_share_high"]).all()
+    assert (sweep["reference_target_share_low"] <= sweep["reference_target_share"]).all()
+    assert (sweep["reference_target_share"] <= sweep["reference_target_share_high"]).all()
     table = sweep_intervals(sweep)
     assert list(table["n_seeds"]) == [2, 2]
-    for column in ("gap_reward", "gap_target_mass", "ak_target_mass"):
+    for column in ("gap_reward", "gap_target_share", "ak_target_share"):
         assert (table[f"{column}_low"] <= table[column]).all() and (table[column] <= table[f"{column}_high"]).all()
     assert table["gap_reward"].iloc[0] == pytest.approx(sweep["gap_reward"][:2].mean())
     # new alignments: seed 1's K-A at both τ_topic and its A-K (shared by both); seed 0's K-A at τ_topic 1 is
@@ -116,7 +116,7 @@ def test_coverage_trend_by_hand():
     from alignkd.lm.studies import coverage_trend
 
     sweep = pd.DataFrame({"algorithm": "dpo_online", "seed": [0, 1, 2] * 3, "tau_topic": [1.0] * 3 + [0.7] * 3 + [0.5] * 3,
-                          "reference_share": [0.04] * 3 + [0.02] * 3 + [0.005] * 3,
+                          "reference_target_share": [0.04] * 3 + [0.02] * 3 + [0.005] * 3,
                           "gap_reward": [0.1, 0.2, 0.0, 0.3, 0.3, 0.3, 0.5, 0.7, 0.6]})
     row = coverage_trend(sweep).iloc[0]
     assert (row["low_share"], row["high_share"], row["n_seeds"]) == (0.005, 0.04, 3)
@@ -124,7 +124,7 @@ def test_coverage_trend_by_hand():
     assert row["low"] <= 0.5 <= row["high"] and row["low"] > 0
     from alignkd.lm.studies import coverage_claim, coverage_sentences
 
-    sweep["gap_target_mass"] = [0.0, 0.01, 0.0, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02]
+    sweep["gap_target_share"] = [0.0, 0.01, 0.0, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02]
     (line,) = coverage_sentences(sweep)
     assert line.startswith("dpo_online: from p'' writing 4.00% of the target to 0.50%, A-K − K-A changes by +0.500 [")
     assert "the reward gap grows as p'' loses the target" in line

@@ -19,7 +19,7 @@ NAN = float("nan")
 
 
 def pipeline_rows(algorithm, ak, ka, final_tau=0.95, **extra):
-    """A `run_pipelines`-shaped table: per seed s, A-K's final model scores ak[s] and K-A's ka[s] in every
+    """A `cached_run_pipelines`-shaped table: per seed s, A-K's final model scores ak[s] and K-A's ka[s] in every
     metric column (`extra` overrides one column with its own per-seed pairs)."""
     rows = []
     for seed, (a, k) in enumerate(zip(ak, ka)):
@@ -35,7 +35,7 @@ def pipeline_rows(algorithm, ak, ka, final_tau=0.95, **extra):
 
 
 def premise(p_star, high, low):
-    shares = pd.DataFrame({"model": ["p*", "p'", "p''"], "share": [p_star, high, low],
+    shares = pd.DataFrame({"model": ["p*", "p'", "p''"], "target_share": [p_star, high, low],
                            "low": [p_star, high, low], "high": [p_star, high, low]})
     return PremiseCheck(PremiseRule(), shares)
 
@@ -69,14 +69,14 @@ def test_final_gap_of_one_seed_has_no_interval():
 
 
 def test_final_gaps_skip_missing_columns_and_unpaired_seeds():
-    frame = pd.DataFrame(pipeline_rows("ppo", ak=[1.0, 2.0, 4.0], ka=[0.0, 1.0, 1.0])).drop(columns="target_mass")
+    frame = pd.DataFrame(pipeline_rows("ppo", ak=[1.0, 2.0, 4.0], ka=[0.0, 1.0, 1.0])).drop(columns="target_share")
     frame = frame[~((frame["model"] == "p''_KA") & (frame["seed"] == 2))]  # K-A lost seed 2
     gaps = summary.final_gaps(frame, main_tau=0.95)
-    assert "target_mass" not in set(gaps["metric"])
+    assert "target_share" not in set(gaps["metric"])
     row = summary.final_gap(gaps, "ppo", "reward")
     assert row.ak_mean == pytest.approx(7 / 3) and row.n_pairs == 2 and row.gap == pytest.approx(1.0)
-    with pytest.raises(KeyError, match="target_mass"):
-        summary.final_gap(gaps, "ppo", "target_mass")
+    with pytest.raises(KeyError, match="target_share"):
+        summary.final_gap(gaps, "ppo", "target_share")
 
 
 def test_final_sentences_pick_the_verdict(metrics):
@@ -91,7 +91,7 @@ def test_final_sentences_pick_the_verdict(metrics):
 
 
 def test_target_share_sentences(metrics):
-    metrics.loc[metrics["model"] == "p''_KA", "target_mass"] = 0.012
+    metrics.loc[metrics["model"] == "p''_KA", "target_share"] = 0.012
     gaps = summary.final_gaps(metrics, main_tau=0.95)
     assert summary.target_share_sentences(gaps)[0] == \
         "ppo: share of the target topic after alignment, K-A 1.2%, A-K 200.0%."
@@ -157,16 +157,16 @@ def test_app_d_table_beside_the_paper_and_trade_sentences():
     for tau, precision, recall in ((0.95, -2.0, -4.0), (0.925, -1.5, -4.5)):
         for seed in (0, 1):
             rows.append({"algorithm": "ppo", "seed": seed, "model": "p''_AK", "final_tau": tau,
-                         "precision": precision + 0.1 * seed, "recall": recall})
+                         "overall_precision": precision + 0.1 * seed, "overall_recall": recall})
     metrics = pd.DataFrame(rows)
     table = summary.app_d_table(metrics).set_index(["algorithm", "final_tau"])
-    assert table.loc[("ppo", 0.95), "precision"] == pytest.approx(-1.95)
+    assert table.loc[("ppo", 0.95), "overall_precision"] == pytest.approx(-1.95)
     assert table.loc[("ppo", 0.925), "paper_precision"] == -1.9880
-    assert math.isnan(table.loc[("dpo_online", 0.975), "precision"])  # the paper's row stays, ours is missing
+    assert math.isnan(table.loc[("dpo_online", 0.975), "overall_precision"])  # the paper's row stays, ours is missing
     (sentence,) = summary.final_tau_sentences(metrics, 0.95)
     assert sentence.startswith("ppo: final KD τ 0.925 vs 0.95: precision +0.500 (seed std 0.071), recall -0.500")
     assert sentence.endswith("(App. D: a lower τ buys precision with recall) holds here.")
-    metrics.loc[metrics["final_tau"] == 0.925, "recall"] = -3.0
+    metrics.loc[metrics["final_tau"] == 0.925, "overall_recall"] = -3.0
     assert summary.final_tau_sentences(metrics, 0.95)[0].endswith("does not hold here.")
 
 
@@ -175,9 +175,9 @@ def test_selected_steps_and_target_share_table():
                                  "iteration": [0, 10, 0, 0, 0, 10], "selected_step": [10, 10, 0, 20, 30, 30]})
     steps = summary.selected_steps(trajectories)
     assert steps.loc[("ppo", "K-A"), 0] == 10 and steps.loc[("ppo", "A-K"), 1] == 30
-    metrics = pd.DataFrame({"algorithm": "ppo", "model": ["p''_KA", "p''_KA", "p''"], "target_mass": [0.1, 0.3, 0.05]})
+    metrics = pd.DataFrame({"algorithm": "ppo", "model": ["p''_KA", "p''_KA", "p''"], "target_share": [0.1, 0.3, 0.05]})
     table = summary.target_share_table(metrics)
-    assert table.loc[("ppo", "p''_KA"), ("mean", "target_mass")] == pytest.approx(0.2)
+    assert table.loc[("ppo", "p''_KA"), ("mean", "target_share")] == pytest.approx(0.2)
 
 
 def test_premise_note_and_reference_note():
@@ -202,15 +202,17 @@ def test_premise_note_and_reference_note():
 def test_capacity_and_coverage_figures_draw_their_points():
     grid = pd.DataFrame({"algorithm": "ppo", "size": ["tiny"] * 4, "pruned": [True, True, False, False],
                          "stage": ["reference", "aligned"] * 2, "reward": [1.0, 2.0, 1.5, 2.5],
-                         "target_mass": [0.01, 0.02, 0.03, 0.05]})
+                         "target_share": [0.01, 0.02, 0.03, 0.05]})
     fig = capacity_figure([grid])
     # one errorbar series per stage (reference, aligned), its points in reference order (kept, pruned)
     assert [list(c.lines[0].get_ydata()) for c in fig.axes[0].containers] == [[1.5, 1.0], [2.5, 2.0]]
     assert [list(c.lines[0].get_ydata()) for c in fig.axes[1].containers] == [[0.03, 0.01], [0.05, 0.02]]
     sweep = pd.DataFrame({"tau_topic": [0.5, 0.5, 1.0, 1.0], "algorithm": "ppo", "seed": [0, 1, 0, 1],
-                          "reference_share": [0.01, 0.01, 0.04, 0.04], "reference_share_low": [0.008] * 2 + [0.035] * 2,
-                          "reference_share_high": [0.012] * 2 + [0.045] * 2, "reference_ratio": [0.25, 0.25, 1.0, 1.0],
-                          "premise": True, "gap_reward": [0.2, 0.4, 0.0, 0.1], "gap_target_mass": [0.01, 0.03, 0.0, 0.0]})
+                          "reference_target_share": [0.01, 0.01, 0.04, 0.04],
+                          "reference_target_share_low": [0.008] * 2 + [0.035] * 2,
+                          "reference_target_share_high": [0.012] * 2 + [0.045] * 2,
+                          "reference_ratio": [0.25, 0.25, 1.0, 1.0], "premise": True,
+                          "gap_reward": [0.2, 0.4, 0.0, 0.1], "gap_target_share": [0.01, 0.03, 0.0, 0.0]})
     fig = coverage_figure(sweep, premise_bound=0.02)
     (series,) = fig.axes[0].containers  # one algorithm: one line over p''s share (%)
     assert list(series.lines[0].get_xdata()) == pytest.approx([1.0, 4.0])
@@ -221,8 +223,8 @@ def test_capacity_and_coverage_figures_draw_their_points():
 
 def test_app_d_claims_pair_seeds_and_need_both_changes_on_the_claimed_side(tmp_path):
     def final(tau, seed, precision, recall):
-        return {"algorithm": "ppo", "seed": seed, "model": "p''_AK", "final_tau": tau, "precision": precision,
-                "recall": recall}
+        return {"algorithm": "ppo", "seed": seed, "model": "p''_AK", "final_tau": tau, "overall_precision": precision,
+                "overall_recall": recall}
 
     metrics = pd.DataFrame(
         [final(0.95, s, p, r) for s, (p, r) in enumerate([(-2.0, -4.0), (-2.2, -4.1), (-2.1, -4.2)])]

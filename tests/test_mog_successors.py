@@ -134,7 +134,7 @@ def test_cached_results_are_read_under_cached_studys_key_and_never_computed(tmp_
     coverage = _coverage([True, True]).assign(beta_kd=2.0)
     # cached_study with its expensive steps replaced: it saves each algorithm's table under its own key
     monkeypatch.setattr(coverage_study, "cached_high_recall", lambda *a, **k: None)
-    monkeypatch.setattr(coverage_study, "reference_coverage", lambda *a, **k: ({}, coverage))
+    monkeypatch.setattr(coverage_study, "cached_reference_coverage", lambda *a, **k: ({}, coverage))
     monkeypatch.setattr(coverage_study, "run_algorithm",
                         lambda algorithm, *a, **k: _results(algorithm, [0.0, 1.0], [2.0, 3.0]).assign(beta_kd=2.0))
     monkeypatch.setattr(CoverageStudy, "check_setup", lambda self, setup: None)

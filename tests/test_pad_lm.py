@@ -97,7 +97,7 @@ def test_comparison_rows_table_and_verdicts_from_a_hand_made_run():
 
     def row(pipeline, model, seed, reward, target, recall, final_tau=nan):
         return {"algorithm": "ppo", "seed": seed, "pipeline": pipeline, "model": model, "final_tau": final_tau,
-                "reward": reward, "target_precision": target, "recall": recall, "precision": -2.0}
+                "reward": reward, "target_precision": target, "overall_recall": recall, "overall_precision": -2.0}
 
     pipelines = pd.DataFrame([
         row("reference", "p''", -1, 0.5, -6.0, -4.0), row("reference", "p_target", -1, 9.0, -1.0, -9.0),
@@ -145,7 +145,7 @@ def test_escape_claims_are_not_testable_when_the_premise_fails():
 
     rows = pd.DataFrame([{"name": n, "seed": s, "reward": r} for n, r in (("K-A", 1.0), ("A→PAD (ppd, p_low)", 2.0))
                          for s in range(3)])
-    failed = PremiseCheck(PremiseRule(), pd.DataFrame({"model": ["p*", "p'", "p''"], "share": [0.04, 0.04, 0.03],
+    failed = PremiseCheck(PremiseRule(), pd.DataFrame({"model": ["p*", "p'", "p''"], "target_share": [0.04, 0.04, 0.03],
                                                        "low": [0.04, 0.04, 0.03], "high": [0.04, 0.04, 0.03]}))
     [row] = escape_claim_rows(rows, premise=failed).to_dict("records")
     assert row["verdict"] == "not testable here" and "fail the premise" in row["reason"]

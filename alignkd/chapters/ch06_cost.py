@@ -565,7 +565,7 @@ min(kd_epochs, this) epochs and then a decay phase of decay / (1 − decay) of t
 SCORE_BATCH = 256
 """Sequences per scoring call (`HFLanguageModel.log_prob`, `sample`'s default batch; `heldout_loss` takes 512)."""
 LENGTH_SAMPLES = 2000
-"""Samples per model of the length study (`studies.length_gaps`' `n_samples`)."""
+"""Samples per model of the length study (`studies.cached_length_gaps`' `n_samples`)."""
 
 
 CHAPTER = "06_llm"
@@ -660,7 +660,7 @@ class _Plan:
     # ---- evaluation
 
     def evaluation(self, section: str, recipe, cells: int = 1) -> None:
-        """`experiments.evaluated`: n_eval samples of the model scored by p* and twice by p_target (target
+        """`experiments.cached_evaluated`: n_eval samples of the model scored by p* and twice by p_target (target
         precision, the oracle's reward), and the recall set scored by the model."""
         metrics, positions = self.config.metrics, self.config.metrics.max_new_tokens + PROMPT_POSITIONS
         shape = self.shape(recipe)
@@ -673,7 +673,7 @@ class _Plan:
                   Work(section, "evaluation", shape, "score", self.config.n_recall_samples, positions, 512,
                        cells=cells))
 
-    # ---- the references (experiments.references)
+    # ---- the references (experiments.cached_references)
 
     def references(self, section: str, config, cells: int = 1) -> dict[str, Any]:
         from ..lm.experiments import ExactTopic, GroundTruth, distilled
@@ -779,7 +779,7 @@ def chapter_work(params: Mapping[str, Any]) -> list[Work]:
     cells = len(labels) * len(p["seeds"])
     runs = plan.pipelines("pipelines", config, labels, taus_of, cells)
     cap = config.metrics.max_new_tokens
-    for (label, seed), (ka, finals) in runs.items():  # studies.length_gaps: A-K's first final KD and K-A
+    for (label, seed), (ka, finals) in runs.items():  # studies.cached_length_gaps: A-K's first final KD and K-A
         for model in (finals[0], ka):
             plan.once(("length", model),
                       Work("pipelines", "evaluation", plan.shape(model), "sample", LENGTH_SAMPLES, cap, SCORE_BATCH),
@@ -794,7 +794,7 @@ def chapter_work(params: Mapping[str, Any]) -> list[Work]:
 
 
 def _capacity_grid(plan: _Plan, labels: Sequence[str]) -> None:
-    """`studies.capacity_grid`: K-A references of p''s and p'''s sizes, pruned and not, each aligned per seed."""
+    """`studies.cached_capacity_grid`: K-A references of p''s and p'''s sizes, pruned and not, each aligned per seed."""
     from ..lm.config import StageConfig
     from ..lm.experiments import distilled
 
@@ -814,7 +814,8 @@ def _capacity_grid(plan: _Plan, labels: Sequence[str]) -> None:
 
 
 def _coverage_sweep(plan: _Plan, labels: Sequence[str]) -> None:
-    """`studies.coverage_sweep`: p'' re-distilled per τ_topic, its premise share, K-A and A-K per label and seed."""
+    """`studies.cached_coverage_sweep`: p'' re-distilled per τ_topic, its premise share, K-A and A-K per label and
+    seed."""
     from ..lm.config import StageConfig
 
     config, section = plan.config, "coverage sweep"
@@ -831,8 +832,8 @@ def _coverage_sweep(plan: _Plan, labels: Sequence[str]) -> None:
 
 
 def _smollm2_section(plan: _Plan) -> None:
-    """`smollm2.recall_study`: p' and p'' from the offline SmolLM2-135M-Instruct, the recall set scored by p*, p',
-    p''."""
+    """`smollm2.cached_recall_study`: p' and p'' from the offline SmolLM2-135M-Instruct, the recall set scored by
+    p*, p', p''."""
     from . import ch06_llm, named
     from ..lm.experiments import GroundTruth, distilled
 

@@ -3,9 +3,10 @@
 - `generation`: ancestral sampling from a causal LM (`sample`) and response scoring
   (`sequence_logprobs`, `token_logprobs`), on right-padded `Samples`.
 - `students`: Llama students of named sizes (`make_student`, the SmolLM2 configs; `tiny_llama`).
-- `groundtruth`: ground truths p* behind one interface (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`).
+- `models`: the interface every model samples and scores through (`LanguageModel`, `HFLanguageModel`).
+- `groundtruth`: ground truths p* behind it (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`).
 - `kd`: the KD stage (teacher samples sharded to disk, student training).
-- `metrics`: per-token average precision, recall, target precision and mean reward; recall's baselines
+- `metrics`: per-token average overall precision, overall recall, target precision and mean reward; recall's baselines
   (`UnigramModel` of a KD dataset, `uniform_recall`).
 - alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo` (trainers, by name in `algorithms`),
   `training` (what the trainers share), `selection` (App. C.4 rules), `device`.

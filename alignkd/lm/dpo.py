@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 from .. import objectives
 from ..validation import require_int, require_positive
 from .generation import Samples, sample, token_logprobs
+from .models import HFLanguageModel
 from .reward import RewardOracle, pair_indices
 from .device import autocast, resolve_device
-from .groundtruth import HFLanguageModel
 from .selection import select_dpo
 from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 

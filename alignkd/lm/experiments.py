@@ -1,8 +1,8 @@
 """Pipelines K-A and A-K on a language ground truth (paper §4.2, App. C–D), every step cached.
 
-    refs = references(config, store)                       # References: p*, p', p'', p_target, oracle
-    run = align(store, refs, "p'", ppo_config, seed=0)     # Alignment: selected model and trajectory
-    result = run_pipelines(store, refs, ppo_config, [0, 1, 2])   # PipelineResult: metrics, trajectories
+    refs = cached_references(store, config)                       # References: p*, p', p'', p_target, oracle
+    run = cached_align(store, refs, "p'", ppo_config, seed=0)     # Alignment: selected model and trajectory
+    result = cached_run_pipelines(store, refs, ppo_config, [0, 1, 2])   # PipelineResult: metrics, trajectories
 
     p*        ground truth (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`)
     p'        high-recall student: KD from p* at τ = 1.0 (paper: SmolLM2-360M from scratch)
@@ -41,9 +41,10 @@ from ..cache import ResultStore, crash_point
 from .algorithms import algorithm_of
 from .config import LLMConfig, StageConfig
 from .generation import Samples
-from .groundtruth import HFLanguageModel, LanguageModel, MarkovMixture, MarkovMixtureConfig, load_ground_truth
+from .groundtruth import MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
-from .metrics import evaluate
+from .metrics import COLUMNS_VERSION, evaluate
+from .models import HFLanguageModel, LanguageModel
 from .reward import RewardOracle
 
 # --------------------------------------------------------------------------- recipes: what names a model
@@ -219,7 +220,7 @@ def save_model(model, folder: Path) -> None:
     model.save_pretrained(folder, state_dict=state)
 
 
-def kd_data(store: ResultStore, recipe: KDData, teacher: LanguageModel, p_star: LanguageModel, *,
+def cached_kd_data(store: ResultStore, recipe: KDData, teacher: LanguageModel, p_star: LanguageModel, *,
             progress: bool = True) -> Path:
     """The folder of a KD dataset (cached): `teacher` sampled into shards, resumable after a kill."""
     classify = None
@@ -232,11 +233,11 @@ def kd_data(store: ResultStore, recipe: KDData, teacher: LanguageModel, p_star: 
                                                               progress=progress))
 
 
-def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star: LanguageModel, *,
+def cached_student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star: LanguageModel, *,
             progress: bool = True) -> HFLanguageModel:
     """KD (cached): sample `teacher` into shards (resumable), train a student from scratch on them."""
     data_config = recipe.data.data
-    folder = kd_data(store, recipe.data, teacher, p_star, progress=progress)
+    folder = cached_kd_data(store, recipe.data, teacher, p_star, progress=progress)
 
     def build(tmp: Path) -> None:
         data = load_dataset(folder, p_star.pad_id, limit=data_config.n_samples)
@@ -248,21 +249,21 @@ def student(store: ResultStore, recipe: Student, teacher: LanguageModel, p_star:
     return load_model(store.directory("lm_student", recipe, build) / "model", p_star)
 
 
-def references(config: LLMConfig, store: ResultStore, *, progress: bool = True) -> References:
+def cached_references(store: ResultStore, config: LLMConfig, *, progress: bool = True) -> References:
     """Ground truth, p', p'', p_target (cached), the oracle and the recall samples."""
     p_star = ground_truth(config)
     source = GroundTruth.of(config)
     high_recipe = distilled(source, config.high_recall)
-    high = student(store, high_recipe, p_star, p_star, progress=progress)
+    high = cached_student(store, high_recipe, p_star, p_star, progress=progress)
     low_recipe = distilled(high_recipe, config.low_recall)
-    low = student(store, low_recipe, high, p_star, progress=progress)
+    low = cached_student(store, low_recipe, high, p_star, progress=progress)
     target_topic = None
     if config.exact:
         target_topic = config.markov.target_topic % config.markov.n_topics
         p_target, target_recipe = p_star.restrict([target_topic]), ExactTopic(source, target_topic)
     else:
         target_recipe = distilled(high_recipe, config.target)
-        p_target = student(store, target_recipe, high, p_star, progress=progress)
+        p_target = cached_student(store, target_recipe, high, p_star, progress=progress)
     cap = config.metrics.max_new_tokens
     oracle_recipe = Oracle(target_recipe, config.n_fold_samples, cap, config.metrics.seed + 1)
     fold_samples = p_target.sample(config.n_fold_samples, cap, 1.0, seed=oracle_recipe.seed)
@@ -273,17 +274,18 @@ def references(config: LLMConfig, store: ResultStore, *, progress: bool = True) 
                       oracle, oracle_recipe, recall_samples, target_topic)
 
 
-def evaluated(store: ResultStore, refs: References, recipe: Any, model: LanguageModel) -> dict[str, float]:
+def cached_evaluated(store: ResultStore, refs: References, recipe: Any, model: LanguageModel) -> dict[str, float]:
     """`refs.evaluate(model)` cached under the model's recipe: a model that several tables show (the
     references in every algorithm's table, p'' and its K-A runs in the 2 × 2 and the coverage sweep) is
     sampled and scored once. Sampling is seeded by the metric config, so a cached row is the computed one."""
     key = {"model": recipe, "p*": refs.recipes["p*"], "p_target": refs.recipes["p_target"],
-           "oracle": refs.oracle_recipe, "metrics": refs.config.metrics, "n_recall": refs.config.n_recall_samples}
+           "oracle": refs.oracle_recipe, "metrics": refs.config.metrics, "n_recall": refs.config.n_recall_samples,
+           "columns": COLUMNS_VERSION}
     row = store.frame("lm_evaluation", key, lambda: pd.DataFrame([refs.evaluate(model)]))
     return {name: float(value) for name, value in row.iloc[0].items()}
 
 
-def align(store: ResultStore, refs: References, reference_name: str, alignment, seed: int, *,
+def cached_align(store: ResultStore, refs: References, reference_name: str, alignment, seed: int, *,
           progress: bool = True) -> Alignment:
     """Align a copy of `refs.models[reference_name]` against the frozen original and keep the
     App. C.4-selected checkpoint (cached). `alignment` is the config of an `ALGORITHMS` entry."""
@@ -314,18 +316,18 @@ def align(store: ResultStore, refs: References, reference_name: str, alignment, 
                      pd.read_parquet(folder / "trajectory.parquet"))
 
 
-def a_k_final(store: ResultStore, refs: References, ak: Alignment, tau: float, seed: int, *,
+def cached_a_k_final(store: ResultStore, refs: References, ak: Alignment, tau: float, seed: int, *,
               progress: bool = True) -> tuple[Student, HFLanguageModel]:
     """A-K's last step (cached): the aligned p' `ak` distilled with p'''s KD settings at token temperature
     `tau`, seeded by `seed`; returns the recipe and the model."""
     recipe = distilled(ak.recipe, final_stage(refs.config, tau, seed))
-    return recipe, student(store, recipe, ak.model, refs.p_star, progress=progress)
+    return recipe, cached_student(store, recipe, ak.model, refs.p_star, progress=progress)
 
 
 PIPELINES = (("K-A", "p''"), ("A-K", "p'"))  # (pipeline, the reference model it aligns)
 
 
-def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[int], *, label: str | None = None,
+def cached_run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[int], *, label: str | None = None,
                   final_taus: list[float] | None = None, progress: bool = True) -> PipelineResult:
     """K-A and A-K for one alignment config and several seeds (cached; columns in `PipelineResult`).
 
@@ -342,24 +344,24 @@ def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[i
 
     def run(seed: int, reference_name: str) -> Alignment:  # each alignment is built or read once per call
         if (seed, reference_name) not in runs:
-            runs[seed, reference_name] = align(store, refs, reference_name, alignment, seed, progress=progress)
+            runs[seed, reference_name] = cached_align(store, refs, reference_name, alignment, seed, progress=progress)
         return runs[seed, reference_name]
 
     def metrics() -> pd.DataFrame:
         nan = float("nan")
         rows = [{"seed": -1, "pipeline": "reference", "model": model_name, "final_tau": nan,
-                 **evaluated(store, refs, refs.recipes[model_name], model)}
+                 **cached_evaluated(store, refs, refs.recipes[model_name], model)}
                 for model_name, model in refs.models.items()]  # shared by all seeds: one row each, seed = -1
         for seed in tqdm(seeds, desc=f"{label} seeds", disable=not progress):
             ka, ak = run(seed, "p''"), run(seed, "p'")
             rows.append({"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": nan,
-                         **evaluated(store, refs, ka.recipe, ka.model)})
+                         **cached_evaluated(store, refs, ka.recipe, ka.model)})
             rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan,
-                         **evaluated(store, refs, ak.recipe, ak.model)})
+                         **cached_evaluated(store, refs, ak.recipe, ak.model)})
             for tau in config.final_taus:
-                recipe, final = a_k_final(store, refs, ak, tau, seed, progress=progress)
+                recipe, final = cached_a_k_final(store, refs, ak, tau, seed, progress=progress)
                 rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau,
-                             **evaluated(store, refs, recipe, final)})
+                             **cached_evaluated(store, refs, recipe, final)})
         frame = pd.DataFrame(rows)
         frame.insert(0, "algorithm", label)
         return frame
@@ -368,5 +370,5 @@ def run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[i
         return pd.concat([run(seed, reference_name).trajectory.assign(algorithm=label, seed=seed, pipeline=pipeline)
                           for seed in seeds for pipeline, reference_name in PIPELINES], ignore_index=True)
 
-    return PipelineResult(store.frame("lm_pipeline_metrics", key, metrics),
+    return PipelineResult(store.frame("lm_pipeline_metrics", {"pipelines": key, "columns": COLUMNS_VERSION}, metrics),
                           store.frame("lm_pipeline_trajectories", key, trajectories))

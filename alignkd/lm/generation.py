@@ -132,7 +132,7 @@ def sample(
         seed: samples are a deterministic function of (model, seed, batch_size) on CPU.
         progress: show a tqdm bar over batches.
 
-    Tokens outside the language are the model's own business: `groundtruth.HFLanguageModel` gives
+    Tokens outside the language are the model's own business: `models.HFLanguageModel` gives
     them logit −∞ inside the model, so sampling and scoring here see the same distribution.
 
     Returns:

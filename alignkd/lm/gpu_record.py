@@ -3,7 +3,7 @@
     runs = records()                  # every committed record, oldest first ([] when none exists)
     print(describe(runs[-1]))         # date, commit, machine, sizes, stages, MFU and tokens/s, in sentences
     runs[-1].throughput               # ceiling, KD training and sampling rows of `benchmarks/gpu_smoke.py`
-    runs[-1].metrics                  # its K-A / A-K table (`run_pipelines` columns)
+    runs[-1].metrics                  # its K-A / A-K table (`cached_run_pipelines` columns)
 
 A record is what one run of `benchmarks/gpu_smoke.py` wrote, unchanged (`runs/gpu/README.md`); the profile
 that re-creates its pipeline is `gpu-smoke`. A page shows a record for what it is — one run, on one machine,

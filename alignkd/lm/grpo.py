@@ -52,10 +52,10 @@ from tqdm.auto import tqdm
 from .. import objectives
 from ..validation import require_choice, require_int, require_positive
 from .generation import Samples, sample, token_logprobs
+from .models import HFLanguageModel, suppress_tokens
 from .ppo import rollout_row
 from .reward import RewardOracle
 from .device import autocast, resolve_device
-from .groundtruth import HFLanguageModel, suppress_tokens
 from .selection import select_ppo
 from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
 

@@ -8,7 +8,7 @@ the resumed dataset equals the uninterrupted one.
 
 Topic sharpening (τ_topic, SPEC §4) is the sequence-level analogue of the MoG chapter's β_KD:
 a sample whose topic is k is kept with probability (m_k / max_j m_j)^(1/τ_topic − 1), where m_k
-is the *teacher's own* topic mass (estimated from the teacher's samples), never p*'s weights.
+is the *teacher's own* topic share (the share of the teacher's samples on topic k), never p*'s weights.
 It needs a topic classifier, so it exists only for `markov_mixture`. Token temperature alone
 barely prunes a topic (a topic is settled in the first tokens), τ_topic does.
 
@@ -45,7 +45,7 @@ from ..cache import crash_point
 from ..validation import require_int, require_positive
 from .device import autocast
 from .generation import Samples
-from .groundtruth import LanguageModel, check_vocabulary
+from .models import LanguageModel, bos_id_of, check_vocabulary
 from .students import STUDENT_SIZES, make_student
 
 SHARD_PATTERN = "shard_{:05d}.pt"
@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0
+    bos_id = bos_id_of(tokenizer, 0)
     data = load_dataset(args.data, pad_id, limit=args.limit)
     model, log = train_student(data, config, vocab_size=len(tokenizer), bos_id=bos_id, eos_id=tokenizer.eos_token_id,
                                pad_id=pad_id, progress=not args.quiet)

@@ -49,7 +49,7 @@ from ..validation import require_int, require_positive
 from .device import autocast, resolve_device
 from .dpo import response_logprobs
 from .generation import Samples, sample
-from .groundtruth import HFLanguageModel
+from .models import HFLanguageModel
 from .reward import RewardOracle
 from .selection import select_dpo
 from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot

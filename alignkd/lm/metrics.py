@@ -10,7 +10,7 @@ For a model q, ground truth p* and target p_target (all `LanguageModel`s):
 |x| is the number of response tokens (EOS included); each expectation is a Monte Carlo mean
 over the stated number of sequences, and the mean of per-sequence averages (each sequence
 weighs the same, as the per-sequence reward does). Under `markov_mixture` p* and p_target are
-exact densities, and `target_mass` (the share of q's samples whose most likely topic is the
+exact densities, and `target_share` (the share of q's samples whose most likely topic is the
 target topic) shows directly how much of the rare topic a model still produces.
 
 Baselines for recall. A uniform guess over the language's tokens scores −log V per token; a
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from .generation import Samples, SequenceScores
-from .groundtruth import LanguageModel, MarkovMixture
+from .groundtruth import MarkovMixture
+from .models import LanguageModel
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class MetricConfig:
     def __post_init__(self):
         if self.n_samples < 1 or self.max_new_tokens < 1:
             raise ValueError(f"MetricConfig: n_samples = {self.n_samples}, max_new_tokens = {self.max_new_tokens} must be >= 1")
+COLUMNS_VERSION = 2
+"""In the cache key of every table that holds metric columns: tables cached before the columns took the paper's
+names (precision → overall_precision, recall → overall_recall, target_mass / share → target_share) are
+recomputed, never read back with the old names."""
 
 
 def per_token_mean(model: LanguageModel, samples: Samples, batch_size: int = 512) -> float:
@@ -47,7 +52,7 @@ def per_token_mean(model: LanguageModel, samples: Samples, batch_size: int = 512
     return float(model.log_prob(samples, batch_size=batch_size).per_token.double().mean())
 
 
-def target_mass(p_star: MarkovMixture, samples: Samples, target_topic: int) -> float:
+def target_share(p_star: MarkovMixture, samples: Samples, target_topic: int) -> float:
     """Share of `samples` whose most probable topic under p* is `target_topic` (markov_mixture only)."""
     return float((p_star.topic_posterior(samples).argmax(1) == target_topic).double().mean())
 
@@ -58,15 +63,15 @@ def evaluate(q: LanguageModel, *, p_star: LanguageModel, p_target: LanguageModel
     `oracle` is a `reward.RewardOracle` (mean reward omitted when None)."""
     q_samples = q.sample(config.n_samples, config.max_new_tokens, 1.0, seed=config.seed)
     row = {
-        "precision": per_token_mean(p_star, q_samples),
-        "recall": per_token_mean(q, recall_samples),
+        "overall_precision": per_token_mean(p_star, q_samples),
+        "overall_recall": per_token_mean(q, recall_samples),
         "target_precision": per_token_mean(p_target, q_samples),
         "response_length": float(q_samples.response_lengths.double().mean()),
     }
     if oracle is not None:
         row["reward"] = float(oracle.reward(q_samples).double().mean())
     if target_topic is not None and isinstance(p_star, MarkovMixture):
-        row["target_mass"] = target_mass(p_star, q_samples, target_topic)
+        row["target_share"] = target_share(p_star, q_samples, target_topic)
     return row
 
 

@@ -4,12 +4,12 @@ Every model and evaluation of `experiments` is cached under its recipe, and `Res
 entry once under a file lock and writes it atomically, so several processes can fill one store. A
 *cell* is one seed of one algorithm on one experiment config: its K-A and A-K alignments, A-K's final
 KDs and the evaluations of all of them. Cells share nothing but cached inputs (the references, and A-K's
-alignment across τ_topic), so they run side by side; afterwards `run_pipelines` and `coverage_sweep`
+alignment across τ_topic), so they run side by side; afterwards `cached_run_pipelines` and `cached_coverage_sweep`
 find every model in the store and only assemble tables.
 
     cells = [PipelineCell(config, alignment, seed, (0.95,)) for seed in seeds]
     build_cells(store, cells, jobs=2)       # the runs, in 2 processes
-    run_pipelines(store, refs, alignment, seeds)   # reads them
+    cached_run_pipelines(store, refs, alignment, seeds)   # reads them
 
 Why processes and not threads: the tiny students are bound by Python overhead, not by BLAS, so one torch
 thread per process is also the cheapest setting (issue 11.9). The split changes no number: each run is
@@ -30,7 +30,7 @@ import torch
 from ..cache import ResultStore, config_hash
 from ..provenance import available_cores
 from .config import LLMConfig
-from .experiments import References, a_k_final, align, evaluated, references
+from .experiments import References, cached_a_k_final, cached_align, cached_evaluated, cached_references
 
 
 @dataclass(frozen=True)
@@ -48,25 +48,25 @@ class PipelineCell:
 _references_by_config: dict[str, References] = {}  # per process: a worker loads each config's models once
 
 
-def _references(store: ResultStore, config: LLMConfig) -> References:
+def _cached_references(store: ResultStore, config: LLMConfig) -> References:
     key = f"{store.root}:{config_hash(config)}"
     if key not in _references_by_config:
-        _references_by_config[key] = references(config, store, progress=False)
+        _references_by_config[key] = cached_references(store, config, progress=False)
     return _references_by_config[key]
 
 
 def build_cell(store: ResultStore, cell: PipelineCell) -> None:
-    """Build (or find cached) every model and evaluation of `cell`, as `run_pipelines` would."""
-    refs = _references(store, cell.config)
-    ka = align(store, refs, "p''", cell.alignment, cell.seed, progress=False)
-    evaluated(store, refs, ka.recipe, ka.model)
+    """Build (or find cached) every model and evaluation of `cell`, as `cached_run_pipelines` would."""
+    refs = _cached_references(store, cell.config)
+    ka = cached_align(store, refs, "p''", cell.alignment, cell.seed, progress=False)
+    cached_evaluated(store, refs, ka.recipe, ka.model)
     if cell.ka_only:
         return
-    ak = align(store, refs, "p'", cell.alignment, cell.seed, progress=False)
-    evaluated(store, refs, ak.recipe, ak.model)
+    ak = cached_align(store, refs, "p'", cell.alignment, cell.seed, progress=False)
+    cached_evaluated(store, refs, ak.recipe, ak.model)
     for tau in cell.final_taus:
-        recipe, final = a_k_final(store, refs, ak, tau, cell.seed, progress=False)
-        evaluated(store, refs, recipe, final)
+        recipe, final = cached_a_k_final(store, refs, ak, tau, cell.seed, progress=False)
+        cached_evaluated(store, refs, recipe, final)
 
 
 def _worker_start(threads: int) -> None:
@@ -105,7 +105,7 @@ def build_cells(store: ResultStore, cells: Sequence[PipelineCell], *, jobs: int 
 
 def pipeline_cells(config: LLMConfig, alignments: Mapping[str, Any], seeds: Sequence[int],
                    final_taus: Mapping[str, Sequence[float]]) -> list[PipelineCell]:
-    """The cells of `run_pipelines` for every alignment (by label) and seed; `final_taus[label]`: A-K's
+    """The cells of `cached_run_pipelines` for every alignment (by label) and seed; `final_taus[label]`: A-K's
     final-KD temperatures for that label."""
     return [PipelineCell(config, alignment, seed, tuple(final_taus[label]))
             for label, alignment in alignments.items() for seed in seeds]

@@ -24,21 +24,22 @@ def pipeline_points(metrics: pd.DataFrame, algorithm: str, y: str, final_tau: fl
         for order, model in enumerate(models):
             part = frame[frame["model"] == model]
             rows.append({"pipeline": pipeline, "model": model, "order": order,
-                         "recall": part["recall"].mean(), y: part[y].mean(),
-                         "std": float(np.nan_to_num(part[[y, "recall"]].std().mean()))})
+                         "overall_recall": part["overall_recall"].mean(), y: part[y].mean(),
+                         "std": float(np.nan_to_num(part[[y, "overall_recall"]].std().mean()))})
     return pd.DataFrame(rows)
 
 
 def _trajectory_panel(ax, points: pd.DataFrame, y: str, scale: float) -> None:
     for pipeline, part in points.groupby("pipeline", sort=False):
         part = part.sort_values("order")
-        ax.scatter(part["recall"], part[y], s=15 + scale * part["std"], color=COLORS[pipeline], alpha=0.6,
-                   label=pipeline, edgecolor="k")
+        ax.scatter(part["overall_recall"], part[y], s=15 + scale * part["std"], color=COLORS[pipeline],
+                   alpha=0.6, label=pipeline, edgecolor="k")
         for (_, a), (_, b) in zip(part.iloc[:-1].iterrows(), part.iloc[1:].iterrows()):
-            ax.annotate("", xy=(b["recall"], b[y]), xytext=(a["recall"], a[y]),
+            ax.annotate("", xy=(b["overall_recall"], b[y]), xytext=(a["overall_recall"], a[y]),
                         arrowprops=dict(arrowstyle="->", color=COLORS[pipeline]))
         for _, row in part.iterrows():
-            ax.annotate(row["model"], (row["recall"], row[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.annotate(row["model"], (row["overall_recall"], row[y]), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7)
 
 
 def trajectory_figure(metrics: pd.DataFrame, algorithms: Sequence[str],
@@ -88,12 +89,12 @@ def selection_figure(trajectories: pd.DataFrame, algorithms: Sequence[str]):
 
 
 def capacity_figure(grids: Sequence[pd.DataFrame]):
-    """Mean reward (left) and target share (right) of the K-A references of `studies.capacity_grid` before
+    """Mean reward (left) and target share (right) of the K-A references of `studies.cached_capacity_grid` before
     (open) and after (filled) alignment, means over seeds with their standard deviation."""
     grid = pd.concat(grids, ignore_index=True)
     grid["reference"] = grid["size"] + grid["pruned"].map({True: ", pruned", False: ", kept"})
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), constrained_layout=True)
-    for ax, column in zip(axes, ("reward", "target_mass")):
+    for ax, column in zip(axes, ("reward", "target_share")):
         for stage, marker in (("reference", "o"), ("aligned", "s")):
             part = grid[grid["stage"] == stage].groupby(["algorithm", "reference"])[column].agg(["mean", "std"])
             part = part.reset_index()
@@ -108,17 +109,18 @@ def capacity_figure(grids: Sequence[pd.DataFrame]):
 def coverage_figure(sweep: pd.DataFrame, premise_bound: float | None = None):
     """A-K − K-A in final reward (left) and final target share (right, percentage points) against the target
     share of p'' measured on its own samples, one line per algorithm over the τ_topic values of
-    `studies.coverage_sweep`: 95 % bootstrap intervals over seeds (vertical), the share's 95 % Wilson interval
+    `studies.cached_coverage_sweep`: 95 % bootstrap intervals over seeds (vertical), the share's 95 % Wilson interval
     (horizontal); `premise_bound` (a share, e.g. the premise's bound on p'') is drawn dotted."""
     from .studies import sweep_intervals  # studies loads the models' stack; the other figures need none of it
 
-    table = sweep_intervals(sweep, ("gap_reward", "gap_target_mass")).sort_values("reference_share")
+    table = sweep_intervals(sweep, ("gap_reward", "gap_target_share")).sort_values("reference_target_share")
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8), constrained_layout=True)
-    for ax, column, scale in zip(axes, ("gap_reward", "gap_target_mass"), (1, 100)):
+    for ax, column, scale in zip(axes, ("gap_reward", "gap_target_share"), (1, 100)):
         for label, part in table.groupby("algorithm", sort=False):
-            x = part["reference_share"] * 100
+            x = part["reference_target_share"] * 100
             ax.errorbar(x, part[column] * scale, fmt="o-", capsize=3, label=label,
-                        xerr=[x - part["reference_share_low"] * 100, part["reference_share_high"] * 100 - x],
+                        xerr=[x - part["reference_target_share_low"] * 100,
+                              part["reference_target_share_high"] * 100 - x],
                         yerr=[(part[column] - part[f"{column}_low"]) * scale,
                               (part[f"{column}_high"] - part[column]) * scale])
         ax.axhline(0, color="0.5", lw=0.8)

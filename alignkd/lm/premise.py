@@ -3,7 +3,7 @@
 The argument of §4.2 needs a high-recall reference p' that still writes the target behaviour and a
 low-recall reference p'' that has (mostly) lost it. On the synthetic language this is measurable: the
 *target share* of a model is the fraction of its own samples whose most probable topic under p* is the
-target topic (`metrics.target_mass`). The rule is fixed before alignment runs (issue 11):
+target topic (`metrics.target_share`). The rule is fixed before alignment runs (issue 11):
 
     share(p')  >= keep_at_least    · share(p*)     (default 75 %: p' kept the target)
     share(p'') <= prune_to_at_most · share(p*)     (default 25 %: p'' lost it)
@@ -23,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from ..validation import require_int
-from .groundtruth import LanguageModel, MarkovMixture
-from .metrics import target_mass
+from .groundtruth import MarkovMixture
+from .metrics import COLUMNS_VERSION, target_share
+from .models import LanguageModel
 
 MIN_PREMISE_SAMPLES = 10_000
 HIGH, LOW = "p'", "p''"
@@ -72,13 +73,13 @@ def topic_shares(models: Mapping[str, LanguageModel], p_star: MarkovMixture, tar
     rows = []
     for name, model in models.items():
         samples = model.sample(n_samples, max_new_tokens, 1.0, seed=seed)
-        share = target_mass(p_star, samples, target_topic)
+        share = target_share(p_star, samples, target_topic)
         low, high = wilson_interval(round(share * len(samples)), len(samples))
-        rows.append({"model": name, "share": share, "low": low, "high": high, "n": len(samples),
+        rows.append({"model": name, "target_share": share, "low": low, "high": high, "n": len(samples),
                      "mean_length": float(samples.response_lengths.double().mean())})
     table = pd.DataFrame(rows)
-    base = table.loc[table["model"] == "p*", "share"]
-    table["ratio"] = table["share"] / float(base.iloc[0]) if len(base) else math.nan
+    base = table.loc[table["model"] == "p*", "target_share"]
+    table["ratio"] = table["target_share"] / float(base.iloc[0]) if len(base) else math.nan
     return table
 
 
@@ -91,7 +92,7 @@ class PremiseCheck:
     """`topic_shares` of p*, p', p''."""
 
     def share(self, model: str) -> float:
-        return float(self.shares.set_index("model").loc[model, "share"])
+        return float(self.shares.set_index("model").loc[model, "target_share"])
 
     def ratio(self, model: str) -> float:
         return self.share(model) / self.share("p*")
@@ -117,7 +118,7 @@ class PremiseCheck:
 
         def describe(model: str) -> str:
             row = table.loc[model]
-            return f"{model} {row['share']:.2%} [{row['low']:.2%}, {row['high']:.2%}]"
+            return f"{model} {row['target_share']:.2%} [{row['low']:.2%}, {row['high']:.2%}]"
 
         head = (f"Premise (rule fixed before alignment: p' ≥ {rule.keep_at_least:.0%} and p'' ≤ "
                 f"{rule.prune_to_at_most:.0%} of p*'s target share, on {rule.n_samples} own samples each): target "
@@ -159,13 +160,13 @@ def cached_premise_check(store, models: Mapping[str, LanguageModel], recipes: Ma
         raise ValueError(f"cached_premise_check needs models p*, p', p''; missing {missing}")
     rows = []
     for name in ("p*", "p'", "p''"):
-        key = {"model": recipes[name], "target_topic": target_topic, "rule": rule}
+        key = {"model": recipes[name], "target_topic": target_topic, "rule": rule, "columns": COLUMNS_VERSION}
         measure = lambda name=name: topic_shares(  # noqa: E731
             {name: models[name]}, p_star, target_topic, n_samples=rule.n_samples, max_new_tokens=rule.max_new_tokens,
             seed=rule.seed)
         rows.append(store.frame("lm_topic_share", key, measure).assign(model=name))
     shares = pd.concat(rows, ignore_index=True)
-    shares["ratio"] = shares["share"] / float(shares["share"].iloc[0])
+    shares["ratio"] = shares["target_share"] / float(shares["target_share"].iloc[0])
     return PremiseCheck(rule, shares)
 
 
@@ -173,7 +174,8 @@ def training_curve(store, recipe: Any) -> pd.DataFrame:
     """The training log (`kd.train_student` columns) of a cached student, by the recipe it is stored under."""
     path = store.path("lm_student", recipe, suffix="") / "train_log.parquet"
     if not path.exists():
-        raise FileNotFoundError(f"no trained student under {path.parent}: build it first (experiments.references)")
+        raise FileNotFoundError(f"no trained student under {path.parent}: build it first "
+                                "(experiments.cached_references)")
     return pd.read_parquet(path)
 
 
@@ -195,8 +197,9 @@ def premise_figure(check: PremiseCheck, curves: Mapping[str, pd.DataFrame]):
     left.legend(frameon=False)
     table = check.shares
     base = check.share("p*")
-    right.bar(table["model"], table["share"] * 100, color=sns.color_palette("deep", len(table)),
-              yerr=[(table["share"] - table["low"]) * 100, (table["high"] - table["share"]) * 100], capsize=3)
+    right.bar(table["model"], table["target_share"] * 100, color=sns.color_palette("deep", len(table)),
+              yerr=[(table["target_share"] - table["low"]) * 100, (table["high"] - table["target_share"]) * 100],
+              capsize=3)
     right.axhline(check.rule.keep_at_least * base * 100, color="0.3", ls=":", lw=1)
     right.axhline(check.rule.prune_to_at_most * base * 100, color="0.3", ls="--", lw=1)
     right.set(ylabel="target share (%)", title=f"premise: {'passes' if check.passed else 'FAILS'}")

@@ -125,7 +125,7 @@ class RewardOracle:
     def from_language_model(
         cls, p_target, target_samples: Samples | None = None, quantile: float = FOLD_QUANTILE, **kwargs
     ) -> "RewardOracle":
-        """The oracle of any `alignkd.lm.groundtruth.LanguageModel` (exact `markov_mixture` densities,
+        """The oracle of any `alignkd.lm.models.LanguageModel` (exact `markov_mixture` densities,
         HF models): its `log_prob(samples).per_token` is the score; τ_f from `target_samples`, if given."""
         scorer = scorer_from_language_model(p_target)
         if target_samples is None:
@@ -173,7 +173,7 @@ def _real_mask_and_prompt_length(response_mask: torch.Tensor) -> tuple[torch.Ten
 
 
 def scorer_from_language_model(p_target) -> TargetLogprob:
-    """`target_logprob(token_ids, response_mask)` of a `groundtruth.LanguageModel` (per-token average)."""
+    """`target_logprob(token_ids, response_mask)` of a `models.LanguageModel` (per-token average)."""
 
     @torch.no_grad()
     def target_logprob(token_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,10 @@
 """Chapter 06's SmolLM2 section: what students trained from scratch on a CPU's worth of real p* samples learn.
 
-    table = recall_study(config, store)   # cached, one row per model (config: `chapters.ch06_llm.smollm2_config`)
+    table = cached_recall_study(store, config)   # one row per model (config: `chapters.ch06_llm.smollm2_config`)
     print(recall_verdict(table))
 
 p* is the offline SmolLM2-135M-Instruct (`gguf:smollm2`); p' is distilled from it and p'' from p' exactly
-as in the chapter's other ground truths (`experiments.student`, cached under the same recipes). Recall is
+as in the chapter's other ground truths (`experiments.cached_student`, cached under the same recipes). Recall is
 measured on p*'s own samples beside two baselines that need no network: a uniform guess over the
 49 152 tokens, and the unigram of p''s KD data (`metrics.UnigramModel`: token frequencies, add-α with α
 chosen by leave-one-out on those data alone). A student that does not beat the unigram has learnt
@@ -22,24 +22,25 @@ import pandas as pd
 
 from ..cache import ResultStore
 from .config import LLMConfig
-from .experiments import GroundTruth, distilled, ground_truth, kd_data, student
+from .experiments import GroundTruth, cached_kd_data, cached_student, distilled, ground_truth
 from .generation import Samples
-from .groundtruth import LanguageModel
 from .kd import load_dataset
-from .metrics import UnigramModel, uniform_recall
+from .metrics import COLUMNS_VERSION, UnigramModel, uniform_recall
+from .models import LanguageModel
 
 LEARNT_GAP = 0.5
 """Recall above the unigram (nats per token) that counts as a student having learnt more than token frequencies."""
 
-COLUMNS = ["model", "trained_on", "recall", "first_token", "later_tokens", "sample"]
+COLUMNS = ["model", "trained_on", "overall_recall", "first_token", "later_tokens", "sample"]
 
 
 @dataclass(frozen=True)
 class RecallStudy:
-    """What a `recall_study` table is cached under (the models themselves are cached by their recipes)."""
+    """What a `cached_recall_study` table is cached under (the models themselves are cached by their recipes)."""
 
     config: LLMConfig
     sample_seed: int = 1
+    columns: int = COLUMNS_VERSION
 
 
 def first_tokens(samples: Samples) -> Samples:
@@ -55,24 +56,24 @@ def recall_split(model: LanguageModel, samples: Samples) -> dict[str, float]:
     first = model.log_prob(first_tokens(samples)).total.double()
     later = whole.n_tokens >= 2
     rest = (whole.total.double() - first)[later] / (whole.n_tokens[later] - 1)
-    return {"recall": float(whole.per_token.double().mean()), "first_token": float(first.mean()),
+    return {"overall_recall": float(whole.per_token.double().mean()), "first_token": float(first.mean()),
             "later_tokens": float(rest.mean()) if later.any() else float("nan")}
 
 
-def recall_study(config: LLMConfig, store: ResultStore, *, progress: bool = False) -> pd.DataFrame:
+def cached_recall_study(store: ResultStore, config: LLMConfig, *, progress: bool = False) -> pd.DataFrame:
     """p*, p', p'', the unigram of p''s KD data and a uniform guess, each scoring the same
     `config.n_recall_samples` samples of p* (columns `COLUMNS`; `sample`: one response of the model). Cached."""
 
     def build() -> pd.DataFrame:
         p_star = ground_truth(config)
         high_recipe = distilled(GroundTruth.of(config), config.high_recall)
-        high = student(store, high_recipe, p_star, p_star, progress=progress)
-        low = student(store, distilled(high_recipe, config.low_recall), high, p_star, progress=progress)
-        data = load_dataset(kd_data(store, high_recipe.data, p_star, p_star, progress=progress), p_star.pad_id,
-                            limit=config.high_recall.data.n_samples)
+        high = cached_student(store, high_recipe, p_star, p_star, progress=progress)
+        low = cached_student(store, distilled(high_recipe, config.low_recall), high, p_star, progress=progress)
+        data = load_dataset(cached_kd_data(store, high_recipe.data, p_star, p_star, progress=progress),
+                            p_star.pad_id, limit=config.high_recall.data.n_samples)
         unigram = UnigramModel.fit(data, p_star)
         length = config.metrics.max_new_tokens
-        # the seed of `experiments.references`' recall set: the same samples as the chapter's other tables
+        # the seed of `experiments.cached_references`' recall set: the same samples as the chapter's other tables
         recall_samples = p_star.sample(config.n_recall_samples, length, 1.0, seed=config.metrics.seed + 2)
         n_data = f"{len(data)} × {length} tokens"
         trained_on = {"p*": "(the ground truth)", "p'": f"p* samples, {n_data}",
@@ -85,16 +86,16 @@ def recall_study(config: LLMConfig, store: ResultStore, *, progress: bool = Fals
             rows.append({"model": name, "trained_on": trained_on[name], **recall_split(model, recall_samples),
                          "sample": sample})
         uniform = uniform_recall(p_star)
-        rows.append({"model": "uniform", "trained_on": f"nothing: 1 / {p_star.vocab_size} per token", "recall": uniform,
-                     "first_token": uniform, "later_tokens": uniform, "sample": ""})
+        rows.append({"model": "uniform", "trained_on": f"nothing: 1 / {p_star.vocab_size} per token",
+                     "overall_recall": uniform, "first_token": uniform, "later_tokens": uniform, "sample": ""})
         return pd.DataFrame(rows, columns=COLUMNS)
 
     return store.frame("lm_smollm2_recall", RecallStudy(config), build)
 
 
 def recall_verdict(table: pd.DataFrame, learnt_gap: float = LEARNT_GAP) -> str:
-    """What a `recall_study` table shows, in sentences computed from it."""
-    r = table.set_index("model")["recall"]
+    """What a `cached_recall_study` table shows, in sentences computed from it."""
+    r = table.set_index("model")["overall_recall"]
     split = table.set_index("model")
     high, low = "p'", "p''"
     gap = {name: r[name] - r["unigram"] for name in (high, low)}

@@ -1,10 +1,10 @@
 """Studies on chapter 06's references (issue 11): reward gaps at matched length, recall against capacity,
 the gap against coverage.
 
-    gaps = length_gaps(store, refs, alignments, seeds, final_tau=0.95)       # A-K − K-A, raw and at matched length
-    grid = capacity_grid(store, refs, alignment, seeds)                      # the 2 × 2 of K-A references
-    parts = gap_decomposition(grid, metrics, label)                          # how much is lost target, how much size
-    sweep = coverage_sweep(store, config, alignments, seeds, tau_topics=[1.0, 0.85, 0.7, 0.5])
+    gaps = cached_length_gaps(store, refs, alignments, seeds, final_tau=0.95)  # A-K − K-A, raw and at matched length
+    grid = cached_capacity_grid(store, refs, alignment, seeds)                 # the 2 × 2 of K-A references
+    parts = gap_decomposition(grid, metrics, label)                            # how much is lost target, how much size
+    sweep = cached_coverage_sweep(store, config, alignments, seeds, tau_topics=[1.0, 0.85, 0.7, 0.5])
     table = sweep_intervals(sweep)                # per τ_topic and algorithm: p'' share, gaps with 95 % intervals
 
 The 2 × 2 separates what the paper attributes to recall from what a bigger model buys anyway: K-A
@@ -28,25 +28,27 @@ from ..cache import ResultStore
 from ..claims import verdict_from_interval
 from ..stats import format_interval, paired_bootstrap
 from .config import StageConfig
-from .experiments import References, a_k_final, align, distilled, evaluated, references, run_pipelines, student
+from .experiments import (References, cached_a_k_final, cached_align, cached_evaluated, cached_references,
+                          cached_run_pipelines, cached_student, distilled)
 from .length import length_matched_gap, reward_samples
+from .metrics import COLUMNS_VERSION
 from .parallel import PipelineCell, build_cells, interleaved, pipeline_cells
 from .premise import PremiseRule, cached_premise_check
 
 LENGTH_SEED = 777
 
 
-def length_gaps(store: ResultStore, refs: References, alignments: Mapping[str, Any], seeds: Sequence[int], *,
+def cached_length_gaps(store: ResultStore, refs: References, alignments: Mapping[str, Any], seeds: Sequence[int], *,
                 final_tau: float, n_samples: int = 2000, min_count: int = 20) -> pd.DataFrame:
     """Per algorithm label and seed: final reward of A-K (p''_AK at `final_tau`) minus K-A (p''_KA), raw and at
     matched response length (`length.length_matched_gap`), with both mean lengths. Reads the cached models
-    of `experiments.run_pipelines` (it builds any that are missing)."""
+    of `experiments.cached_run_pipelines` (it builds any that are missing)."""
     rows = []
     for label, alignment in alignments.items():
         for seed in seeds:
-            ka = align(store, refs, "p''", alignment, seed, progress=False)
-            ak = align(store, refs, "p'", alignment, seed, progress=False)
-            _, final = a_k_final(store, refs, ak, final_tau, seed, progress=False)
+            ka = cached_align(store, refs, "p''", alignment, seed, progress=False)
+            ak = cached_align(store, refs, "p'", alignment, seed, progress=False)
+            _, final = cached_a_k_final(store, refs, ak, final_tau, seed, progress=False)
             cap = refs.config.metrics.max_new_tokens
             a = reward_samples(final, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
             b = reward_samples(ka.model, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
@@ -61,7 +63,7 @@ def grid_stage(refs: References, size: str, tau_topic: float) -> StageConfig:
     return StageConfig(dataclasses.replace(low.data, tau_topic=tau_topic), dataclasses.replace(low.train, size=size))
 
 
-def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequence[int], *, label: str,
+def cached_capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequence[int], *, label: str,
                   sizes: Sequence[str] | None = None, tau_topics: Sequence[float] | None = None,
                   progress: bool = True, jobs: int | None = 1) -> pd.DataFrame:
     """K-A on a grid of references: rows size, tau_topic, pruned, seed (−1 for the reference before alignment),
@@ -72,7 +74,8 @@ def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequen
     sizes = list(dict.fromkeys(sizes or (config.high_recall.train.size, config.low_recall.train.size)))
     tau_topics = list(dict.fromkeys(tau_topics or (config.low_recall.data.tau_topic, 1.0)))
     key = {"references": refs.recipes, "oracle": refs.oracle_recipe, "alignment": alignment, "seeds": list(seeds),
-           "sizes": sizes, "tau_topics": tau_topics, "metrics": config.metrics, "n_recall": config.n_recall_samples}
+           "sizes": sizes, "tau_topics": tau_topics, "metrics": config.metrics, "n_recall": config.n_recall_samples,
+           "columns": COLUMNS_VERSION}
 
     def compute() -> pd.DataFrame:
         if jobs != 1:  # a grid cell is the K-A run of a config whose p'' is that cell's reference
@@ -84,16 +87,16 @@ def capacity_grid(store: ResultStore, refs: References, alignment, seeds: Sequen
         for size in sizes:
             for tau_topic in tau_topics:
                 recipe = distilled(refs.recipes["p'"], grid_stage(refs, size, tau_topic))
-                model = student(store, recipe, refs.models["p'"], refs.p_star, progress=progress)
+                model = cached_student(store, recipe, refs.models["p'"], refs.p_star, progress=progress)
                 name = f"ref {size} τ_topic {tau_topic:g}"
                 cell = dataclasses.replace(refs, models={**refs.models, name: model},
                                            recipes={**refs.recipes, name: recipe})
                 base = {"size": size, "tau_topic": tau_topic, "pruned": tau_topic < 1}
-                rows.append({**base, "seed": -1, "stage": "reference", **evaluated(store, refs, recipe, model)})
+                rows.append({**base, "seed": -1, "stage": "reference", **cached_evaluated(store, refs, recipe, model)})
                 for seed in seeds:
-                    run = align(store, cell, name, alignment, seed, progress=progress)
+                    run = cached_align(store, cell, name, alignment, seed, progress=progress)
                     rows.append({**base, "seed": seed, "stage": "aligned",
-                                 **evaluated(store, refs, run.recipe, run.model)})
+                                 **cached_evaluated(store, refs, run.recipe, run.model)})
         frame = pd.DataFrame(rows)
         frame.insert(0, "algorithm", label)
         return frame
@@ -120,20 +123,21 @@ def gap_decomposition(grid: pd.DataFrame, metrics: pd.DataFrame, *, high_size: s
     return {"gap": float(gap), "pruning": float(pruning), "size": float(size), "rest": float(gap - pruning - size)}
 
 
-def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], seeds: Sequence[int], *,
+def cached_coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], seeds: Sequence[int], *,
                    tau_topics: Sequence[float], rule=None, progress: bool = True, jobs: int | None = 1) -> pd.DataFrame:
     """The gap against coverage (issue 11.3): for each τ_topic, p'' (and A-K's final KD) distilled with that
     sharpening, its target share measured on its own samples (`premise.cached_premise_check`), and K-A / A-K
     run for every alignment and seed (A-K's final KD at the config's first τ).
 
-    One row per (tau_topic, algorithm, seed): the K-A reference's measured target share `reference_share`
-    with its 95 % Wilson interval (`reference_share_low`, `_high`), its ratio to p*'s and the premise verdict;
+    One row per (tau_topic, algorithm, seed): the K-A reference's measured target share
+    `reference_target_share` with its 95 % Wilson interval (`reference_target_share_low`, `_high`), its ratio
+    to p*'s and the premise verdict;
     the final reward, target share and mean response length of K-A (`ka_*`) and A-K (`ak_*`), and the gaps
-    A-K − K-A `gap_reward`, `gap_target_mass`.
+    A-K − K-A `gap_reward`, `gap_target_share`.
 
     Everything is cached by recipe, so the sweep shares with the rest of the chapter whatever it can: the
     A-K alignments (p' does not depend on τ_topic), the main run at the chapter's τ_topic, and at τ_topic 1
-    the unpruned p''-sized reference of the 2 × 2 (`capacity_grid`) with its K-A runs.
+    the unpruned p''-sized reference of the 2 × 2 (`cached_capacity_grid`) with its K-A runs.
 
     `jobs` > 1 (None: one per core) first builds the runs in that many processes (`parallel.build_cells`),
     the τ_topic values taken in turn so that their p'' are distilled side by side.
@@ -148,20 +152,21 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
                                         for swept in swept_configs.values()]), jobs=jobs)
     rows = []
     for tau_topic, swept in swept_configs.items():
-        refs = references(swept, store, progress=progress)
+        refs = cached_references(store, swept, progress=progress)
         reference = cached_premise_check(store, refs.models, refs.recipes, refs.p_star, refs.target_topic,
                                          rule).shares.set_index("model").loc["p''"]
-        base = {"tau_topic": tau_topic, "reference_share": reference["share"], "reference_share_low": reference["low"],
-                "reference_share_high": reference["high"], "reference_ratio": reference["ratio"],
+        base = {"tau_topic": tau_topic, "reference_target_share": reference["target_share"],
+                "reference_target_share_low": reference["low"], "reference_target_share_high": reference["high"],
+                "reference_ratio": reference["ratio"],
                 "premise": reference["ratio"] <= rule.prune_to_at_most}
         for label, alignment in alignments.items():
-            metrics = run_pipelines(store, refs, alignment, list(seeds), label=label,
+            metrics = cached_run_pipelines(store, refs, alignment, list(seeds), label=label,
                                     final_taus=[config.final_taus[0]], progress=progress).metrics
             by_seed = metrics[metrics["seed"] >= 0].set_index(["model", "seed"])
             for seed in seeds:
                 ka, ak = by_seed.loc[("p''_KA", seed)], by_seed.loc[("p''_AK", seed)]
                 row = {"algorithm": label, "seed": seed, **base}
-                for column, short in (("reward", "reward"), ("target_mass", "target_mass"),
+                for column, short in (("reward", "reward"), ("target_share", "target_share"),
                                       ("response_length", "length")):
                     row |= {f"ka_{short}": ka[column], f"ak_{short}": ak[column], f"gap_{short}": ak[column] - ka[column]}
                 rows.append(row)
@@ -170,7 +175,7 @@ def coverage_sweep(store: ResultStore, config, alignments: Mapping[str, Any], se
     return frame[columns + [c for c in frame.columns if c not in columns]]
 
 
-SWEEP_COLUMNS = ("gap_reward", "gap_target_mass", "ka_target_mass", "ak_target_mass")
+SWEEP_COLUMNS = ("gap_reward", "gap_target_share", "ka_target_share", "ak_target_share")
 
 
 def sweep_intervals(sweep: pd.DataFrame, columns: Sequence[str] = SWEEP_COLUMNS) -> pd.DataFrame:
@@ -181,8 +186,8 @@ def sweep_intervals(sweep: pd.DataFrame, columns: Sequence[str] = SWEEP_COLUMNS)
     for (tau_topic, label), part in sweep.groupby(["tau_topic", "algorithm"], sort=False):
         first = part.iloc[0]
         row = {"tau_topic": tau_topic, "algorithm": label, "n_seeds": len(part),
-               **{name: first[name] for name in ("reference_share", "reference_share_low", "reference_share_high",
-                                                 "reference_ratio", "premise")}}
+               **{name: first[name] for name in ("reference_target_share", "reference_target_share_low",
+                                                 "reference_target_share_high", "reference_ratio", "premise")}}
         for column in columns:
             values = part[column].to_numpy()
             row[column], row[f"{column}_low"], row[f"{column}_high"] = paired_bootstrap(values, [0.0] * len(values))
@@ -196,7 +201,7 @@ def coverage_trend(sweep: pd.DataFrame, column: str = "gap_reward") -> pd.DataFr
     bootstrap interval (columns algorithm, low_share, high_share, estimate, low, high, n_seeds)."""
     rows = []
     for label, part in sweep.groupby("algorithm", sort=False):
-        shares = part.groupby("tau_topic")["reference_share"].first()
+        shares = part.groupby("tau_topic")["reference_target_share"].first()
         least, most = shares.idxmin(), shares.idxmax()
         by_seed = part.pivot_table(index="seed", columns="tau_topic", values=column).dropna()
         estimate, low, high = paired_bootstrap(by_seed[least].to_numpy(), by_seed[most].to_numpy())
@@ -210,17 +215,18 @@ def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
     Wilson interval and the premise verdict, A-K − K-A in final reward and in final target share with their
     95 % intervals over seeds, and the mean final target shares of K-A and A-K."""
     table = sweep_intervals(sweep)
-    return table.drop(columns=["reference_ratio", *(f"{name}_{end}" for name in ("ka_target_mass", "ak_target_mass")
+    return table.drop(columns=["reference_ratio", *(f"{name}_{end}" for name in ("ka_target_share", "ak_target_share")
                                                      for end in ("low", "high"))])
 
 
 def coverage_sentences(sweep: pd.DataFrame) -> list[str]:
     """Per algorithm: how A-K − K-A (reward and target share) changes from the most to the least
     target-writing p'' (`coverage_trend`), with its interval, and whether the reward gap grows."""
-    trends = {column: coverage_trend(sweep, column).set_index("algorithm") for column in ("gap_reward", "gap_target_mass")}
+    trends = {column: coverage_trend(sweep, column).set_index("algorithm")
+              for column in ("gap_reward", "gap_target_share")}
     lines = []
     for label, reward in trends["gap_reward"].iterrows():
-        share = trends["gap_target_mass"].loc[label]
+        share = trends["gap_target_share"].loc[label]
         if math.isnan(reward["low"]):
             reading = "fewer than two seeds, so no interval says whether it grows"
         else:

@@ -1,4 +1,4 @@
-"""Tables, sentences and claims of the LLM chapter, computed from `run_pipelines` metrics (no models needed).
+"""Tables, sentences and claims of the LLM chapter, computed from `cached_run_pipelines` metrics (no models needed).
 
     gaps = final_gaps(metrics, main_tau)          # A-K vs K-A final models per algorithm and metric
     print("\n".join(final_sentences(gaps, premise)))
@@ -21,10 +21,11 @@ from ..claims import verdict_from_interval
 from ..stats import format_interval, paired_on_index
 
 
-def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "precision", "recall")) -> pd.DataFrame:
+def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "overall_precision", "overall_recall")
+              ) -> pd.DataFrame:
     """Mean ± std over seeds per (algorithm, pipeline, model, final_tau)."""
     keys = ["algorithm", "pipeline", "model", "final_tau"]
-    present = [c for c in (*columns, "target_mass") if c in metrics.columns]
+    present = [c for c in (*columns, "target_share") if c in metrics.columns]
     grouped = metrics.fillna({"final_tau": -1.0}).groupby(keys, sort=False)[present]
     table = grouped.agg(["mean", "std"]).reset_index()
     table["final_tau"] = table["final_tau"].replace(-1.0, float("nan"))
@@ -32,7 +33,7 @@ def summarise(metrics: pd.DataFrame, columns=("reward", "target_precision", "pre
 
 
 def final_tau_effects(metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
-    """App. D from a `run_pipelines` table: how A-K's final model moves when its last KD runs at another τ.
+    """App. D from a `cached_run_pipelines` table: how A-K's final model moves when its last KD runs at another τ.
 
     One row per (algorithm, final_tau ≠ main_tau): the change in mean precision and recall against
     `main_tau` (means over seeds), the seed std of both at that τ, and `paper_direction`, true where the
@@ -43,11 +44,11 @@ def final_tau_effects(metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
     for algorithm, part in finals.groupby("algorithm", sort=False):
         base = part[part["final_tau"] == main_tau]
         for tau, at in part[part["final_tau"] != main_tau].groupby("final_tau", sort=False):
-            d_precision = at["precision"].mean() - base["precision"].mean()
-            d_recall = at["recall"].mean() - base["recall"].mean()
+            d_precision = at["overall_precision"].mean() - base["overall_precision"].mean()
+            d_recall = at["overall_recall"].mean() - base["overall_recall"].mean()
             lower = tau < main_tau
             rows.append({"algorithm": algorithm, "final_tau": tau, "d_precision": d_precision, "d_recall": d_recall,
-                         "precision_std": at["precision"].std(), "recall_std": at["recall"].std(),
+                         "precision_std": at["overall_precision"].std(), "recall_std": at["overall_recall"].std(),
                          "paper_direction": bool((d_precision > 0 and d_recall < 0) if lower
                                                  else (d_precision < 0 and d_recall > 0))})
     return pd.DataFrame(rows, columns=["algorithm", "final_tau", "d_precision", "d_recall", "precision_std",
@@ -57,7 +58,7 @@ def final_tau_effects(metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
 # --------------------------------------------------------------------------- A-K against K-A, final models
 
 FINAL_MODELS = {"A-K": "p''_AK", "K-A": "p''_KA"}
-FINAL_COLUMNS = ("reward", "target_precision", "recall", "response_length", "target_mass")
+FINAL_COLUMNS = ("reward", "target_precision", "overall_recall", "response_length", "target_share")
 CHAPTER = "06_llm"
 NO_PREMISE = "Premise: not measurable on this ground truth."
 
@@ -89,7 +90,7 @@ def final_values(metrics: pd.DataFrame, algorithm: str, pipeline: str, column: s
 
 
 def final_gaps(metrics: pd.DataFrame, main_tau: float, columns: Sequence[str] = FINAL_COLUMNS) -> pd.DataFrame:
-    """One `FinalGap` row per (algorithm, metric) of a `run_pipelines` table, for the metrics it has.
+    """One `FinalGap` row per (algorithm, metric) of a `cached_run_pipelines` table, for the metrics it has.
 
     Means and stds (ddof 1) are over each pipeline's own seeds; the gap and its interval pair the seeds
     both pipelines ran (seed s of A-K and of K-A share their alignment seed)."""
@@ -132,7 +133,7 @@ def final_sentences(gaps: pd.DataFrame, premise=None) -> list[str]:
     lines = []
     for algorithm in gaps["algorithm"].unique():
         reward, target, recall, length = (final_gap(gaps, algorithm, m) for m in
-                                          ("reward", "target_precision", "recall", "response_length"))
+                                          ("reward", "target_precision", "overall_recall", "response_length"))
         supports = reward.ak_mean > reward.ka_mean and target.ak_mean > target.ka_mean
         verdict = "supports" if supports else "does not support"
         if _premise_failed(premise):
@@ -149,7 +150,7 @@ def final_sentences(gaps: pd.DataFrame, premise=None) -> list[str]:
 def target_share_sentences(gaps: pd.DataFrame) -> list[str]:
     """Per algorithm: the share of the target topic in the final models' samples (synthetic language only)."""
     return [f"{row.algorithm}: share of the target topic after alignment, K-A {row.ka_mean:.1%}, A-K {row.ak_mean:.1%}."
-            for row in gaps[gaps["metric"] == "target_mass"].itertuples()]
+            for row in gaps[gaps["metric"] == "target_share"].itertuples()]
 
 
 CLAIMED_METRICS = {"reward": "mean reward", "target_precision": "target precision"}  # Figure 5's two claims
@@ -199,7 +200,7 @@ LENGTH_COLUMNS = ["raw", "matched", "coverage_a", "coverage_b", "mean_length_a",
 
 
 def length_table(gaps: pd.DataFrame) -> pd.DataFrame:
-    """Means over seeds per algorithm of a `studies.length_gaps` table (a: A-K's final model, b: K-A's)."""
+    """Means over seeds per algorithm of a `studies.cached_length_gaps` table (a: A-K's final model, b: K-A's)."""
     return gaps.groupby("algorithm", sort=False)[LENGTH_COLUMNS].mean()
 
 
@@ -221,7 +222,7 @@ def length_sentences(gaps: pd.DataFrame) -> list[str]:
 
 def target_share_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of the target share per (algorithm, model)."""
-    return metrics.pivot_table(index=["algorithm", "model"], values="target_mass", aggfunc=["mean", "std"])
+    return metrics.pivot_table(index=["algorithm", "model"], values="target_share", aggfunc=["mean", "std"])
 
 
 def decomposition_sentence(algorithm: str, parts: dict[str, float]) -> str:
@@ -248,8 +249,8 @@ PAPER_NAMES = {"ppo": "PPO", "dpo_online": "DPO"}  # what App. D calls our algor
 
 def app_d_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Our mean precision and recall of p''_AK per (algorithm, final_tau) beside `PAPER_APP_D`."""
-    ours = (metrics[metrics["model"] == "p''_AK"].groupby(["algorithm", "final_tau"])[["precision", "recall"]]
-            .mean().reset_index())
+    ours = (metrics[metrics["model"] == "p''_AK"].groupby(["algorithm", "final_tau"])
+            [["overall_precision", "overall_recall"]].mean().reset_index())
     return (ours.merge(PAPER_APP_D, on=["algorithm", "final_tau"], how="outer")
             .sort_values(["algorithm", "final_tau"], ignore_index=True))
 
@@ -265,6 +266,9 @@ def final_tau_sentences(metrics: pd.DataFrame, main_tau: float) -> list[str]:
                      f"{row.recall_std:.3f}). The paper's trade (App. D: {trade}) "
                      f"{'holds' if row.paper_direction else 'does not hold'} here.")
     return lines
+
+
+APP_D_WORDS = {"overall_precision": "precision", "overall_recall": "recall"}  # App. D's words for our columns
 
 
 def app_d_claims(metrics: pd.DataFrame, main_tau: float) -> list[dict]:
@@ -294,14 +298,14 @@ def app_d_claims(metrics: pd.DataFrame, main_tau: float) -> list[dict]:
                 rows.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
                              "reason": f"{len(seeds)} seed(s) at both temperatures: no interval"})
                 continue
-            changes = {metric: paired_on_index(at[metric], base[metric])[0] for metric in ("precision", "recall")}
-            sides = {"precision": "> 0" if lower else "< 0", "recall": "< 0" if lower else "> 0"}
+            changes = {metric: paired_on_index(at[metric], base[metric])[0] for metric in APP_D_WORDS}
+            sides = {"overall_precision": "> 0" if lower else "< 0", "overall_recall": "< 0" if lower else "> 0"}
             verdicts = {metric: verdict_from_interval(changes[metric].low, changes[metric].high, sides[metric])[0]
                         for metric in sides}
             verdict, _ = verdict_from_settings(list(verdicts.values()), "changes")
-            reason = "; ".join(f"{metric} {format_interval(*changes[metric], 3)} ({verdicts[metric]})"
+            reason = "; ".join(f"{APP_D_WORDS[metric]} {format_interval(*changes[metric], 3)} ({verdicts[metric]})"
                                for metric in sides)
-            precision = changes["precision"]
+            precision = changes["overall_precision"]
             rows.append({**row, "ours": precision.estimate, "low": precision.low, "high": precision.high,
                          "verdict": verdict, "reason": reason})
     return rows

@@ -38,7 +38,7 @@ from .coverage import LOST_SHARE, target_coverage
 from .experiments import cached_high_recall, cached_low_recall
 from .groundtruth import SINGLE_TARGET, check_targets
 from .kd import KDConfig
-from .metrics import METRIC_LABELS, evaluate
+from .metrics import METRIC_LABELS, labelled_evaluation
 from .mixture import Mixture
 from .pipelines import Setup, align, align_rows
 from .sft import fit
@@ -132,7 +132,7 @@ def check_lost_groups(coverage: pd.DataFrame, study: CoverageStudy, n_trials: in
                              f"{study.min_lost} are needed, i.e. {need}. Raise n_trials (or lower min_lost).")
 
 
-def reference_coverage(store: ResultStore, setup: Setup, study: CoverageStudy, progress: bool = False
+def cached_reference_coverage(store: ResultStore, setup: Setup, study: CoverageStudy, progress: bool = False
                        ) -> tuple[dict[tuple[int, float], Mixture], pd.DataFrame]:
     """Every p'' of the grid (cached with the other chapters' models) and its per-trial coverage and metrics."""
     models, frames = {}, []
@@ -156,11 +156,9 @@ def run_algorithm(algorithm: str, study: CoverageStudy, setup: Setup, p_high: Mi
     frames = []
 
     def score(models: Mixture, pipeline: str, labels: list[tuple[int, float]]) -> None:
-        metrics = evaluate(models, targets, setup.seed, setup.trials, setup.eval_samples).drop(columns="row")
-        metrics.insert(0, "beta_kd", [b for (_, b) in labels for _ in range(n)])
-        metrics.insert(0, "n_low_recall", [k for (k, _) in labels for _ in range(n)])
-        metrics.insert(0, "pipeline", pipeline)
-        frames.append(metrics)
+        frames.append(labelled_evaluation(models, targets, setup.seed, setup.trials, setup.eval_samples, {
+            "pipeline": pipeline, "n_low_recall": [k for (k, _) in labels for _ in range(n)],
+            "beta_kd": [b for (_, b) in labels for _ in range(n)]}))
 
     # K-A: every p'' of the grid in one batch (the same stage as chapter 03's K-A: same streams per trial)
     labels = list(p_lows)
@@ -198,7 +196,7 @@ def cached_study(store: ResultStore, setup: Setup, study: CoverageStudy, progres
     """
     study.check_setup(setup)
     p_high = cached_high_recall(store, setup, progress)
-    p_lows, coverage = reference_coverage(store, setup, study, progress)
+    p_lows, coverage = cached_reference_coverage(store, setup, study, progress)
     check_lost_groups(coverage, study, setup.n_trials)
     frames = []
     for algorithm in study.algorithms:
@@ -353,7 +351,7 @@ def study_claim_rows(gaps: pd.DataFrame, counts: pd.DataFrame, study: CoverageSt
     return pd.DataFrame(rows)
 
 
-__all__ = ["CoverageStudy", "PIPELINES", "AK_CONTROL", "ALIGNED", "STRATA", "check_lost_groups", "reference_coverage",
-           "run_algorithm", "cached_study", "with_coverage", "stratified_gaps", "lost_counts", "trap_beta_kd",
-           "lost_setup",
+__all__ = ["CoverageStudy", "PIPELINES", "AK_CONTROL", "ALIGNED", "STRATA", "check_lost_groups",
+           "cached_reference_coverage", "run_algorithm", "cached_study", "with_coverage", "stratified_gaps", "lost_counts",
+           "trap_beta_kd", "lost_setup",
            "study_verdict", "study_claim_rows"]

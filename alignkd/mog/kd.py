@@ -8,7 +8,7 @@ loses recall: the low-recall p'' (K-A's reference) and the last step of Pipeline
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -63,7 +63,3 @@ def distil(teacher: Mixture, config: KDConfig, seed: int, trials: list[int] | ra
     sharp = teacher.sharpened(config.beta_kd)
     return fit(lambda n, gens: sharp.sample(n, gens), config.sft(), seed, stage, trials,
                n_settings=teacher.n_rows // len(trials), progress=progress)
-
-
-def with_components(config: KDConfig, n_components: int) -> KDConfig:
-    return replace(config, n_components=n_components)

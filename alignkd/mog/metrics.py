@@ -55,6 +55,17 @@ def evaluate(q: Mixture, targets: Sequence[int], seed: int, trials: list[int] | 
     })
 
 
+def labelled_evaluation(q: Mixture, targets: Sequence[int], seed: int, trials: list[int] | range, n_samples: int,
+                        labels: Mapping[str, object]) -> pd.DataFrame:
+    """`evaluate` without its `row` column, led by one column per entry of `labels` in their order (a scalar
+    labels every line; a list gives one value per line): the tables of the pipelines, the coverage study and
+    PAD's comparison are built alike, so their lines line up across chapters."""
+    metrics = evaluate(q, targets, seed, trials, n_samples).drop(columns="row")
+    for position, (name, values) in enumerate(labels.items()):
+        metrics.insert(position, name, values)
+    return metrics
+
+
 @torch.no_grad()
 def normalised_rewards(q: Mixture, targets: Sequence[int] = SINGLE_TARGET, seed: int = 0,
                        trials: list[int] | range = (0,), n_samples: int = N_EVAL_SAMPLES) -> torch.Tensor:

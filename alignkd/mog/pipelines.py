@@ -25,7 +25,7 @@ from .algorithms import ALGORITHMS, find_algorithm
 from .alignment import AlignConfig, check_betas
 from .groundtruth import MODE_SPACING, N_MODES, SINGLE_TARGET, check_spacing, check_targets
 from .kd import KDConfig, distil
-from .metrics import N_EVAL_SAMPLES, evaluate
+from .metrics import N_EVAL_SAMPLES, labelled_evaluation
 from .mixture import Mixture
 from .sft import SFTConfig, fit_p_star
 
@@ -193,13 +193,10 @@ def run_sweep(sweep: Sweep, setup: Setup, p_high: Mixture, p_low: Mixture, progr
     frames = []
 
     def score(models: Mixture, pipeline: str, panel: str, labels: list[tuple[float, int]]) -> None:
-        metrics = evaluate(models, sweep.targets, setup.seed, setup.trials, setup.eval_samples)
-        metrics.insert(0, "iterations", [it for (_, it) in labels for _ in range(n)])
-        metrics.insert(0, "beta", [b for (b, _) in labels for _ in range(n)])
-        metrics.insert(0, "panel", panel)
-        metrics.insert(0, "pipeline", pipeline)
-        metrics.insert(0, "algorithm", sweep.algorithm)
-        frames.append(metrics.drop(columns="row"))
+        frames.append(labelled_evaluation(models, sweep.targets, setup.seed, setup.trials, setup.eval_samples, {
+            "algorithm": sweep.algorithm, "pipeline": pipeline, "panel": panel,
+            "beta": [b for (b, _) in labels for _ in range(n)],
+            "iterations": [it for (_, it) in labels for _ in range(n)]}))
 
     for pipeline, start in (("K-A", p_low), ("A-K", p_high)):
         snaps = align(sweep.algorithm, start, setup, betas, config, sweep.targets, it_points,

@@ -131,12 +131,13 @@ def coverage_scatter(data: pd.DataFrame, metric: str = "reward", floor: float = 
     K-A (red) and A-K of the same seed and β_KD (blue) share an x; the dashed line is the lost-target
     threshold. `data` is `coverage_study.with_coverage(...)`; shares of 0 are drawn at `floor`.
     """
-    data = data[data.pipeline.isin(["K-A", "A-K"])].assign(share=lambda d: d.target_share.clip(lower=floor))
+    data = data[data.pipeline.isin(["K-A", "A-K"])]
+    data = data.assign(target_share_clipped=data.target_share.clip(lower=floor))
     algorithms = list(dict.fromkeys(data.algorithm))
     fig, axes = _panel_grid(len(algorithms))
     for ax, algorithm in zip(axes, algorithms):
         part = data[data.algorithm == algorithm]
-        sns.scatterplot(data=part, x="share", y=metric, hue="pipeline", hue_order=["K-A", "A-K"],
+        sns.scatterplot(data=part, x="target_share_clipped", y=metric, hue="pipeline", hue_order=["K-A", "A-K"],
                         palette=PIPELINE_COLORS, s=8, alpha=0.5, linewidth=0, ax=ax, legend=ax is axes[0])
         ax.set_xscale("log")
         ax.axvline(lost_share, color="k", ls="--", lw=0.8)

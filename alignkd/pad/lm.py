@@ -1,6 +1,7 @@
 """Align → PAD on the language-model testbed (SPEC §5, PAD §4).
 
-Teacher: the aligned high-recall model p'_AK of Pipeline A-K (`alignkd.lm.experiments.align(store, refs, "p'", ...)`).
+Teacher: the aligned high-recall model p'_AK of Pipeline A-K
+(`alignkd.lm.experiments.cached_align(store, refs, "p'", ...)`).
 Student: the compact model, either fresh (initialised exactly as KD initialises its students,
 `make_student(size, ..., seed)`) or p'' (the compact KD model Pipeline K-A starts from). Each step:
 
@@ -29,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cache import ResultStore
-from ..lm.experiments import Aligned, References, align, load_model, save_model
+from ..lm.experiments import Aligned, References, cached_align, load_model, save_model
 from ..lm.generation import sequence_logprobs
-from ..lm.groundtruth import HFLanguageModel, LanguageModel
+from ..lm.models import HFLanguageModel, LanguageModel
 from ..lm.students import STUDENT_SIZES, make_student
 from ..validation import require_int, require_positive
 from .calibration import ORDERS, calibrate, selection_log_probs
@@ -154,17 +155,17 @@ class PADResult:
     logs: pd.DataFrame
 
 
-def align_then_pad(store: ResultStore, refs: References, alignment, seeds: list[int], config: LMPADConfig, *,
+def cached_align_then_pad(store: ResultStore, refs: References, alignment, seeds: list[int], config: LMPADConfig, *,
                    label: str | None = None, progress: bool = True) -> PADResult:
     """Align → PAD for several alignment seeds (cached in `store`).
 
-    The teacher of seed s is the A-K alignment of that seed (`experiments.align(store, refs, "p'", ...)`, the
+    The teacher of seed s is the A-K alignment of that seed (`experiments.cached_align(store, refs, "p'", ...)`, the
     same cached model as Pipeline A-K's); PAD runs with seed s. `label` names the algorithm column
-    (default: the algorithm's name), as `run_pipelines` does.
+    (default: the algorithm's name), as `cached_run_pipelines` does.
     """
     metrics, logs = [], []
     for seed in tqdm(seeds, desc="Align→PAD seeds", disable=not progress):
-        teacher = align(store, refs, "p'", alignment, seed, progress=progress)
+        teacher = cached_align(store, refs, "p'", alignment, seed, progress=progress)
         pad_config = dataclasses.replace(config, seed=seed)
         recipe = PADStudent(teacher.recipe, pad_config, refs.recipes["p''"] if pad_config.student_init == "p_low"
                             else "fresh")
@@ -200,7 +201,7 @@ def comparison_rows(pipelines: pd.DataFrame, pad: list[pd.DataFrame], main_tau: 
     return rows.reset_index(drop=True)
 
 
-COMPARED = ["reward", "target_precision", "recall", "precision"]
+COMPARED = ["reward", "target_precision", "overall_recall", "overall_precision"]
 
 
 def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -220,8 +221,9 @@ def escape_verdicts(rows: pd.DataFrame) -> list[str]:
         lines.append(f"{name}: reward {row.reward:.3f} and target precision {row.target_precision:.3f} against K-A's "
                      f"{ka.reward:.3f} / {ka.target_precision:.3f} and A-K's {ak.reward:.3f} / {ak.target_precision:.3f}, "
                      f"so the reference-free student {'escapes' if escapes else 'does not escape'} the low-recall trap "
-                     f"here; its recall is {row.recall:.3f} against A-K's {ak.recall:.3f} ({row.recall - ak.recall:+.3f}), "
-                     f"K-A's {ka.recall:.3f} and p''’s {low.recall:.3f}.")
+                     f"here; its recall is {row.overall_recall:.3f} against A-K's {ak.overall_recall:.3f} "
+                     f"({row.overall_recall - ak.overall_recall:+.3f}), K-A's {ka.overall_recall:.3f} and p''’s "
+                     f"{low.overall_recall:.3f}.")
     return lines
 
 
@@ -268,7 +270,7 @@ def comparison_figure(rows: pd.DataFrame):
     import seaborn as sns
 
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), constrained_layout=True)
-    sns.scatterplot(data=rows, x="recall", y="target_precision", hue="name", style="name", s=50, ax=axes[0])
+    sns.scatterplot(data=rows, x="overall_recall", y="target_precision", hue="name", style="name", s=50, ax=axes[0])
     axes[0].set(xlabel="recall (nats/token)", ylabel="target precision (nats/token)")
     axes[0].legend(fontsize=6, frameon=False)
     sns.barplot(data=rows[rows.seed >= 0], x="name", y="reward", errorbar="sd", ax=axes[1])

@@ -11,7 +11,7 @@ from ...mog.algorithms import ALGORITHMS, find_algorithm
 from ...mog.alignment import check_betas
 from ...mog.experiments import cached_from_references
 from ...mog.groundtruth import SINGLE_TARGET, check_targets
-from ...mog.metrics import evaluate
+from ...mog.metrics import labelled_evaluation
 from ...mog.mixture import Mixture
 from ...mog.pipelines import Setup, align, distil_rows, high_recall, low_recall
 from ...validation import require_int
@@ -66,10 +66,8 @@ def run_comparison(comparison: Comparison, setup: Setup, p_high: Mixture | None 
     frames = []
 
     def score(models: Mixture, pipeline: str, iterations: int) -> None:
-        metrics = evaluate(models, comparison.targets, setup.seed, setup.trials, setup.eval_samples)
-        metrics.insert(0, "iterations", iterations)
-        metrics.insert(0, "pipeline", pipeline)
-        frames.append(metrics.drop(columns="row"))
+        frames.append(labelled_evaluation(models, comparison.targets, setup.seed, setup.trials, setup.eval_samples,
+                                          {"pipeline": pipeline, "iterations": iterations}))
 
     score(p_high, "p'", 0)
     score(p_low, "p''", 0)
