@@ -109,11 +109,15 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
         start = time.perf_counter()
         limits = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
         with _environment({CACHE_LOG_ENV: str(cache_log), **limits}):
-            papermill.execute_notebook(
-                str(source), str(executed), parameters=values, kernel_name="python3",
-                cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
-                extra_arguments=_KERNEL_QUIET,
-            )
+            try:
+                papermill.execute_notebook(
+                    str(source), str(executed), parameters=values, kernel_name="python3",
+                    cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
+                    extra_arguments=_KERNEL_QUIET,
+                )
+            finally:  # the kernel's warnings never reach the terminal: say here what was rebuilt, and why
+                for line in provenance.rebuilt(cache_log):
+                    print(f"{chapter.name}: {line}", flush=True)
         seconds = time.perf_counter() - start
         result = nbformat.read(executed, as_version=4)
         present(result, values)

@@ -7,15 +7,21 @@ changes the hash, so only the results it affects are recomputed.
 The crash contract (a process may be killed, even by SIGKILL, between any two instructions):
 
 - A table (`ResultStore.frame`) is written to a temporary file and renamed into place, so its
-  path holds a whole parquet file or nothing. A file that cannot be read (a power cut before the
-  data reached the disk) is recomputed, never trusted. Temporary files left by a killed process
-  carry its pid and are deleted by the next write into that folder.
+  path holds a whole parquet file or nothing. Temporary files left by a killed process carry its pid
+  and are deleted by the next write into that folder.
 - An artifact folder (`ResultStore.directory`) is built in `<hash>.partial`, marked complete and
   renamed to `<hash>` in one step; only a folder with its completion mark is ever returned. A
   non-resumable builder always starts in an empty partial folder (whatever a killed run left is
   discarded); a resumable one (`resumable=True`) gets the partial folder as the killed run left it
   and must keep its own progress there with atomic writes (e.g. `lm.kd.generate_dataset`'s shards).
   Builds of one folder are serialised by a lock that the kernel releases when its holder dies.
+
+What is read back is verified, never trusted: a table's sidecar (`<hash>.json`) holds the SHA-256 of its
+parquet bytes, written before the table itself, and a finished folder's manifest (`alignkd_manifest.json`)
+holds the SHA-256 of every file in it, written before its completion mark. A table or folder that does not
+match (a flipped bit, a file deleted or replaced, an unreadable file, no checksum) is rebuilt, that result
+alone, and the rebuild is reported: as a warning in the process, and in the cache log, from which the book
+and `alignkd run` print it in the terminal.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -42,13 +49,32 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_LOG_ENV = "ALIGNKD_CACHE_LOG"  # the book points it at a file to tell, per chapter, what was reused
 
 
-def _log_use(target: Path, reused: bool) -> None:
+def _log_use(target: Path, reused: bool, rebuilt: str | None = None) -> None:
     if os.environ.get(CACHE_LOG_ENV):
+        entry = {"result": target.parent.name, "file": target.name, "reused": reused}
+        if rebuilt:
+            entry["rebuilt"] = rebuilt
         with open(os.environ[CACHE_LOG_ENV], "a") as log:
-            log.write(json.dumps({"result": target.parent.name, "file": target.name, "reused": reused}) + "\n")
+            log.write(json.dumps(entry) + "\n")
+
+
+def _rebuilding(target: Path, reason: str) -> None:
+    """Say that a stored result is rebuilt, and why: in this process and in the cache log (the terminal)."""
+    warnings.warn(f"{target} {reason}; rebuilding it", stacklevel=3)
+    _log_use(target, False, rebuilt=reason)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 COMPLETE = ".complete"
 """The mark of a finished artifact folder, written last inside the partial folder."""
+MANIFEST = "alignkd_manifest.json"
+"""A finished folder's file list with the SHA-256 of each file, written just before `COMPLETE`."""
 KILL_AT_ENV = "ALIGNKD_KILL_AT"
 """Test hook: `ALIGNKD_KILL_AT=N` makes a process SIGKILL itself at the N-th crash point it reaches,
 `ALIGNKD_KILL_AT=label#n` at the n-th one with that label (`#n` defaults to the first)."""
@@ -113,6 +139,9 @@ class ResultStore:
     """Parquet tables and artifact folders under `results/<profile>/<name>/<hash>`."""
 
     def __init__(self, profile: str, root: Path | None = None):
+        if root is None and not (isinstance(profile, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", profile)):
+            # results/<profile>/ must stay inside results/: a profile is a name, never a path
+            raise ValueError(f"profile = {profile!r}: a profile is the name of a file in params/, not a path")
         self.profile = profile
         self.root = Path(root) if root is not None else results_root() / profile
 
@@ -124,22 +153,27 @@ class ResultStore:
         return self.path(name, config).exists() or _is_complete(self.path(name, config, suffix=""))
 
     def frame(self, name: str, config: Any, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-        """Read the table for `config`, or compute it, save it atomically and return it."""
+        """Read the table for `config` if its bytes match their checksum, or compute it, save it atomically (its
+        checksum first) and return it."""
         target = self.path(name, config)
         if target.exists():
-            try:
-                frame = pd.read_parquet(target)
+            frame, problem = _read_verified(target)
+            if problem is None:
                 _log_use(target, True)
                 return frame
-            except (OSError, ValueError) as error:  # pyarrow's errors on a truncated file are both kinds
-                warnings.warn(f"{target} is unreadable ({error}); recomputing it", stacklevel=2)
-        _log_use(target, False)
+            _rebuilding(target, problem)
+        else:
+            _log_use(target, False)
         frame = compute()
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{name}: compute() must return a pandas DataFrame, got {type(frame).__name__}")
         crash_point("frame:computed")
-        write_atomic(target.with_suffix(".json"), lambda path: _write_config(path, config))
-        write_atomic(target, lambda path: frame.to_parquet(path, index=False))
+        data = io.BytesIO()
+        frame.to_parquet(data, index=False)
+        data = data.getvalue()
+        sidecar = {"config": _canonical(config), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        write_atomic(target.with_suffix(".json"), lambda path: path.write_text(json.dumps(sidecar, indent=2)))
+        write_atomic(target, lambda path: path.write_bytes(data))
         crash_point("frame:saved")
         return frame
 
@@ -150,13 +184,22 @@ class ResultStore:
         `resumable=True`: `build` gets the folder as an interrupted run left it and resumes from it.
         """
         target = self.path(name, config, suffix="")
-        _log_use(target, _is_complete(target))
         if _is_complete(target):
-            return target
+            problem = _folder_problem(target)
+            if problem is None:
+                _log_use(target, True)
+                return target
         target.parent.mkdir(parents=True, exist_ok=True)
         with _locked(target.with_name(target.name + ".lock")):
-            if _is_complete(target):  # another process built it while this one waited
-                return target
+            if _is_complete(target):  # another process built it while this one waited, or it failed its check
+                problem = _folder_problem(target)
+                if problem is None:
+                    _log_use(target, True)
+                    return target
+                _rebuilding(target, problem)
+                _discard(target)
+            else:
+                _log_use(target, False)
             for trash in target.parent.glob(f"{target.name}.trash-*"):  # left by a killed process
                 shutil.rmtree(trash, ignore_errors=True)
             staging = target.with_name(target.name + ".partial")
@@ -167,6 +210,7 @@ class ResultStore:
                 build(staging)
                 crash_point("directory:built")
                 _write_config(staging / "alignkd_config.json", config)  # not config.json: save_pretrained owns it
+                _write_manifest(staging)
                 crash_point("directory:described")
                 (staging / COMPLETE).touch()
                 crash_point("directory:marked")
@@ -179,6 +223,54 @@ class ResultStore:
 
 def _is_complete(folder: Path) -> bool:
     return (folder / COMPLETE).exists()
+
+
+def _read_verified(target: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The table at `target` and None, or None and why it cannot be trusted."""
+    try:
+        sidecar = json.loads(target.with_suffix(".json").read_text())
+        expected = sidecar["sha256"] if isinstance(sidecar, dict) else None
+    except (OSError, ValueError, KeyError):
+        expected = None
+    if expected is None:
+        return None, "has no checksum in its sidecar (written by an older alignkd, or the sidecar was lost)"
+    data = target.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected:
+        return None, "does not match the checksum in its sidecar (changed on disk since it was written)"
+    try:
+        return pd.read_parquet(io.BytesIO(data)), None
+    except (OSError, ValueError) as error:  # pyarrow's errors on a malformed file are both kinds
+        return None, f"is unreadable ({error})"
+
+
+def _write_manifest(folder: Path) -> None:
+    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name not in (COMPLETE, MANIFEST)}
+    write_atomic(folder / MANIFEST, lambda path: path.write_text(json.dumps({"sha256": files}, indent=1)))
+
+
+# Folders verified by this process, keyed by path, with the completion mark's mtime: a model folder is read
+# many times per chapter, and hashing it once per process is enough.
+_verified_folders: dict[Path, int] = {}
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """None if every file of a finished folder matches its manifest (and no file is missing), else why not."""
+    mark = (folder / COMPLETE).stat().st_mtime_ns
+    if _verified_folders.get(folder) == mark:
+        return None
+    try:
+        expected = json.loads((folder / MANIFEST).read_text())["sha256"]
+    except (OSError, ValueError, KeyError):
+        return "has no manifest of checksums (written by an older alignkd, or the manifest was lost)"
+    for relative, digest in expected.items():
+        path = folder / relative
+        if not path.is_file():
+            return f"lost its file {relative}"
+        if sha256_file(path) != digest:
+            return f"has a file that changed on disk since it was written ({relative})"
+    _verified_folders[folder] = mark
+    return None
 
 
 @contextlib.contextmanager

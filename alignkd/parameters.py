@@ -32,6 +32,7 @@ import ast
 import fnmatch
 import importlib
 import importlib.util
+import math
 import operator
 import os
 import re
@@ -52,7 +53,7 @@ PROFILES = tuple(sorted((p.stem for p in PARAMS_DIR.glob("*.yaml")),
 """The profiles in `params/`: the three of the README first, then any other file, by name."""
 
 _COMPARISONS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
-_CONDITION = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[\d.eE+-]+)\s*$")
+_CONDITION = re.compile(r"^\s*(>=|<=|>|<)\s*(-?[\d.eE+-]+|[A-Za-z_]\w*)\s*$")
 
 
 class ParameterError(ValueError):
@@ -81,7 +82,8 @@ class Need:
 class Parameter:
     name: str
     default: Any
-    conditions: tuple[tuple[str, float], ...] = ()
+    conditions: tuple[tuple[str, float | str], ...] = ()
+    """(comparison, bound): a number, or the name of another parameter of the chapter (checked by `Chapter.check`)."""
     choices: tuple[str, ...] = ()
     description: str = ""
     needs: tuple[Need, ...] = ()
@@ -96,7 +98,9 @@ class Parameter:
 
     def allowed(self) -> str:
         parts = [self.kind + (" (may be empty)" if self.allow_empty else "")]
-        parts += [f"{op} {bound:g}" for op, bound in self.conditions]
+        parts += [f"{op} {bound:g}" if isinstance(bound, float) else f"{op} {bound}" for op, bound in self.conditions]
+        if isinstance(self.default, list):
+            parts.append("distinct")
         if self.choices:
             parts.append("one of " + ", ".join(self.choices))
         parts += [f"needs {n.need}{' ' + n.what if n.what else ''} if {' or '.join(n.patterns)}" for n in self.needs]
@@ -110,14 +114,18 @@ class Parameter:
             if not value and not self.allow_empty:
                 raise self._error(value, "expected a non-empty list")
             template = self.default[0] if self.default else None
-            return [self._check_scalar(v, template) for v in value]
+            checked = [self._check_scalar(v, template) for v in value]
+            repeated = [v for i, v in enumerate(checked) if v in checked[:i]]
+            if repeated:  # a list parameter is a set of settings: a repeat would run and tabulate one twice
+                raise self._error(value, f"lists {repeated[0]!r} twice")
+            return checked
         return self._check_scalar(value, self.default)
 
     def _check_scalar(self, value: Any, template: Any) -> Any:
         if template is not None:
             value = self._coerce(value, type(template))
         for op, bound in self.conditions:
-            if not _COMPARISONS[op](value, bound):
+            if isinstance(bound, float) and not _COMPARISONS[op](value, bound):
                 raise self._error(value, f"must be {op} {bound:g}")
         if self.choices and value not in self.choices:
             raise self._error(value, "must be one of " + ", ".join(self.choices))
@@ -132,6 +140,8 @@ class Parameter:
                 return value
         elif kind is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    raise self._error(value, "expected a finite number")
                 return float(value)
         elif kind is str:
             if isinstance(value, str):
@@ -153,13 +163,24 @@ class Chapter:
     after: tuple[str, ...] = ()  # chapters whose cached results this one reads: the book runs them first
 
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
-        """Validate a full or partial set of values; unknown names fail with the known ones listed."""
+        """Validate a full or partial set of values; unknown names fail with the known ones listed. A bound that
+        names another parameter (`figure_trial = 0  # >= 0, < n_trials`) is checked against that parameter's value
+        here, or its default."""
         checked = {}
         for name, value in values.items():
             if name not in self.parameters:
                 known = ", ".join(self.parameters) or "none"
                 raise ParameterError(f"chapter '{self.name}' has no parameter '{name}' (its parameters: {known})")
             checked[name] = self.parameters[name].check(value)
+        full = {name: p.default for name, p in self.parameters.items()} | checked
+        for name, parameter in self.parameters.items():
+            for op, bound in parameter.conditions:
+                if isinstance(bound, str):
+                    values_here = full[name] if isinstance(full[name], list) else [full[name]]
+                    for value in values_here:
+                        if not _COMPARISONS[op](value, full[bound]):
+                            raise ParameterError(f"parameter '{name}' = {full[name]!r}: must be {op} {bound} "
+                                                 f"(= {full[bound]!r}) (allowed: {parameter.allowed()})")
         return checked
 
 
@@ -211,7 +232,8 @@ def _parse_spec(comment: str) -> tuple[tuple[tuple[str, float], ...], tuple[str,
         match = _CONDITION.match(part)
         if not match:
             return (), (), text  # not a spec: the whole comment is a description
-        conditions.append((match.group(1), float(match.group(2))))
+        bound = match.group(2)
+        conditions.append((match.group(1), bound if bound[0].isalpha() or bound[0] == "_" else float(bound)))
     return tuple(conditions), (), description.strip()
 
 
@@ -238,6 +260,10 @@ def parse_parameters(source: str, where: str = "<cell>") -> dict[str, Parameter]
         parameter = Parameter(name, default, conditions, choices, description, needs, allow_empty)
         parameter.check(default)  # a default that breaks its own spec is a bug in the notebook
         parameters[name] = parameter
+    for name, parameter in parameters.items():
+        for _, bound in parameter.conditions:
+            if isinstance(bound, str) and bound not in parameters:
+                raise ValueError(f"{where}: parameter '{name}' is bounded by '{bound}', which is no parameter here")
     return parameters
 
 
@@ -330,15 +356,41 @@ def find_chapter(name: str, directory: Path = NOTEBOOKS_DIR) -> Chapter:
     raise ParameterError(f"no chapter '{name}' (chapters: {', '.join(available)})")
 
 
-def profile_values(profile: str, directory: Path = PARAMS_DIR) -> dict[str, dict[str, Any]]:
-    """The `params/<profile>.yaml` file: chapter stem -> parameter values."""
-    path = directory / f"{profile}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def check_profile_name(profile: Any, directory: Path = PARAMS_DIR) -> str:
+    """A profile is the name of a file in `params/`, never a path (results live in `results/<profile>/`)."""
+    known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+    if not isinstance(profile, str) or not PROFILE_NAME.match(profile):
+        raise ParameterError(f"parameter 'profile' = {profile!r}: a profile is the name of a file in params/, "
+                             f"not a path (profiles: {known})")
+    if not (directory / f"{profile}.yaml").exists():
         raise ParameterError(f"unknown profile '{profile}' (profiles: {known})")
-    values = yaml.safe_load(path.read_text()) or {}
+    return profile
+
+
+def profile_values(profile: str, directory: Path = PARAMS_DIR) -> dict[str, dict[str, Any]]:
+    """The `params/<profile>.yaml` file: chapter stem -> parameter values. A malformed file is refused with its
+    path and line."""
+    check_profile_name(profile, directory)
+    path = directory / f"{profile}.yaml"
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ParameterError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
     if not isinstance(values, dict):
-        raise ParameterError(f"{path}: expected a mapping of chapter name to parameters")
+        raise ParameterError(f"{path}: expected a mapping of chapter name to parameters, got a "
+                             f"{type(values).__name__}")
+    for chapter, entry in values.items():
+        if not isinstance(chapter, str):
+            raise ParameterError(f"{path}: chapter key {chapter!r} is not a chapter name (a string such as "
+                                 f"'02_mog_setup')")
+        if entry is not None and not (isinstance(entry, dict) and all(isinstance(k, str) for k in entry)):
+            raise ParameterError(f"{path}: '{chapter}' must map parameter names to values (`name: value` lines), "
+                                 f"got {entry!r:.80}")
     return values
 
 

@@ -87,6 +87,15 @@ def cache_use(log: Path) -> dict[str, Counter]:
     return use
 
 
+def rebuilt(log: Path) -> list[str]:
+    """From a cache log: one line per stored result that was found untrustworthy and rebuilt, and why."""
+    if not Path(log).exists():
+        return []
+    entries = [json.loads(line) for line in Path(log).read_text().splitlines()]
+    lines = [f"rebuilt {e['result']}/{e['file']}: it {e['rebuilt']}" for e in entries if e.get("rebuilt")]
+    return list(dict.fromkeys(lines))
+
+
 def cache_text(use: dict[str, Counter]) -> str:
     def listing(counter: Counter) -> str:
         return ", ".join(f"`{name}` ×{n}" if n > 1 else f"`{name}`" for name, n in sorted(counter.items()))

@@ -48,10 +48,31 @@ def test_dataset_generation_resumes_from_shards(tmp_path):
 
     with pytest.raises(Interrupted):
         generate_dataset(FailingTeacher(), config, tmp_path / "b", progress=False)
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["shard_00000.pt"]  # no partial shard
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["shard_00000.pt", "shard_00000.sha256"]  # no partial shard
     resumed = load_dataset(generate_dataset(gt, config, tmp_path / "b", progress=False), gt.pad_id)
     assert len(whole) == len(resumed) == 250
     assert torch.equal(whole.tokens, resumed.tokens) and torch.equal(whole.mask, resumed.mask)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "flipped bit", "no checksum"])
+def test_a_bad_shard_is_dropped_and_sampled_again(tmp_path, damage):
+    """A resumable KD folder with a garbage, altered or unchecked shard resumes to the same dataset (the shard's
+    seed depends only on its index); on main before checksums a garbage shard crashed every re-run."""
+    gt = markov_mixture(vocab_size=12, n_topics=3)
+    config = KDDataConfig(n_samples=250, max_new_tokens=8, tau=0.9, shard_size=100, seed=3)
+    whole = load_dataset(generate_dataset(gt, config, tmp_path / "a", progress=False), gt.pad_id)
+    shard = tmp_path / "a" / "shard_00001.pt"
+    if damage == "garbage":
+        shard.write_bytes(b"not a tensor file")
+    elif damage == "flipped bit":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        shard.write_bytes(bytes(data))
+    else:
+        shard.with_suffix(".sha256").unlink()
+    with pytest.warns(UserWarning, match="shard_00001.pt"):
+        again = load_dataset(generate_dataset(gt, config, tmp_path / "a", progress=False), gt.pad_id)
+    assert torch.equal(whole.tokens, again.tokens) and torch.equal(whole.mask, again.mask)
 
 
 def test_topic_sharpening_prunes_the_rare_topic(tmp_path):

@@ -164,3 +164,66 @@ def test_no_chapter_types_a_list_of_algorithm_names_by_hand():
             if "one of:" in spec:
                 typed = {c.strip() for c in spec.partition("one of:")[2].split(",")}
                 assert not typed & names, f"{path.name}: {line.strip()}"
+
+
+# ---- what failed late before the grammar knew it (issue: every way in validates before compute)
+
+def _chapter(cell):
+    return ch.Chapter("99_probe", Path("probe.md"), "probe", ch.parse_parameters(cell))
+
+
+def test_floats_are_finite():
+    chapter = _chapter("beta = 1.0  # > 0; KL coefficient\nbetas = [0.5]  # each > 0\n")
+    for bad in (float("inf"), float("nan"), -float("inf")):
+        with pytest.raises(ch.ParameterError, match="parameter 'beta'.*finite"):
+            chapter.check({"beta": bad})
+    with pytest.raises(ch.ParameterError, match="parameter 'betas'.*finite"):
+        chapter.check({"betas": [0.5, float("inf")]})
+
+
+def test_list_entries_are_distinct():
+    """`betas=[0.5, 0.5]` failed in pandas after 66 s of compute; `seeds=[0, 0]` computed for minutes."""
+    chapter = _chapter("betas = [0.5, 1.0]  # each > 0\nseeds = [0, 1]  # seeds\n")
+    with pytest.raises(ch.ParameterError, match=r"parameter 'betas' = \[0.5, 0.5\]: lists 0.5 twice"):
+        chapter.check({"betas": [0.5, 0.5]})
+    with pytest.raises(ch.ParameterError, match="parameter 'seeds'.*lists 0 twice"):
+        chapter.check({"seeds": [0, 1, 0]})
+    assert chapter.check({"betas": [0.5, 2.0]}) == {"betas": [0.5, 2.0]}
+    assert "distinct" in chapter.parameters["betas"].allowed()
+
+
+def test_a_bound_may_name_another_parameter():
+    """`figure_trial < n_trials` was checked only by the notebook, after the CLI accepted it."""
+    chapter = _chapter("n_trials = 20  # >= 1; trials\nfigure_trial = 0  # >= 0, < n_trials; drawn trial\n")
+    assert chapter.check({"figure_trial": 19}) == {"figure_trial": 19}
+    with pytest.raises(ch.ParameterError, match=r"parameter 'figure_trial' = 20: must be < n_trials \(= 20\)"):
+        chapter.check({"figure_trial": 20})
+    with pytest.raises(ch.ParameterError, match=r"'figure_trial' = 5: must be < n_trials \(= 3\)"):
+        chapter.check({"n_trials": 3, "figure_trial": 5})
+    with pytest.raises(ValueError, match="bounded by 'n_trial', which is no parameter"):
+        ch.parse_parameters("figure_trial = 0  # >= 0, < n_trial\n")
+    assert ch.find_chapter("02").parameters["figure_trial"].conditions == ((">=", 0.0), ("<", "n_trials"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("02_mog_setup:\n  n_trials: 3\n bad indent: [\n", r"bad\.yaml:3: not valid YAML"),
+    ("- 02_mog_setup\n", "expected a mapping of chapter name to parameters, got a list"),
+    ("02_mog_setup: [n_trials, 3]\n", "'02_mog_setup' must map parameter names to values"),
+    ("02_mog_setup: n_trials\n", "'02_mog_setup' must map parameter names to values"),
+    ("2: {n_trials: 3}\n", "chapter key 2 is not a chapter name"),
+    ("02_mog_setup: {1: 3}\n", "'02_mog_setup' must map parameter names to values"),
+])
+def test_a_malformed_profile_names_its_file_and_line(tmp_path, text, message):
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ch.ParameterError, match=message):
+        ch.profile_values("bad", tmp_path)
+
+
+@pytest.mark.parametrize("profile", ["../../escaped", "quick/../default", "/tmp/x", "", 3])
+def test_a_profile_is_a_name_in_params_never_a_path(profile):
+    with pytest.raises(ch.ParameterError, match="not a path|unknown profile"):
+        ch.check_profile_name(profile)
+    with pytest.raises(ValueError, match="not a path"):
+        from alignkd.cache import ResultStore
+
+        ResultStore(profile)

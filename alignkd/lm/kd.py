@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -41,7 +42,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import crash_point
+from ..cache import crash_point, sha256_file, write_atomic
 from ..validation import require_int, require_positive
 from .device import autocast
 from .generation import Samples
@@ -112,8 +113,9 @@ def generate_dataset(teacher: LanguageModel, config: KDDataConfig, out_dir: Path
                disable=not progress, leave=False)
     while kept < config.n_samples:
         path = out_dir / SHARD_PATTERN.format(index)
-        if path.exists():
-            kept += len(Samples.load(path))
+        shard = _verified_shard(path) if path.exists() else None
+        if shard is not None:
+            kept += len(shard)
         else:
             seed = config.seed * 1_000_003 + index
             wanted = min(config.shard_size, config.n_samples - kept)
@@ -127,6 +129,7 @@ def generate_dataset(teacher: LanguageModel, config: KDDataConfig, out_dir: Path
             raw = raw[:wanted].trim()
             tmp = path.with_suffix(".tmp")
             raw.save(tmp)
+            write_atomic(_checksum_path(path), lambda sidecar: sidecar.write_text(sha256_file(tmp)))
             os.replace(tmp, path)
             crash_point("kd:shard")
             kept += len(raw)
@@ -134,6 +137,26 @@ def generate_dataset(teacher: LanguageModel, config: KDDataConfig, out_dir: Path
         index += 1
     bar.close()
     return out_dir
+
+
+def _checksum_path(shard: Path) -> Path:
+    return shard.with_suffix(".sha256")
+
+
+def _verified_shard(path: Path) -> Samples | None:
+    """A shard a killed or earlier run left, if it matches the checksum written before it; else None, and the
+    shard is dropped (it is sampled again from its own seed, so the dataset is the same)."""
+    try:
+        if _checksum_path(path).read_text().strip() == sha256_file(path):
+            return Samples.load(path)
+        problem = "does not match its checksum"
+    except FileNotFoundError:
+        problem = "has no checksum"
+    except (OSError, RuntimeError, ValueError, EOFError) as error:  # torch.load's errors on a malformed file
+        problem = f"is unreadable ({type(error).__name__})"
+    warnings.warn(f"KD shard {path} {problem}; sampling it again", stacklevel=3)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def load_dataset(directory: Path, pad_id: int, limit: int | None = None) -> Samples:
