@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     import nbformat
 
 from . import claims, provenance
-from .cache import CACHE_LOG_ENV, REPO_ROOT
-from .parameters import Chapter, ParameterError, chapters, preflight
+from .cache import CACHE_LOG_ENV, REPO_ROOT, results_root
+from .parameters import Chapter, ParameterError, chapters, check_writable, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
@@ -290,6 +290,7 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     is raised.
     """
     values = preflight(profile, overrides)  # every value and what it asks of this machine, before anything runs
+    check_writable(results_root() / profile, claims.claims_dir(profile), chapters_dir(book_root))
     library = _library_digest()
     out_dir = chapters_dir(book_root)
     selected = {name: chapter for name, chapter in chapters().items() if not only or name in only}
@@ -590,6 +591,7 @@ def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], ou
     chapter = find_chapter(name_or_number)
     values = preflight(profile, {chapter.name: overrides}, only=[chapter.name])[chapter.name]
     output = Path(output) if output else REPO_ROOT / "_build" / "runs" / f"{chapter.name}.{profile}.ipynb"
+    check_writable(results_root() / profile, output.resolve().parent)
     # a one-off run with overrides records its claims beside its notebook, not over the profile's
     with _environment({claims.CLAIMS_DIR_ENV: str(output.resolve().parent / f"{output.stem}.claims")}):
         return execute_chapter(chapter, values, output)

@@ -31,7 +31,11 @@ def _parse_overrides(pairs: list[str]) -> dict:
         name, sep, text = pair.partition("=")
         if not sep or not name.strip():
             raise ParameterError(f"override '{pair}' must look like name=value")
-        overrides[name.strip()] = yaml.safe_load(text)
+        try:
+            overrides[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ParameterError(f"parameter '{name.strip()}' = {text!r}: not a YAML value "
+                                 f"({getattr(error, 'problem', None) or error})") from None
     return overrides
 
 

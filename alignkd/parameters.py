@@ -405,6 +405,23 @@ def resolve(chapter: Chapter, profile: str, overrides: dict[str, Any] | None = N
 
 # --------------------------------------------------------------------------- what a run asks of the machine
 
+def check_writable(*folders: Path) -> None:
+    """Refuse, before any compute, a run whose results, claims or output folder cannot be written: a real write
+    (a temporary file created and removed), since permission bits lie to root and to read-only mounts."""
+    import tempfile
+
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".alignkd-write-check-"):
+                pass
+        except OSError as error:
+            raise ParameterError(f"{folder} is not writable ({error.strerror or error}): results, claims and "
+                                 f"executed notebooks are written there; choose another folder "
+                                 f"(ALIGNKD_RESULTS, -o) or fix its permissions") from None
+
+
+
 HUB_HOST = "huggingface.co"
 
 

@@ -227,3 +227,20 @@ def test_a_profile_is_a_name_in_params_never_a_path(profile):
         from alignkd.cache import ResultStore
 
         ResultStore(profile)
+
+
+def test_an_unwritable_results_folder_is_refused_before_compute(tmp_path, monkeypatch, capsys):
+    """A read-only output folder failed at the first claims write, after the chapter ran."""
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("ALIGNKD_RESULTS", str(blocker / "results"))
+    assert main(["run", "01", "--profile", "quick", "-o", str(tmp_path / "out" / "01.ipynb")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not writable" in err and "a file/results/quick" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_override_that_is_not_yaml_is_one_line(capsys):
+    assert main(["run", "02", "--profile", "quick", "-p", "betas=[0.5,"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alignkd: error: parameter 'betas' = '[0.5,': not a YAML value") and "\n" not in err
