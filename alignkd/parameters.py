@@ -488,6 +488,38 @@ def machine_problems(chapter: Chapter, values: dict[str, Any], missing=None) -> 
     return problems
 
 
+# What an IPython kernel defines before a chapter's first cell: anything else in `globals()` then is a parameter.
+_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+def validate_chapter(chapter_name: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """A chapter's own first check, whichever way it was started (plain papermill, `alignkd run`, the book): the
+    parameters in the notebook's `namespace` (its `globals()` right after the parameters cell) against the
+    chapter's spec, the profile, this machine and the results folder: the same checks as `preflight` and the CLI.
+    A name papermill injected that the chapter does not have is refused (papermill only warns). Returns the
+    checked values; raises `ParameterError` naming the parameter and what it allows, before any compute."""
+    chapter = find_chapter(chapter_name)
+    given = {name for name, value in namespace.items() if not name.startswith("_") and name not in _KERNEL_NAMES
+             and isinstance(value, (int, float, str, list, tuple, dict, type(None)))}  # papermill injects literals
+    unknown = sorted(given - set(chapter.parameters))
+    if unknown:
+        raise ParameterError(f"chapter '{chapter.name}' has no parameter{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(repr(u) for u in unknown)} (its parameters: {', '.join(chapter.parameters)})")
+    values = {name: namespace[name] for name in chapter.parameters if name in namespace}
+    if "profile" in values:
+        check_profile_name(values["profile"])
+    checked = chapter.check(values)
+    problems = machine_problems(chapter, checked)
+    if problems:
+        raise PreflightError(f"chapter '{chapter.name}' cannot run on this machine; nothing was run:\n  "
+                             + "\n  ".join(problems))
+    if "profile" in checked:
+        from .cache import results_root
+
+        check_writable(results_root() / checked["profile"])
+    return checked
+
+
 def preflight(profile: str, overrides: dict[str, dict[str, Any]] | None = None, only: list[str] | None = None,
               *, missing=None) -> dict[str, dict[str, Any]]:
     """Check a profile with per-chapter `overrides` against every chapter (or `only` these) and this machine.

@@ -244,3 +244,50 @@ def test_an_override_that_is_not_yaml_is_one_line(capsys):
     assert main(["run", "02", "--profile", "quick", "-p", "betas=[0.5,"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("alignkd: error: parameter 'betas' = '[0.5,': not a YAML value") and "\n" not in err
+
+
+def _namespace(chapter, **overrides):
+    found = ch.find_chapter(chapter)
+    return {"In": [], "Out": {}, "get_ipython": None, "_": None,
+            **{name: p.default for name, p in found.parameters.items()}, "profile": "quick", **overrides}
+
+
+@pytest.mark.parametrize("chapter, overrides, message", [
+    ("02", {"n_trail": 3}, "chapter '02_mog_setup' has no parameter 'n_trail'"),
+    ("01", {"loser_masses": [1.5]}, "parameter 'loser_masses'"),
+    ("02", {"top_reward_threshold": 1.5}, "parameter 'top_reward_threshold' = 1.5: must be < 1"),
+    ("02", {"seed": -1}, "parameter 'seed' = -1: must be >= 0"),
+    ("02", {"figure_trial": 25}, "'figure_trial' = 25: must be < n_trials"),
+    ("02", {"profile": "../../escaped"}, "not a path"),
+    ("02", {"n_trials": "3"}, "parameter 'n_trials' = '3': expected int"),
+])
+def test_a_chapter_refuses_in_its_own_first_cell(chapter, overrides, message, tmp_path, monkeypatch):
+    """What plain papermill ran (at the default profile's scale, or recording claims from out-of-spec values)."""
+    monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path))
+    with pytest.raises(ch.ParameterError, match=message):
+        ch.validate_chapter(ch.find_chapter(chapter).name, _namespace(chapter, **overrides))
+
+
+def test_a_chapter_accepts_its_own_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path))
+    checked = ch.validate_chapter("02_mog_setup", _namespace("02", n_trials=5))
+    assert checked["n_trials"] == 5 and checked["profile"] == "quick"
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"n_trail": 3}, "has no parameter 'n_trail'"),
+    ({"top_reward_threshold": 1.5}, "'top_reward_threshold' = 1.5: must be < 1"),
+])
+def test_plain_papermill_is_refused_before_compute(tmp_path, monkeypatch, parameters, message):
+    """The README's second way in: before, `-p n_trail 3` only warned and ran chapter 02 at the default scale."""
+    import jupytext
+    import papermill
+
+    monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path / "results"))
+    source = tmp_path / "02.ipynb"
+    jupytext.write(jupytext.read(ch.find_chapter("02").path), source)
+    with pytest.raises(papermill.PapermillExecutionError, match=message):
+        papermill.execute_notebook(str(source), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                                   parameters={"profile": "quick", **parameters}, progress_bar=False)
+    written = [p for p in (tmp_path / "results").rglob("*") if p.is_file()] if (tmp_path / "results").exists() else []
+    assert written == []
