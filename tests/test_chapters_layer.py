@@ -66,7 +66,7 @@ def test_chapter_functions_name_the_notebook_parameters(module_name):
 
 
 @pytest.mark.parametrize("chapter_name", ["02_mog_setup", "03_mog_alignment", "04_mog_multi_target", "05_mog_coverage",
-                                          "06_llm"])
+                                          "06_llm", "07_pad"])
 def test_every_parameter_goes_somewhere_visible(chapter_name):
     """A parameter is read by a chapter function the notebook calls with explicit keywords, or by the notebook."""
     chapter = chapters()[chapter_name]

@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import pandas as pd
 import pytest
 import torch
 
@@ -10,8 +9,7 @@ from alignkd.lm.generation import sequence_logprobs
 from alignkd.lm.groundtruth import BOS, PAD, UNK, markov_mixture
 from alignkd.lm.students import tiny_llama
 from alignkd.pad.losses import pad_loss
-from alignkd.pad.lm import (LMPADConfig, comparison_rows, comparison_table, escape_claim_rows, escape_verdicts, teacher_rewards,
-                            train_pad)
+from alignkd.pad.lm import LMPADConfig, teacher_rewards, train_pad
 
 torch.set_num_threads(1)
 VOCAB = 12
@@ -90,63 +88,3 @@ def test_same_seed_same_numbers():
 def test_bad_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         LMPADConfig(**{field: value})
-
-
-def test_comparison_rows_table_and_verdicts_from_a_hand_made_run():
-    nan = float("nan")
-
-    def row(pipeline, model, seed, reward, target, recall, final_tau=nan):
-        return {"algorithm": "ppo", "seed": seed, "pipeline": pipeline, "model": model, "final_tau": final_tau,
-                "reward": reward, "target_precision": target, "overall_recall": recall, "overall_precision": -2.0}
-
-    pipelines = pd.DataFrame([
-        row("reference", "p''", -1, 0.5, -6.0, -4.0), row("reference", "p_target", -1, 9.0, -1.0, -9.0),
-        row("K-A", "p''_KA", 0, 1.0, -5.0, -4.5), row("K-A", "p''_KA", 1, 2.0, -4.0, -4.5),
-        row("A-K", "p'_AK", 0, 4.0, -2.0, -3.0),
-        row("A-K", "p''_AK", 0, 3.0, -3.0, -3.5, 0.95), row("A-K", "p''_AK", 0, 99.0, 99.0, 99.0, 0.925),
-    ])
-    pad = pd.DataFrame([row("A→PAD (ppd, p_low)", "p''_PAD", 0, 2.0, -4.0, -3.9),
-                        row("A→PAD (ppd, p_low)", "p''_PAD", 1, 2.0, -4.0, -4.1)])
-    rows = comparison_rows(pipelines, [pad], main_tau=0.95)
-    assert list(rows["name"]) == ["p''", "K-A", "K-A", "p'_AK (teacher)", "A-K", "A→PAD (ppd, p_low)",
-                                  "A→PAD (ppd, p_low)"]  # p_target and the other final τ are gone
-    table = comparison_table(rows)
-    assert table.loc["K-A", ("reward", "mean")] == 1.5 and table.loc["K-A", ("reward", "std")] == pytest.approx(0.5 ** 0.5)
-    [verdict] = escape_verdicts(rows)
-    # PAD: reward 2.0 > K-A's 1.5 and target precision −4.0 > −4.5, recall −4.0 against A-K's −3.5
-    assert "escapes the low-recall trap" in verdict and "(-0.500)" in verdict
-    worse = pad.assign(reward=1.0)
-    assert "does not escape" in escape_verdicts(comparison_rows(pipelines, [worse], main_tau=0.95))[0]
-
-
-def test_escape_claims_pair_pad_with_k_a_by_seed():
-    def row(name, seed, reward):
-        return {"name": name, "seed": seed, "reward": reward}
-
-    rows = pd.DataFrame([row("p''", -1, 0.1), row("K-A", 0, 1.0), row("K-A", 1, 2.0), row("K-A", 2, 3.0),
-                         row("A→PAD (ppd, p_low)", 0, 2.0), row("A→PAD (ppd, p_low)", 1, 3.5),
-                         row("A→PAD (ppd, p_low)", 2, 4.0),  # gaps 1.0, 1.5, 1.0: all above 0
-                         row("A→PAD (vpd, fresh)", 0, 1.0)])  # one seed: no interval
-    claims = escape_claim_rows(rows).set_index("claim_id")
-    first = claims.loc["lm-escape-0"]
-    assert first.ours == pytest.approx(3.5 / 3) and 1.0 <= first.low <= first.ours <= first.high <= 1.5
-    assert first.verdict == "holds" and "3 seeds" in first.reason
-    second = claims.loc["lm-escape-1"]
-    assert second.verdict == "not testable here" and second.ours == 0.0 and "1 seed(s)" in second.reason
-    two_seeds = escape_claim_rows(rows[rows.seed != 2]).set_index("claim_id").loc["lm-escape-0"]
-    assert two_seeds.verdict == "not testable here" and two_seeds.ours == pytest.approx(1.25)
-    from alignkd.claims import make_row
-    for record in escape_claim_rows(rows).to_dict("records"):  # every row is one claims.record accepts
-        make_row(**{k: (None if isinstance(v, float) and v != v else v) for k, v in record.items()})
-
-
-def test_escape_claims_are_not_testable_when_the_premise_fails():
-    from alignkd.lm.premise import PremiseCheck, PremiseRule
-
-    rows = pd.DataFrame([{"name": n, "seed": s, "reward": r} for n, r in (("K-A", 1.0), ("A→PAD (ppd, p_low)", 2.0))
-                         for s in range(3)])
-    failed = PremiseCheck(PremiseRule(), pd.DataFrame({"model": ["p*", "p'", "p''"], "target_share": [0.04, 0.04, 0.03],
-                                                       "low": [0.04, 0.04, 0.03], "high": [0.04, 0.04, 0.03]}))
-    [row] = escape_claim_rows(rows, premise=failed).to_dict("records")
-    assert row["verdict"] == "not testable here" and "fail the premise" in row["reason"]
-    assert escape_claim_rows(rows).iloc[0]["verdict"] == "holds"

@@ -155,23 +155,3 @@ def _starts(setup):
     from alignkd.mog.pipelines import high_recall, low_recall
     p_high = high_recall(setup)
     return p_high, low_recall(p_high, setup)
-
-
-def test_answer_claims_test_the_escape_on_the_lost_target_trials_only():
-    from alignkd.claims import make_row
-    from alignkd.pad.mog import answer_claim_rows
-
-    def rows(pipeline, rewards, iterations=0):
-        return [{"pipeline": pipeline, "trial": t, "iterations": iterations, "reward": r} for t, r in enumerate(rewards)]
-
-    everything = pd.DataFrame(rows("K-A", [1.0, 2.0, 3.0, 4.0]) + rows("A-K", [5.0] * 4)
-                              + rows("A→PAD (ppd, p_low)", [0.0] * 4, 10) + rows("A→PAD (ppd, p_low)", [9.0] * 4, 20))
-    lost = pd.DataFrame(rows("K-A", [1.0, 2.0, 1.5]) + rows("A-K", [5.0] * 3)
-                        + rows("A→PAD (ppd, p_low)", [0.0, 1.0, 0.5], 20))  # always 1 below K-A: the last step counts
-    [claim] = answer_claim_rows(everything, lost, "β_KD 10").to_dict("records")
-    assert claim["ours"] == pytest.approx(-1.0) and claim["verdict"] in ("does not hold", "partly")
-    assert "3 trials whose p'' lost the target at β_KD 10" in claim["reason"]
-    make_row(**claim)
-    [untestable] = answer_claim_rows(everything, None, "none").to_dict("records")
-    assert untestable["verdict"] == "not testable here" and pd.isna(untestable["ours"])
-    make_row(**untestable)

@@ -56,10 +56,10 @@ def test_exemptions_still_exist():
 
 
 def test_lm_column_constants_use_the_paper_names():
+    from alignkd.chapters import ch07_pad
     from alignkd.lm import smollm2, studies, summary
-    from alignkd.pad import lm as pad_lm
 
-    for columns in (summary.FINAL_COLUMNS, smollm2.COLUMNS, studies.SWEEP_COLUMNS, pad_lm.COMPARED,
+    for columns in (summary.FINAL_COLUMNS, smollm2.COLUMNS, studies.SWEEP_COLUMNS, ch07_pad.COMPARED,
                     inspect.signature(summary.summarise).parameters["columns"].default):
         assert not OLD_METRIC_NAMES & set(columns), columns
 

@@ -24,21 +24,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 
 from ..cache import ResultStore
-from ..stats import compare_paired, format_interval
+from ..stats import compare_paired
 from .algorithms import ALGORITHMS, find_algorithm
 from .alignment import check_betas
 from .coverage import LOST_SHARE, target_coverage
 from .experiments import cached_high_recall, cached_low_recall
 from .groundtruth import SINGLE_TARGET, check_targets
 from .kd import KDConfig
-from .metrics import METRIC_LABELS, labelled_evaluation
+from .metrics import labelled_evaluation
 from .mixture import Mixture
 from .pipelines import Setup, align, align_rows
 from .sft import fit
@@ -185,6 +184,11 @@ def run_algorithm(algorithm: str, study: CoverageStudy, setup: Setup, p_high: Mi
     return frame
 
 
+def study_key(setup: Setup, study: CoverageStudy, algorithm: str) -> dict:
+    """The cache key of one algorithm's table of the study (`cached_study` saves under it; chapter 07 reads by it)."""
+    return {"setup": dataclasses.asdict(setup), "study": {**dataclasses.asdict(study), "algorithms": [algorithm]}}
+
+
 def cached_study(store: ResultStore, setup: Setup, study: CoverageStudy, progress: bool = True
                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, reference coverage) of the whole study, one cached table per algorithm.
@@ -200,7 +204,7 @@ def cached_study(store: ResultStore, setup: Setup, study: CoverageStudy, progres
     check_lost_groups(coverage, study, setup.n_trials)
     frames = []
     for algorithm in study.algorithms:
-        key = {"setup": dataclasses.asdict(setup), "study": {**dataclasses.asdict(study), "algorithms": [algorithm]}}
+        key = study_key(setup, study, algorithm)
 
         def compute(algorithm=algorithm) -> pd.DataFrame:
             start = time.perf_counter()
@@ -252,8 +256,6 @@ def lost_counts(coverage: pd.DataFrame) -> pd.DataFrame:
                          "median log q(target)": g.log_density_at_target.median()}).reset_index()
 
 
-
-
 def lost_setup(setup: Setup, coverage: pd.DataFrame, beta_kd: float, n_low_recall: int) -> Setup | None:
     """The setup of only the trials whose p'' (β_KD, n_low_recall) lost the target, with that p'' as K-A's
     reference (None if no trial lost it)."""
@@ -272,86 +274,6 @@ def trap_beta_kd(counts: pd.DataFrame, min_lost: int, n_low_recall: int | None =
     return float(enough.beta_kd.min()) if len(enough) else None
 
 
-def _gap_text(gaps: pd.DataFrame, **where) -> str:
-    part = gaps
-    for column, value in where.items():
-        part = part[part[column] == value]
-    if part.empty:
-        return "no trials"
-    row = part.iloc[0]
-    return f"{format_interval(row['diff'], row.ci_low, row.ci_high)} (n = {int(row.n)})"
-
-
-def study_verdict(gaps: pd.DataFrame, counts: pd.DataFrame, study: CoverageStudy, beta_kd: float | None,
-                  n_low_recall: int) -> str:
-    """The chapter's answer at the trap's β_KD: the gap in lost vs kept trials, its variance, and the controls."""
-    metric = gaps.metric.iloc[0]
-    row = counts[(counts.n_low_recall == n_low_recall)]
-    lost_line = ", ".join(f"{int(r.lost)}/{int(r.trials)} at β_KD {r.beta_kd:g}" for r in row.itertuples())
-    lines = [f"Trials whose p''_{n_low_recall} lost the target: {lost_line}."]
-    if beta_kd is None:
-        lines.append("No β_KD of the grid gives a lost-target group of at least two trials, so the gap cannot be "
-                     "stratified here: the paper's mechanism is not testable at this size.")
-        return "\n".join(lines)
-    g = gaps[(gaps.n_low_recall == n_low_recall) & (gaps.beta_kd == beta_kd)]
-    for algorithm in dict.fromkeys(g.algorithm):
-        a = g[g.algorithm == algorithm]
-        lost = a[(a.stratum == "lost") & (a.versus == "A-K")]
-        spread = (f"; A-K's spread in the lost trials {lost.sd_a.iloc[0]:.2f} vs K-A's {lost.sd_b.iloc[0]:.2f} "
-                  f"(Brown–Forsythe p = {lost.bf_p.iloc[0]:.2g})") if len(lost) else ""
-        lines.append(
-            f"{ALGORITHMS[algorithm].label} at β_KD {beta_kd:g}: A-K − K-A in {METRIC_LABELS[metric]} is "
-            f"{_gap_text(a, stratum='lost', versus='A-K')} in the trials whose reference lost the target and "
-            f"{_gap_text(a, stratum='kept', versus='A-K')} in those that kept it{spread}. Controls (all trials): "
-            f"A-K with β_KD 1 in its final KD {_gap_text(a, stratum='all', versus=AK_CONTROL)}, p'_AK itself "
-            f"{_gap_text(a, stratum='all', versus=ALIGNED)}, A-K {_gap_text(a, stratum='all', versus='A-K')}.")
-    return "\n".join(lines)
-
-
-def study_claim_rows(gaps: pd.DataFrame, counts: pd.DataFrame, study: CoverageStudy, beta_kd: float | None,
-                     n_low_recall: int, chapter: str = "05_mog_coverage", figure: str = "") -> pd.DataFrame:
-    """Rows for `alignkd.claims.record`: per algorithm, the gap in lost and kept trials and the lower-variance
-    claim in lost trials, at the trap's β_KD (or one "not testable here" row if there is none)."""
-    from ..claims import verdict_from_interval
-
-    metric = gaps.metric.iloc[0]
-    if beta_kd is None:
-        return pd.DataFrame([dict(
-            chapter=chapter, claim_id=f"trap-lost-gap-{metric}",
-            claim=f"A-K reaches a higher {METRIC_LABELS[metric]} than K-A when K-A's reference lost the target",
-            paper_value="A-K > K-A (§3.4, §4.1)", ours=None, low=None, high=None, verdict="not testable here",
-            reason="no β_KD of the grid gives at least two trials whose p'' lost the target", figure=figure)])
-    rows = []
-    g = gaps[(gaps.n_low_recall == n_low_recall) & (gaps.beta_kd == beta_kd) & (gaps.versus == "A-K")]
-    for algorithm in dict.fromkeys(g.algorithm):
-        label = ALGORITHMS[algorithm].label
-        for stratum in ("lost", "kept"):
-            line = g[(g.algorithm == algorithm) & (g.stratum == stratum)]
-            claim = (f"{label}, β_KD {beta_kd:g}: A-K reaches a higher {METRIC_LABELS[metric]} than K-A in trials whose "
-                     f"p''_{n_low_recall} {stratum} the target")
-            if line.empty or not (line.ci_low.notna().iloc[0]):
-                rows.append(dict(chapter=chapter, claim_id=f"{algorithm}-{metric}-{stratum}", claim=claim,
-                                 paper_value="A-K > K-A", ours=None, low=None, high=None, verdict="not testable here",
-                                 reason=f"fewer than two {stratum}-target trials", figure=figure))
-                continue
-            r = line.iloc[0]
-            verdict, reason = verdict_from_interval(r.ci_low, r.ci_high, "> 0")
-            rows.append(dict(chapter=chapter, claim_id=f"{algorithm}-{metric}-{stratum}", claim=claim,
-                             paper_value="A-K > K-A", ours=r["diff"], low=r.ci_low, high=r.ci_high, verdict=verdict,
-                             reason=f"{reason}; paired bootstrap over {int(r.n)} trials", figure=figure))
-            if stratum == "lost":
-                spread = r.spread_verdict
-                rows.append(dict(
-                    chapter=chapter, claim_id=f"{algorithm}-{metric}-lost-variance",
-                    claim=f"{label}, β_KD {beta_kd:g}: A-K's {METRIC_LABELS[metric]} varies less across the lost-target "
-                          f"trials than K-A's", paper_value="lower variance for A-K", ours=r.sd_a - r.sd_b,
-                    low=None, high=None, verdict=spread,
-                    reason=(f"sd A-K {r.sd_a:.3g} vs K-A {r.sd_b:.3g}; Brown–Forsythe p = {r.bf_p:.2g}"
-                            + ("" if spread != "partly" else ": not significant at 5 %")), figure=figure))
-    return pd.DataFrame(rows)
-
-
 __all__ = ["CoverageStudy", "PIPELINES", "AK_CONTROL", "ALIGNED", "STRATA", "check_lost_groups",
            "cached_reference_coverage", "run_algorithm", "cached_study", "with_coverage", "stratified_gaps", "lost_counts",
-           "trap_beta_kd", "lost_setup",
-           "study_verdict", "study_claim_rows"]
+           "trap_beta_kd", "lost_setup", "study_key"]

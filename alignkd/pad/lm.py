@@ -186,86 +186,13 @@ def cached_align_then_pad(store: ResultStore, refs: References, alignment, seeds
 
 
 
-# --------------------------------------------------------------------------- the chapter's table and verdicts
-
-
-def comparison_rows(pipelines: pd.DataFrame, pad: list[pd.DataFrame], main_tau: float) -> pd.DataFrame:
-    """K-A, A-K and every Align → PAD student in one table, one row per (model, seed), with a `name` column:
-    the reference models by their own name (p_target dropped: it is the oracle, not a contender), p'_AK as
-    "p'_AK (teacher)", A-K's final model at `main_tau` as "A-K", K-A's as "K-A", PAD students by pipeline."""
-    rows = pd.concat([pipelines, *pad], ignore_index=True)
-    at_main_tau = (rows.model != "p''_AK") | (rows.final_tau == main_tau)
-    rows = rows[(rows.model != "p_target") & at_main_tau]
-    rows = rows.assign(name=rows.pipeline.where(rows.pipeline != "reference", rows.model))
-    rows.loc[rows.model == "p'_AK", "name"] = "p'_AK (teacher)"
-    return rows.reset_index(drop=True)
-
-
-COMPARED = ["reward", "target_precision", "overall_recall", "overall_precision"]
-
-
-def comparison_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and seed std of reward, target precision, recall and precision per `name` (`comparison_rows`)."""
-    return rows.groupby("name", sort=False)[COMPARED].agg(["mean", "std"])
-
-
-def escape_verdicts(rows: pd.DataFrame) -> list[str]:
-    """One sentence per PAD student: does it escape the low-recall trap (higher reward *and* target
-    precision than K-A), and what happened to its recall against A-K, K-A and p''."""
-    means = rows.groupby("name")[COMPARED].mean()
-    ka, ak, low = means.loc["K-A"], means.loc["A-K"], means.loc["p''"]
-    lines = []
-    for name in [n for n in means.index if n.startswith("A→PAD")]:
-        row = means.loc[name]
-        escapes = row.target_precision > ka.target_precision and row.reward > ka.reward
-        lines.append(f"{name}: reward {row.reward:.3f} and target precision {row.target_precision:.3f} against K-A's "
-                     f"{ka.reward:.3f} / {ka.target_precision:.3f} and A-K's {ak.reward:.3f} / {ak.target_precision:.3f}, "
-                     f"so the reference-free student {'escapes' if escapes else 'does not escape'} the low-recall trap "
-                     f"here; its recall is {row.overall_recall:.3f} against A-K's {ak.overall_recall:.3f} "
-                     f"({row.overall_recall - ak.overall_recall:+.3f}), K-A's {ka.overall_recall:.3f} and p''’s "
-                     f"{low.overall_recall:.3f}.")
-    return lines
-
-
-MIN_SEEDS = 3  # the paper's seed count (App. C), and the fewest that give a bootstrap interval a verdict can rest on
-
-
-def escape_claim_rows(rows: pd.DataFrame, chapter: str = "07_pad", figure: str = "fig-07-lm",
-                      premise=None) -> pd.DataFrame:
-    """Rows for `alignkd.claims.record`: per PAD student, "it ends with a higher reward than K-A" on chapter 06's
-    language-model testbed, paired by seed (bootstrap 95 % interval; with fewer than `MIN_SEEDS`, not testable).
-    `premise`: chapter 06's `PremiseCheck`; when it fails, K-A is no trap to escape and every row is not testable."""
-    from ..claims import verdict_from_interval
-    from ..stats import paired_on_index
-
-    finals = rows[rows.seed >= 0]
-    ka = finals[finals.name == "K-A"].set_index("seed")["reward"]
-    out = []
-    for number, name in enumerate(n for n in dict.fromkeys(finals.name) if n.startswith("A→PAD")):
-        pad = finals[finals.name == name].set_index("seed")["reward"]
-        gap, n_pairs = paired_on_index(pad, ka)
-        row = dict(chapter=chapter, claim_id=f"lm-escape-{number}", figure=figure,
-                   claim=f"{name}: a reference-free student ends with a higher reward than K-A on the language-model "
-                         f"testbed (chapter 06's references, paired by seed)",
-                   paper_value="not in either paper: this book's question (PAD is reference-free)")
-        if premise is not None and not premise.passed:
-            out.append({**row, "ours": None, "low": None, "high": None, "verdict": "not testable here",
-                        "reason": "the references fail the premise: " + premise.verdict()})
-            continue
-        if n_pairs < MIN_SEEDS:  # 2 pairs give a bootstrap only 3 distinct means: no interval worth a verdict
-            out.append({**row, "ours": gap.estimate if n_pairs else None, "low": None, "high": None,
-                        "verdict": "not testable here",
-                        "reason": f"{n_pairs} seed(s): a verdict needs an interval over >= {MIN_SEEDS} seeds"})
-            continue
-        verdict, reason = verdict_from_interval(gap.low, gap.high, "> 0")
-        out.append({**row, "ours": gap.estimate, "low": gap.low, "high": gap.high, "verdict": verdict,
-                    "reason": f"{reason}; {n_pairs} seeds"})
-    return pd.DataFrame(out)
+# --------------------------------------------------------------------------- the chapter's figure
 
 
 def comparison_figure(rows: pd.DataFrame):
     """Per seed recall against target precision (left) and final reward, mean ± sd over seeds (right), of every
-    model in `comparison_rows`."""
+    model in `rows` (one row per model and seed with a `name` column, as chapter 07 builds them; the bars
+    show the rows with a seed >= 0)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -280,5 +207,4 @@ def comparison_figure(rows: pd.DataFrame):
 
 
 __all__ = ["LMPADConfig", "STUDENT_INITS", "PADResult", "PADStudent", "teacher_rewards", "train_pad",
-           "initial_student", "align_then_pad", "comparison_rows", "comparison_table", "escape_verdicts",
-           "escape_claim_rows", "comparison_figure"]
+           "initial_student", "align_then_pad", "comparison_figure"]

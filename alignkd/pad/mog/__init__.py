@@ -1,7 +1,8 @@
 """Align → PAD on the Mixture-of-Gaussians testbed: a third pipeline next to K-A and A-K (SPEC §5).
 
 Modules: `student` (tempered sampling, fresh students), `training` (PADConfig, the PAD step and loop),
-`comparison` (K-A, A-K and Align → PAD on the same trials, cached), `report` (tables, figures, verdict).
+`comparison` (K-A, A-K and Align → PAD on the same trials, cached), `report` (final models, paired gaps,
+figures); chapter 07's tables and words are `alignkd.chapters.ch07_pad`'s.
 
 Pipeline A-K aligns the high-recall p' (reference p') into p'_AK and then distils p'_AK into the compact
 size by KD (sample the teacher, fit the student by maximum likelihood). Align → PAD replaces that KD step
@@ -23,12 +24,11 @@ the sampling trap is not, since the student only ever ranks its own samples.
 """
 
 from .comparison import Comparison, cached_comparison, pad_label, run_comparison
-from .report import (answer, answer_claim_rows, comparison_boxplots, escape_verdict, final_models, paired_gaps, summary_table,
-                     trajectory_plot, trajectory_table)
+from .report import comparison_boxplots, final_models, paired_gaps, trajectory_plot
 from .student import fresh_student, tempered
 from ..losses import STUDENT_INITS
 from .training import PADConfig, PADRun, align_then_pad, pad_step_loss, train
 
 __all__ = ["PADConfig", "PADRun", "STUDENT_INITS", "Comparison", "tempered", "fresh_student", "pad_step_loss", "train",
-           "align_then_pad", "pad_label", "run_comparison", "cached_comparison", "final_models", "summary_table",
-           "comparison_boxplots", "trajectory_plot", "trajectory_table", "escape_verdict", "paired_gaps", "answer", "answer_claim_rows"]
+           "align_then_pad", "pad_label", "run_comparison", "cached_comparison", "final_models",
+           "comparison_boxplots", "trajectory_plot", "paired_gaps"]
