@@ -3,7 +3,6 @@ hand-made tables with numbers worked by hand."""
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 

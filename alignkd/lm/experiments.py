@@ -2,7 +2,7 @@
 
     refs = cached_references(store, config)                       # References: p*, p', p'', p_target, oracle
     run = cached_align(store, refs, "p'", ppo_config, seed=0)     # Alignment: selected model and trajectory
-    result = cached_run_pipelines(store, refs, ppo_config, [0, 1, 2])   # PipelineResult: metrics, trajectories
+    result = cached_run_pipelines(store, refs, ppo_config, [0, 1, 2], jobs=2)   # PipelineResult: metrics, trajectories
 
     p*        ground truth (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`)
     p'        high-recall student: KD from p* at τ = 1.0 (paper: SmolLM2-360M from scratch)
