@@ -5,9 +5,9 @@
 The cells are the chapter's own (`params/<profile>.yaml`, `alignkd.lm.config`): for each algorithm and
 seed, K-A, A-K, A-K's final KD at the main temperature and the evaluations of all three. The references
 (p', p'') are built first into a base store and are not timed; each build then starts from a copy of that
-base, so both build exactly the same runs from the same cached references. `alignkd.lm.parallel` runs
-cells side by side; it does not make a run cheaper, so the printed CPU (this process and its workers,
-`getrusage`) shows what the extra processes cost and the wall ratio what they buy. Both builds end with the
+base, so both build exactly the same runs from the same cached references. `cached_run_pipelines(..., jobs=)`
+builds each algorithm's seeds side by side (`alignkd.lm.parallel`); it does not make a run cheaper, so the
+printed CPU (this process and its workers, `getrusage`) shows what the extra processes cost and the wall ratio what they buy. Both builds end with the
 same models (checked here on the evaluations), as `tests/test_lm_parallel.py` checks on a tiny case. The
 load average is printed: compare the two walls of one run only, on an otherwise idle machine.
 """
@@ -45,13 +45,11 @@ def main() -> None:
     from alignkd.cache import ResultStore
     from alignkd.chapters import call_with, ch06_llm, profile_values
     from alignkd.lm.experiments import cached_references, cached_run_pipelines
-    from alignkd.lm.parallel import build_cells, pipeline_cells
 
     torch.set_num_threads(1)  # what a chapter gets when the book runs one per core
     params = {**profile_values("06_llm", args.profile), "algorithms": args.algorithms}
     config, alignments = call_with(ch06_llm.config, params), call_with(ch06_llm.alignments, params)
     final = {label: config.final_taus[:1] for label in alignments}
-    cells = pipeline_cells(config, alignments, args.seeds, final)
     with tempfile.TemporaryDirectory() as tmp:
         base = ResultStore(args.profile, root=Path(tmp) / "base")
         start = time.perf_counter()
@@ -62,15 +60,15 @@ def main() -> None:
             root = Path(tmp) / f"jobs{jobs}"
             shutil.copytree(base.root, root)
             store = ResultStore(args.profile, root=root)
-            cpu, wall = cpu_seconds(), time.perf_counter()
-            build_cells(store, cells, jobs=jobs)
-            measured[jobs] = (time.perf_counter() - wall, cpu_seconds() - cpu)
             refs = cached_references(store, config, progress=False)
+            cpu, wall = cpu_seconds(), time.perf_counter()
             tables[jobs] = pd.concat([cached_run_pipelines(store, refs, alignment, args.seeds, label=label,
-                                                    final_taus=list(final[label]), progress=False).metrics
+                                                           final_taus=list(final[label]), progress=False,
+                                                           jobs=jobs).metrics
                                       for label, alignment in alignments.items()], ignore_index=True)
-            print(f"jobs = {jobs}: {len(cells)} cells in {measured[jobs][0]:.1f} s wall, {measured[jobs][1]:.1f} s CPU "
-                  f"(load average {os.getloadavg()[0]:.2f})")
+            measured[jobs] = (time.perf_counter() - wall, cpu_seconds() - cpu)
+            print(f"jobs = {jobs}: {len(alignments) * len(args.seeds)} cells in {measured[jobs][0]:.1f} s wall, "
+                  f"{measured[jobs][1]:.1f} s CPU (load average {os.getloadavg()[0]:.2f})")
     (wall_1, cpu_1), (wall_n, cpu_n) = measured[1], measured[args.jobs]
     print(f"wall ratio 1 / {args.jobs} jobs: {wall_1 / wall_n:.2f}x; CPU ratio {cpu_n / cpu_1:.2f}x; "
           f"same models: {tables[1].equals(tables[args.jobs])}")

@@ -1,43 +1,42 @@
-"""`alignkd.lm.parallel`: runs built in worker processes are the runs built in-process, and the pipelines
-read them back instead of training again."""
+"""`alignkd.lm.parallel` through `cached_run_pipelines(..., jobs=)`: runs built in worker processes are the runs built
+in-process, bit for bit, and the pipelines read them back instead of training again."""
 
 import pytest
 import torch
 
 from alignkd.cache import ResultStore
 from alignkd.lm.algorithms import alignment_config
-from alignkd.lm.experiments import cached_references, cached_run_pipelines
-from alignkd.lm.parallel import PipelineCell, build_cells, interleaved, pipeline_cells
+from alignkd.lm.experiments import PipelineCell, cached_cells, cached_references, cached_run_pipelines
+from alignkd.lm.parallel import interleaved, resolve_jobs
 from tests.test_lm_studies import CONFIG, PPO
 
 DPO = alignment_config("dpo_online", n_iterations=2, batch_size=8, grad_steps=1, pairs_per_step=2, learning_rate=1e-3,
                        max_new_tokens=6, eval_every=1, device="cpu")
 ALIGNMENTS = {"ppo": PPO, "dpo_online": DPO}
+TAUS = {"ppo": [0.95, 0.9], "dpo_online": [0.95]}
 
 
 def built(root, jobs):
     torch.set_num_threads(1)  # what a worker gets: one torch thread
     store = ResultStore("test", root=root)
     refs = cached_references(store, CONFIG, progress=False)
-    cells = pipeline_cells(CONFIG, ALIGNMENTS, [0, 1], {"ppo": (0.95, 0.9), "dpo_online": (0.95,)})
-    build_cells(store, cells, jobs=jobs)
-    return store, refs
+    results = {label: cached_run_pipelines(store, refs, alignment, [0, 1], label=label, final_taus=TAUS[label],
+                                           progress=False, jobs=jobs)
+               for label, alignment in ALIGNMENTS.items()}
+    return store, refs, results
 
 
-def test_runs_built_in_workers_equal_runs_built_in_process(tmp_path):
-    parallel, refs = built(tmp_path / "parallel", jobs=2)
-    serial, _ = built(tmp_path / "serial", jobs=1)
-    n_aligned = len(list((parallel.root / "lm_aligned").glob("*[!k]")))
-    assert n_aligned == 2 * 2 * 2  # algorithms × seeds × (K-A, A-K)
-    for label, alignment in ALIGNMENTS.items():
-        taus = [0.95, 0.9] if label == "ppo" else [0.95]
-        a = cached_run_pipelines(parallel, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
-        b = cached_run_pipelines(serial, refs, alignment, [0, 1], label=label, final_taus=taus, progress=False)
+def test_pipelines_built_in_workers_equal_pipelines_built_in_process(tmp_path):
+    parallel, _, in_workers = built(tmp_path / "parallel", jobs=2)
+    serial, _, in_process = built(tmp_path / "serial", jobs=1)
+    aligned = lambda store: sorted(p.name for p in (store.root / "lm_aligned").glob("*[!k]"))  # noqa: E731
+    assert len(aligned(parallel)) == 2 * 2 * 2  # algorithms × seeds × (K-A, A-K)
+    assert aligned(parallel) == aligned(serial)  # the same recipes, so the same cache keys
+    for label in ALIGNMENTS:
+        a, b = in_workers[label], in_process[label]
         assert a.metrics.equals(b.metrics), label
         assert a.trajectories.equals(b.trajectories), label
-        assert len(a.metrics[a.metrics["model"] == "p''_AK"]) == 2 * len(taus)
-    # the pipelines found every run: nothing new was trained
-    assert len(list((parallel.root / "lm_aligned").glob("*[!k]"))) == n_aligned
+        assert len(a.metrics[a.metrics["model"] == "p''_AK"]) == 2 * len(TAUS[label])
 
 
 def test_interleaved_takes_groups_in_turn():
@@ -47,12 +46,13 @@ def test_interleaved_takes_groups_in_turn():
 
 
 def test_a_failing_cell_is_raised_and_jobs_are_checked(tmp_path):
-    store = ResultStore("test", root=tmp_path)
     with pytest.raises(ValueError, match="jobs"):
-        build_cells(store, [], jobs=0)
+        resolve_jobs(0, ["cpu"])
+    assert resolve_jobs(None, ["cuda"]) == 1  # one process per GPU: workers would contend for the device
+    store = ResultStore("test", root=tmp_path)
     broken = PipelineCell(CONFIG, object(), 0, (0.95,))  # no algorithm has this config
     with pytest.raises(Exception, match="not an LM alignment config"):
-        build_cells(store, [broken, broken], jobs=2)
+        cached_cells(store, [broken, broken], jobs=2)
 
 
 def test_grid_and_sweep_built_in_workers_equal_in_process(tmp_path):
@@ -61,7 +61,7 @@ def test_grid_and_sweep_built_in_workers_equal_in_process(tmp_path):
 
     frames = {}
     for jobs in (2, 1):
-        store, refs = built(tmp_path / f"jobs{jobs}", jobs=jobs)
+        store, refs, _ = built(tmp_path / f"jobs{jobs}", jobs=jobs)
         grid = cached_capacity_grid(store, refs, PPO, [0, 1], label="ppo", sizes=["tiny"], progress=False, jobs=jobs)
         sweep = cached_coverage_sweep(store, CONFIG, {"ppo": PPO}, [0, 1], tau_topics=[0.5, 0.8], progress=False,
                                rule=PremiseRule(n_samples=10000, max_new_tokens=6), jobs=jobs)

@@ -15,7 +15,7 @@ from alignkd.lm.groundtruth import MarkovMixtureConfig, markov_mixture
 from alignkd.lm.kd import KDDataConfig, TrainConfig, load_dataset
 from alignkd.lm.metrics import (MetricConfig, UnigramModel, leave_one_out_alpha, leave_one_out_loglik, per_token_mean,
                                 token_counts, uniform_recall)
-from alignkd.lm.smollm2 import COLUMNS, cached_recall_study, recall_split, recall_verdict
+from alignkd.lm.smollm2 import COLUMNS, cached_recall_study, recall_split
 
 
 def _samples(rows: list[list[int]], pad: int = 2) -> Samples:
@@ -123,24 +123,3 @@ def test_recall_study_scores_every_model_on_the_same_p_star_samples_and_is_cache
     before = sorted(p.name for p in tmp_path.rglob("*"))
     pd.testing.assert_frame_equal(cached_recall_study(store, STAND_IN), table)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
-
-
-def _table(recall, first, later):
-    names = ["p*", "p'", "p''", "unigram", "uniform"]
-    return pd.DataFrame({"model": names, "overall_recall": recall, "first_token": first, "later_tokens": later})
-
-
-def test_recall_verdict_says_whether_p_prime_beats_the_unigram_and_where():
-    short = recall_verdict(_table([-3.9, -7.0, -7.3, -7.2, -10.8], [-3, -4.0, -4.6, -4.5, -10.8],
-                                  [-4, -8.0, -8.2, -8.1, -10.8]))
-    assert short.startswith("Recall (per-token log-likelihood of p*'s own samples): p* -3.90, p' -7.00, p'' -7.30, "
-                            "the unigram of p''s KD data -7.20, a uniform guess -10.80.")
-    assert "p' is +0.20 nats/token from the unigram (+0.50 on the first token after the prompt, +0.10 on the tokens" in short
-    assert "p'' -0.10." in short and "lies mostly in the first token" in short and "no claim about K-A" in short
-    worse = recall_verdict(_table([-3.9, -7.5, -7.6, -7.2, -10.8], [-3, -4.6, -4.6, -4.5, -10.8],
-                                  [-4, -8.2, -8.2, -8.1, -10.8]))
-    assert "p' gained nothing over them" in worse
-    learnt = recall_verdict(_table([-3.9, -6.0, -6.5, -7.2, -10.8], [-3, -4.0, -4.6, -4.5, -10.8],
-                                   [-4, -6.5, -7.0, -8.1, -10.8]))
-    assert "p' is +1.20 nats/token" in learnt and learnt.endswith("keeps more of p* than p''.")
-    assert "no claim" not in learnt

@@ -122,20 +122,3 @@ def test_coverage_trend_by_hand():
     assert (row["low_share"], row["high_share"], row["n_seeds"]) == (0.005, 0.04, 3)
     assert row["estimate"] == pytest.approx(0.5)  # (0.4 + 0.5 + 0.6) / 3
     assert row["low"] <= 0.5 <= row["high"] and row["low"] > 0
-    from alignkd.lm.studies import coverage_claim, coverage_sentences
-
-    sweep["gap_target_share"] = [0.0, 0.01, 0.0, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02]
-    (line,) = coverage_sentences(sweep)
-    assert line.startswith("dpo_online: from p'' writing 4.00% of the target to 0.50%, A-K − K-A changes by +0.500 [")
-    assert "the reward gap grows as p'' loses the target" in line
-    claim = coverage_claim(sweep, "dpo_online")
-    assert (claim["claim_id"], claim["ours"], claim["verdict"]) == ("coverage_dpo_online", pytest.approx(0.5), "holds")
-
-    class Failed:  # a premise whose p' lost the target: the trend is no test of the mechanism
-        kept = False
-
-        @staticmethod
-        def verdict():
-            return "PREMISE FAILS"
-
-    assert coverage_claim(sweep, "dpo_online", Failed)["verdict"] == "not testable here"

@@ -11,8 +11,6 @@ import alignkd.mog
 import alignkd.pad
 
 EXEMPT = {
-    "alignkd.lm.parallel.build_cell": "to be removed with the parallel builder; it fills the store, returns nothing",
-    "alignkd.lm.parallel.build_cells": "to be removed with the parallel builder; it fills the store, returns nothing",
     "alignkd.lm.premise.training_curve": "reads a student's log from the store and computes nothing, so caches nothing",
 }
 OLD_METRIC_NAMES = {"recall", "precision", "target_mass", "share"}

@@ -18,7 +18,7 @@ from ..lm.groundtruth import MarkovMixtureConfig
 from ..lm.kd import KDDataConfig, TrainConfig
 from ..lm.metrics import MetricConfig
 
-PARAMETER_FUNCTIONS = ("config", "smollm2_config", "alignments")  # take the chapter's parameters by name
+PARAMETER_FUNCTIONS = ("config", "smollm2_config", "alignments", "final_kd_taus")  # take the chapter's parameters by name
 CHAPTER = "06_llm"
 
 # The SmolLM2 section distils p' and p'' from the offline SmolLM2-135M-Instruct at what one CPU thread affords
@@ -100,3 +100,10 @@ def alignments(*, algorithms: list[str], iterations: int, batch_size: int, max_n
                              f"(known: {', '.join(ALGORITHM_PARAMETERS)})")
         configs[label] = alignment_config(label, **shared, **ALGORITHM_PARAMETERS[label](tuning))
     return configs
+
+
+def final_kd_taus(*, algorithms: list[str], final_taus: list[float],
+                  tau_sweep_algorithms: list[str]) -> dict[str, list[float]]:
+    """A-K's final-KD temperatures per algorithm: every one of `final_taus` for the algorithms App. D sweeps
+    (`tau_sweep_algorithms`), the first (the main one) for the others."""
+    return {label: list(final_taus) if label in tau_sweep_algorithms else list(final_taus[:1]) for label in algorithms}

@@ -2,7 +2,7 @@
 
     refs = cached_references(store, config)                       # References: p*, p', p'', p_target, oracle
     run = cached_align(store, refs, "p'", ppo_config, seed=0)     # Alignment: selected model and trajectory
-    result = cached_run_pipelines(store, refs, ppo_config, [0, 1, 2])   # PipelineResult: metrics, trajectories
+    result = cached_run_pipelines(store, refs, ppo_config, [0, 1, 2], jobs=2)   # PipelineResult: metrics, trajectories
 
     p*        ground truth (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`)
     p'        high-recall student: KD from p* at τ = 1.0 (paper: SmolLM2-360M from scratch)
@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import ResultStore, crash_point
+from ..cache import ResultStore, config_hash, crash_point
 from .algorithms import algorithm_of
 from .config import LLMConfig, StageConfig
 from .generation import Samples
@@ -45,6 +45,7 @@ from .groundtruth import MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
 from .metrics import COLUMNS_VERSION, evaluate
 from .models import HFLanguageModel, LanguageModel
+from .parallel import in_workers, resolve_jobs
 from .reward import RewardOracle
 
 # --------------------------------------------------------------------------- recipes: what names a model
@@ -327,12 +328,73 @@ def cached_a_k_final(store: ResultStore, refs: References, ak: Alignment, tau: f
 PIPELINES = (("K-A", "p''"), ("A-K", "p'"))  # (pipeline, the reference model it aligns)
 
 
+@dataclass(frozen=True)
+class PipelineCell:
+    """One seed of one alignment on one experiment: K-A, A-K and A-K's final KD at each of `final_taus`
+    (`ka_only`: K-A alone, e.g. a cell of the 2 × 2 of K-A references). Cells share nothing but cached inputs
+    (the references, and A-K's alignment across τ_topic), so they build side by side (`cached_cells`)."""
+
+    config: LLMConfig
+    alignment: Any
+    seed: int
+    final_taus: tuple[float, ...]
+    ka_only: bool = False
+
+
+def cached_cell_rows(store: ResultStore, refs: References, cell: PipelineCell, *, progress: bool = True,
+                     align=None) -> list[dict[str, Any]]:
+    """The `PipelineResult.metrics` rows of one cell, every model built or read from the store: K-A's final
+    model, then A-K's aligned model and its final KD at each of `cell.final_taus`. `align(reference_name)`:
+    how the cell's alignments are obtained (default `cached_align`). This is the one list of what a cell
+    builds: workers build it, `cached_run_pipelines` reads it back."""
+    align = align or (lambda name: cached_align(store, refs, name, cell.alignment, cell.seed, progress=progress))
+    nan, seed = float("nan"), cell.seed
+    ka = align("p''")
+    rows = [{"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": nan,
+             **cached_evaluated(store, refs, ka.recipe, ka.model)}]
+    if cell.ka_only:
+        return rows
+    ak = align("p'")
+    rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan,
+                 **cached_evaluated(store, refs, ak.recipe, ak.model)})
+    for tau in cell.final_taus:
+        recipe, final = cached_a_k_final(store, refs, ak, tau, seed, progress=progress)
+        rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau,
+                     **cached_evaluated(store, refs, recipe, final)})
+    return rows
+
+
+_references_by_config: dict[str, References] = {}  # per worker process: each config's models are loaded once
+
+
+def _build_in_worker(profile: str, root: str, cell: PipelineCell) -> None:
+    store = ResultStore(profile, root=root)
+    key = f"{store.root}:{config_hash(cell.config)}"
+    if key not in _references_by_config:
+        _references_by_config[key] = cached_references(store, cell.config, progress=False)
+    cached_cell_rows(store, _references_by_config[key], cell, progress=False)
+
+
+def cached_cells(store: ResultStore, cells: list[PipelineCell], *, jobs: int | None = 1) -> None:
+    """Build every cell's models and evaluations into `store` (those already there are found), up to `jobs`
+    cells at a time in spawned processes (`parallel.in_workers`; None: one per core, but 1 on a GPU; 1: nothing
+    is done here, the caller builds as it reads). Cells whose references are not built yet should come first
+    in an order that spreads different configs over the first `jobs` cells (`parallel.interleaved`): two
+    cells that need the same missing model wait for each other on its lock."""
+    jobs = resolve_jobs(jobs, [cell.config.device for cell in cells])
+    if jobs > 1 and len(cells) > 1:
+        in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in cells], jobs=jobs)
+
+
 def cached_run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[int], *, label: str | None = None,
-                  final_taus: list[float] | None = None, progress: bool = True) -> PipelineResult:
+                         final_taus: list[float] | None = None, progress: bool = True,
+                         jobs: int | None = 1) -> PipelineResult:
     """K-A and A-K for one alignment config and several seeds (cached; columns in `PipelineResult`).
 
     A-K's final KD runs once per temperature in `final_taus` (default: the config's); App. D sweeps
-    it for PPO and DPO only, so a chapter can pass a shorter list for the other algorithms.
+    it for PPO and DPO only, so a chapter can pass a shorter list for the other algorithms. `jobs` > 1
+    (None: one per core, 1 on a GPU) builds the seeds' runs in that many processes first (`cached_cells`);
+    no number depends on it.
     """
     name = algorithm_of(alignment).name
     label = label or name
@@ -340,6 +402,7 @@ def cached_run_pipelines(store: ResultStore, refs: References, alignment, seeds:
     if final_taus is not None:  # replace() re-runs LLMConfig's checks on the override
         config = dataclasses.replace(config, final_taus=tuple(final_taus))
     key = Pipelines(config, name, label, alignment, tuple(seeds))
+    cells = [PipelineCell(refs.config, alignment, seed, config.final_taus) for seed in seeds]
     runs: dict[tuple[int, str], Alignment] = {}
 
     def run(seed: int, reference_name: str) -> Alignment:  # each alignment is built or read once per call
@@ -348,20 +411,14 @@ def cached_run_pipelines(store: ResultStore, refs: References, alignment, seeds:
         return runs[seed, reference_name]
 
     def metrics() -> pd.DataFrame:
+        cached_cells(store, cells, jobs=jobs)
         nan = float("nan")
         rows = [{"seed": -1, "pipeline": "reference", "model": model_name, "final_tau": nan,
                  **cached_evaluated(store, refs, refs.recipes[model_name], model)}
                 for model_name, model in refs.models.items()]  # shared by all seeds: one row each, seed = -1
-        for seed in tqdm(seeds, desc=f"{label} seeds", disable=not progress):
-            ka, ak = run(seed, "p''"), run(seed, "p'")
-            rows.append({"seed": seed, "pipeline": "K-A", "model": "p''_KA", "final_tau": nan,
-                         **cached_evaluated(store, refs, ka.recipe, ka.model)})
-            rows.append({"seed": seed, "pipeline": "A-K", "model": "p'_AK", "final_tau": nan,
-                         **cached_evaluated(store, refs, ak.recipe, ak.model)})
-            for tau in config.final_taus:
-                recipe, final = cached_a_k_final(store, refs, ak, tau, seed, progress=progress)
-                rows.append({"seed": seed, "pipeline": "A-K", "model": "p''_AK", "final_tau": tau,
-                             **cached_evaluated(store, refs, recipe, final)})
+        for cell in tqdm(cells, desc=f"{label} seeds", disable=not progress):
+            rows += cached_cell_rows(store, refs, cell, progress=progress,
+                                     align=lambda reference_name, seed=cell.seed: run(seed, reference_name))
         frame = pd.DataFrame(rows)
         frame.insert(0, "algorithm", label)
         return frame

@@ -9,8 +9,7 @@ target topic (`metrics.target_share`). The rule is fixed before alignment runs (
     share(p'') <= prune_to_at_most · share(p*)     (default 25 %: p'' lost it)
 
 each share measured on at least 10 000 of the model's own samples at τ = 1. `premise_check` returns a
-`PremiseCheck` with the shares, their 95 % (Wilson) intervals and the verdict; a chapter prints
-`check.verdict()` beside every result built on those references.
+`PremiseCheck` with the shares, their 95 % (Wilson) intervals and the verdict (`check.verdict()`).
 """
 
 from __future__ import annotations
@@ -106,6 +105,11 @@ class PremiseCheck:
     def pruned(self) -> bool:
         """p'' kept at most `prune_to_at_most` of p*'s target share."""
         return self.ratio("p''") <= self.rule.prune_to_at_most
+
+    @property
+    def prune_bound(self) -> float:
+        """The largest target share p'' may keep: `prune_to_at_most` of p*'s."""
+        return self.rule.prune_to_at_most * self.share("p*")
 
     @property
     def passed(self) -> bool:

@@ -17,22 +17,19 @@ runs are K-A's own.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from .. import claims
 from ..cache import ResultStore
-from ..claims import verdict_from_interval
-from ..stats import format_interval, paired_bootstrap
+from ..stats import paired_bootstrap
 from .config import StageConfig
-from .experiments import (References, cached_a_k_final, cached_align, cached_evaluated, cached_references,
-                          cached_run_pipelines, cached_student, distilled)
+from .experiments import (PipelineCell, References, cached_a_k_final, cached_align, cached_cells, cached_evaluated,
+                          cached_references, cached_run_pipelines, cached_student, distilled)
 from .length import length_matched_gap, reward_samples
 from .metrics import COLUMNS_VERSION
-from .parallel import PipelineCell, build_cells, interleaved, pipeline_cells
+from .parallel import interleaved
 from .premise import PremiseRule, cached_premise_check
 
 LENGTH_SEED = 777
@@ -69,7 +66,7 @@ def cached_capacity_grid(store: ResultStore, refs: References, alignment, seeds:
     """K-A on a grid of references: rows size, tau_topic, pruned, seed (−1 for the reference before alignment),
     stage (`reference` / `aligned`) and every metric of `refs.evaluate`. Default grid: the sizes of p' and p''
     × the chapter's τ_topic and 1 (no pruning). `jobs` > 1 (None: one per core) first builds the grid's
-    references and runs in that many processes (`parallel.build_cells`)."""
+    references and runs in that many processes (`experiments.cached_cells`)."""
     config = refs.config
     sizes = list(dict.fromkeys(sizes or (config.high_recall.train.size, config.low_recall.train.size)))
     tau_topics = list(dict.fromkeys(tau_topics or (config.low_recall.data.tau_topic, 1.0)))
@@ -78,11 +75,11 @@ def cached_capacity_grid(store: ResultStore, refs: References, alignment, seeds:
            "columns": COLUMNS_VERSION}
 
     def compute() -> pd.DataFrame:
-        if jobs != 1:  # a grid cell is the K-A run of a config whose p'' is that cell's reference
-            build_cells(store, interleaved([
-                [PipelineCell(dataclasses.replace(config, low_recall=grid_stage(refs, size, tau_topic)), alignment,
-                              seed, (), ka_only=True) for seed in seeds]
-                for size in sizes for tau_topic in tau_topics]), jobs=jobs)
+        # a grid cell is the K-A run of a config whose p'' is that cell's reference
+        cached_cells(store, interleaved([
+            [PipelineCell(dataclasses.replace(config, low_recall=grid_stage(refs, size, tau_topic)), alignment,
+                          seed, (), ka_only=True) for seed in seeds]
+            for size in sizes for tau_topic in tau_topics]), jobs=jobs)
         rows = []
         for size in sizes:
             for tau_topic in tau_topics:
@@ -139,17 +136,16 @@ def cached_coverage_sweep(store: ResultStore, config, alignments: Mapping[str, A
     A-K alignments (p' does not depend on τ_topic), the main run at the chapter's τ_topic, and at τ_topic 1
     the unpruned p''-sized reference of the 2 × 2 (`cached_capacity_grid`) with its K-A runs.
 
-    `jobs` > 1 (None: one per core) first builds the runs in that many processes (`parallel.build_cells`),
+    `jobs` > 1 (None: one per core) first builds the runs in that many processes (`experiments.cached_cells`),
     the τ_topic values taken in turn so that their p'' are distilled side by side.
     """
     rule = rule or PremiseRule(max_new_tokens=config.metrics.max_new_tokens)
     low = config.low_recall
     swept_configs = {tau_topic: dataclasses.replace(config, low_recall=StageConfig(
         dataclasses.replace(low.data, tau_topic=tau_topic), low.train)) for tau_topic in tau_topics}
-    if jobs != 1:
-        first_tau = {label: config.final_taus[:1] for label in alignments}
-        build_cells(store, interleaved([pipeline_cells(swept, alignments, seeds, first_tau)
-                                        for swept in swept_configs.values()]), jobs=jobs)
+    cached_cells(store, interleaved([[PipelineCell(swept, alignment, seed, config.final_taus[:1])
+                                      for alignment in alignments.values() for seed in seeds]
+                                     for swept in swept_configs.values()]), jobs=jobs)
     rows = []
     for tau_topic, swept in swept_configs.items():
         refs = cached_references(store, swept, progress=progress)
@@ -208,59 +204,3 @@ def coverage_trend(sweep: pd.DataFrame, column: str = "gap_reward") -> pd.DataFr
         rows.append({"algorithm": label, "low_share": shares[least], "high_share": shares[most],
                      "estimate": estimate, "low": low, "high": high, "n_seeds": len(by_seed)})
     return pd.DataFrame(rows)
-
-
-def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
-    """The chapter's table of the sweep: per (tau_topic, algorithm), p'''s measured target share with its
-    Wilson interval and the premise verdict, A-K − K-A in final reward and in final target share with their
-    95 % intervals over seeds, and the mean final target shares of K-A and A-K."""
-    table = sweep_intervals(sweep)
-    return table.drop(columns=["reference_ratio", *(f"{name}_{end}" for name in ("ka_target_share", "ak_target_share")
-                                                     for end in ("low", "high"))])
-
-
-def coverage_sentences(sweep: pd.DataFrame) -> list[str]:
-    """Per algorithm: how A-K − K-A (reward and target share) changes from the most to the least
-    target-writing p'' (`coverage_trend`), with its interval, and whether the reward gap grows."""
-    trends = {column: coverage_trend(sweep, column).set_index("algorithm")
-              for column in ("gap_reward", "gap_target_share")}
-    lines = []
-    for label, reward in trends["gap_reward"].iterrows():
-        share = trends["gap_target_share"].loc[label]
-        if math.isnan(reward["low"]):
-            reading = "fewer than two seeds, so no interval says whether it grows"
-        else:
-            reading = ("grows" if reward["low"] > 0 else "shrinks" if reward["high"] < 0 else
-                       "does not change clearly (the interval contains 0)")
-            reading = f"the reward gap {reading} as p'' loses the target"
-        lines.append(f"{label}: from p'' writing {reward['high_share']:.2%} of the target to {reward['low_share']:.2%}, "
-                     f"A-K − K-A changes by {format_interval(reward['estimate'], reward['low'], reward['high'], 3)} in "
-                     f"reward and by {format_interval(share['estimate'] * 100, share['low'] * 100, share['high'] * 100, 2)} "
-                     f"points of target share (95 % intervals over {int(reward['n_seeds'])} seeds): {reading}.")
-    return lines
-
-
-def coverage_claim(sweep: pd.DataFrame, algorithm: str, premise=None) -> dict:
-    """The arguments of `claims.record` for "A-K's reward advantage grows as p'' loses the target" (`algorithm`):
-    the reward gap at the least minus at the most target-writing p'', paired by seed."""
-    trend = coverage_trend(sweep[sweep["algorithm"] == algorithm]).iloc[0]
-    if premise is not None and not premise.kept:
-        numbers = dict(ours=None, low=None, high=None, verdict="not testable here",
-                       reason="p' fails the premise, so A-K starts without the target too: " + premise.verdict())
-    elif math.isnan(trend["low"]):
-        numbers = dict(ours=None, low=None, high=None, verdict="not testable here", reason="fewer than two seeds: no interval")
-    else:
-        verdict, reason = verdict_from_interval(trend["low"], trend["high"])
-        numbers = dict(ours=trend["estimate"], low=trend["low"], high=trend["high"], verdict=verdict, reason=reason)
-    return dict(chapter="06_llm", claim_id=f"coverage_{algorithm}",
-                claim=f"A-K's reward advantage over K-A grows as p'' loses the target ({algorithm}; the gap with the "
-                      f"least minus with the most target-writing p'' of the τ_topic sweep, paired by seed)",
-                paper_value="predicted by §4.2's mechanism (no figure)", figure="fig-06-coverage", **numbers)
-
-
-def record_coverage_claims(store: ResultStore, sweep: pd.DataFrame, premise=None) -> pd.DataFrame:
-    """Record `coverage_claim` for every algorithm of the sweep; returns the rows recorded."""
-    rows = [coverage_claim(sweep, algorithm, premise) for algorithm in sweep["algorithm"].unique()]
-    for row in rows:
-        claims.record(store, **row)
-    return pd.DataFrame(rows, columns=claims.COLUMNS)
