@@ -152,7 +152,7 @@ TRAIN_PASSES = 3
 class Work:
     """One pass over a model: `sequences` sequences, `length` new tokens each (`sample`) or `length` positions each
     (`score`, `train`), `batch` sequences per call, `epochs` passes over them (`train`). `cells` > 1: built inside
-    `parallel.build_cells` among that many independent cells, which several CPU processes share."""
+    `experiments.cached_cells` among that many independent cells, which several CPU processes share."""
 
     section: str
     stage: str
@@ -734,7 +734,7 @@ class _Plan:
 
     def pipelines(self, section: str, config, labels: Sequence[str], taus_of: Mapping[str, Sequence[float]],
                   cells: int, ka_only: bool = False) -> dict:
-        """`parallel.build_cell` for every label and seed: K-A, A-K, A-K's final KDs, their evaluations."""
+        """`experiments.cached_cell_rows` for every label and seed: K-A, A-K, A-K's final KDs, their evaluations."""
         from ..lm.experiments import distilled, final_stage
 
         refs = self.references(section, config, cells)

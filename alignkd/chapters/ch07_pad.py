@@ -216,7 +216,7 @@ class LMComparison:
     @property
     def premise_note(self) -> str:
         """The premise's verdict paragraph, or why there is none."""
-        from ..lm.summary import premise_note
+        from .ch06_report import premise_note
 
         return premise_note(self.premise)
 

@@ -8,11 +8,12 @@
 - `kd`: the KD stage (teacher samples sharded to disk, student training).
 - `metrics`: per-token average overall precision, overall recall, target precision and mean reward; recall's baselines
   (`UnigramModel` of a KD dataset, `uniform_recall`).
-- alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo` (trainers, by name in `algorithms`),
+- alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo`, `kto`, `simpo` (trainers, by name in `algorithms`),
   `training` (what the trainers share), `selection` (App. C.4 rules), `device`.
 - `config`: `LLMConfig` (chapter 06's parameters become it in `alignkd.chapters.ch06_llm`).
-- `experiments`: Pipelines K-A and A-K, every model cached under its recipe; `summary`: tables and verdicts;
-  `smollm2`: chapter 06's SmolLM2 section (what students of the offline SmolLM2 learn, against the baselines).
+- `experiments`: Pipelines K-A and A-K, every model cached under its recipe (`cached_*`); `parallel`: the process
+  pool that builds independent cells; `summary`, `studies`, `premise`: the numbers of chapter 06's tables (their
+  words: `alignkd.chapters.ch06_report`); `smollm2`: chapter 06's SmolLM2 section (what students of the offline SmolLM2 learn, against the baselines).
 """
 
 import logging
