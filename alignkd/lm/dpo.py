@@ -36,12 +36,12 @@ from tqdm.auto import tqdm
 
 from .. import objectives
 from ..validation import require_int, require_positive
-from .generation import Samples, sample, token_logprobs
+from .generation import token_logprobs
 from .models import HFLanguageModel
 from .reward import RewardOracle, pair_indices
 from .device import autocast, resolve_device
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, minibatches, optimizer_step, pair_row, rollout, snapshot
 
 
 @dataclass
@@ -105,14 +105,10 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     rows, checkpoints = [], {}
 
     for iteration in tqdm(range(config.n_iterations + 1), desc="DPO", disable=not progress):
-        with autocast(device, config.bf16):  # rollouts in the training precision
-            samples: Samples = sample(policy, prompt_ids, 2 * n, config.max_new_tokens, config.tau,
-                                      eos_id=eos_id, pad_id=pad_id, batch_size=2 * n,
-                                      seed=iteration_seed(seed, iteration)).to(device)
-        tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
-        nll = oracle.nll(samples)
-        reward = oracle.reward_from_nll(nll)
-        chosen, rejected = (index.to(device) for index in pair_indices(nll))
+        batch = rollout(policy, oracle, 2 * n, config, prompt_ids=prompt_ids, eos_id=eos_id, pad_id=pad_id, seed=seed,
+                        iteration=iteration, device=device)
+        tokens, attention, response = batch.tokens, batch.attention, batch.response
+        chosen, rejected = (index.to(device) for index in pair_indices(batch.nll))
         with torch.no_grad(), autocast(device, config.bf16):
             ref_logprob = response_logprobs(reference, tokens, attention, response)
 
@@ -122,42 +118,22 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
                 logprob = response_logprobs(policy, tokens, attention, response)
             chosen_reward = objectives.dpo_implicit_reward(logprob[chosen], ref_logprob[chosen], config.beta)
             rejected_reward = objectives.dpo_implicit_reward(logprob[rejected], ref_logprob[rejected], config.beta)
-            rows.append({
-                "iteration": iteration,
-                "reward_mean": float(reward.mean()),
-                "reward_std": float(reward.std()),
-                "nll_mean": float(nll.mean()),
-                "kl": float((logprob - ref_logprob).mean()),
-                "chosen_reward": float(chosen_reward.mean()),
-                "rejected_reward": float(rejected_reward.mean()),
-                "margin": float((chosen_reward - rejected_reward).mean()),
-                "accuracy": float((chosen_reward > rejected_reward).float().mean()),
-                "chosen_oracle_reward": float(reward[chosen.cpu()].mean()),
-                "rejected_oracle_reward": float(reward[rejected.cpu()].mean()),
-                "n_pairs": int(len(chosen)),
-            })
+            rows.append(pair_row(iteration, batch, logprob, ref_logprob, chosen_reward, rejected_reward, chosen,
+                                 rejected))
             checkpoints[iteration] = snapshot(iteration, policy, on_eval)
-        if iteration == config.n_iterations or len(chosen) == 0:
-            if iteration == config.n_iterations:
-                break
+        if iteration == config.n_iterations:
+            break
+        if len(chosen) == 0:
             continue  # every pair tied (a collapsed policy): nothing to learn from this batch
 
         policy.train()
-        order = torch.empty(0, dtype=torch.long)
-        for _ in range(config.grad_steps):
-            if len(order) == 0:  # a new pass over the pairs (the last mini-batch of a pass may be smaller)
-                order = torch.randperm(len(chosen), generator=shuffle)
-            batch, order = order[:config.pairs_per_step].to(device), order[config.pairs_per_step:]
-            w, l = chosen[batch], rejected[batch]
+        for pairs in minibatches(len(chosen), config.pairs_per_step, config.grad_steps, shuffle, device):
+            w, l = chosen[pairs], rejected[pairs]
             rows_wl = torch.cat([w, l])
             with autocast(device, config.bf16):
                 logprob = response_logprobs(policy, tokens[rows_wl], attention[rows_wl], response[rows_wl])
             loss = objectives.dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], config.beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.mean().backward()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
+            optimizer_step(policy, optimizer, loss, config.max_grad_norm)
 
     policy.eval()
     trajectory = pd.DataFrame(rows)

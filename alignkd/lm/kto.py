@@ -48,11 +48,10 @@ from .. import objectives
 from ..validation import require_int, require_positive
 from .device import autocast, resolve_device
 from .dpo import response_logprobs
-from .generation import Samples, sample
 from .models import HFLanguageModel
 from .reward import RewardOracle
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
+from .training import AlignmentRun, RunConfig, UpdatePass, minibatches, optimizer_step, rollout, snapshot
 
 
 @dataclass
@@ -132,13 +131,9 @@ def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     rows, checkpoints = [], {}
 
     for iteration in tqdm(range(config.n_iterations + 1), desc="KTO", disable=not progress):
-        with autocast(device, config.bf16):  # rollouts in the training precision
-            samples: Samples = sample(policy, prompt_ids, config.batch_size, config.max_new_tokens, config.tau,
-                                      eos_id=eos_id, pad_id=pad_id, batch_size=config.batch_size,
-                                      seed=iteration_seed(seed, iteration)).to(device)
-        tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
-        nll = oracle.nll(samples)
-        reward = oracle.reward_from_nll(nll)
+        batch = rollout(policy, oracle, config.batch_size, config, prompt_ids=prompt_ids, eos_id=eos_id, pad_id=pad_id,
+                        seed=seed, iteration=iteration, device=device)
+        tokens, attention, response, nll, reward = batch
         desirable_cpu, labelled_cpu = label_by_median(reward)
         labelled = labelled_cpu.nonzero()[:, 0].to(device)
         desirable = desirable_cpu.to(device)
@@ -174,20 +169,13 @@ def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
             continue  # every response at the median (a collapsed policy): nothing to learn from this batch
 
         policy.train()
-        order = torch.empty(0, dtype=torch.long)
-        for _ in range(config.grad_steps):
-            if len(order) == 0:  # a new pass over the responses (the last mini-batch of a pass may be smaller)
-                order = torch.randperm(len(labelled), generator=shuffle)
-            batch, order = labelled[order[:config.examples_per_step].to(device)], order[config.examples_per_step:]
+        for step in minibatches(len(labelled), config.examples_per_step, config.grad_steps, shuffle, device):
+            chosen = labelled[step]
             with autocast(device, config.bf16):
-                batch_logprob = response_logprobs(policy, tokens[batch], attention[batch], response[batch])
-            loss = objectives.kto_loss(batch_logprob, ref_logprob[batch], desirable[batch], z_ref, config.beta,
+                step_logprob = response_logprobs(policy, tokens[chosen], attention[chosen], response[chosen])
+            loss = objectives.kto_loss(step_logprob, ref_logprob[chosen], desirable[chosen], z_ref, config.beta,
                                        config.desirable_weight, config.undesirable_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.mean().backward()
-            if config.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-            optimizer.step()
+            optimizer_step(policy, optimizer, loss, config.max_grad_norm)
 
     policy.eval()
     trajectory = pd.DataFrame(rows)

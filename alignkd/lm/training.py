@@ -21,13 +21,16 @@ over response tokens, on the iteration's freshly generated pairs): `chosen_rewar
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
+import torch
 
 from ..validation import require_int, require_positive
-from .device import check_device
+from .device import autocast, check_device
+from .generation import sample
 
 
 @dataclass
@@ -114,3 +117,69 @@ class RunConfig:
     def update_passes(self) -> list[UpdatePass]:
         """The passes this algorithm's update makes beyond the shared rollout (each algorithm says its own)."""
         raise NotImplementedError(f"{type(self).__name__} does not say what its update computes (update_passes)")
+
+
+# --------------------------------------------------------------------------- the pieces of an on-policy iteration
+
+class Rollout(NamedTuple):
+    """One iteration's responses of the current policy, scored by the oracle (per-response `nll`, `reward`)."""
+
+    tokens: torch.Tensor
+    attention: torch.Tensor
+    response: torch.Tensor
+    """[B, T-1] float mask of the response tokens among the predicted positions (the prompt masked)."""
+    nll: torch.Tensor
+    reward: torch.Tensor
+
+
+def rollout(policy, oracle, n: int, config: RunConfig, *, prompt_ids, eos_id: int, pad_id: int, seed: int,
+            iteration: int, device) -> Rollout:
+    """`n` responses of `policy` at the config's temperature and length, sampled in the training precision with the
+    iteration's own seed, and the oracle's NLL and reward of each."""
+    with autocast(device, config.bf16):
+        samples = sample(policy, prompt_ids, n, config.max_new_tokens, config.tau, eos_id=eos_id, pad_id=pad_id,
+                         batch_size=n, seed=iteration_seed(seed, iteration)).to(device)
+    nll = oracle.nll(samples)
+    return Rollout(samples.tokens, samples.mask, samples.response_mask[:, 1:].float(), nll,
+                   oracle.reward_from_nll(nll))
+
+
+def minibatches(n: int, size: int, steps: int, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
+    """`steps` mini-batches of indices into range(n), `size` at a time, in passes over a fresh permutation (the
+    last mini-batch of a pass may be smaller)."""
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) == 0:
+            order = torch.randperm(n, generator=generator)
+        batch, order = order[:size].to(device), order[size:]
+        yield batch
+
+
+def optimizer_step(policy, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_grad_norm: float) -> None:
+    """One step on the mean of a per-example loss, its gradient norm clipped at `max_grad_norm` (0: not clipped)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.mean().backward()
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
+    optimizer.step()
+
+
+def pair_row(iteration: int, batch: Rollout, logprob: torch.Tensor, ref_logprob: torch.Tensor,
+             chosen_reward: torch.Tensor, rejected_reward: torch.Tensor, chosen: torch.Tensor,
+             rejected: torch.Tensor) -> dict:
+    """The trajectory row of a pairwise method (DPO, SimPO): TRL's implicit-reward series on the iteration's
+    pairs and the oracle's view of the same pairs (columns in the module docstring)."""
+    return {
+        "iteration": iteration,
+        "reward_mean": float(batch.reward.mean()),
+        "reward_std": float(batch.reward.std()),
+        "nll_mean": float(batch.nll.mean()),
+        "kl": float((logprob - ref_logprob).mean()),
+        "chosen_reward": float(chosen_reward.mean()),
+        "rejected_reward": float(rejected_reward.mean()),
+        "margin": float((chosen_reward - rejected_reward).mean()),
+        "accuracy": float((chosen_reward > rejected_reward).float().mean()),
+        "chosen_oracle_reward": float(batch.reward[chosen.cpu()].mean()),
+        "rejected_oracle_reward": float(batch.reward[rejected.cpu()].mean()),
+        "n_pairs": int(len(chosen)),
+    }
