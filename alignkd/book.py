@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 from . import claims, provenance
 from .cache import CACHE_LOG_ENV, REPO_ROOT, results_root
+from .chapters.memory import check_memory
 from .parameters import Chapter, ParameterError, chapters, check_writable, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
@@ -290,6 +291,8 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     is raised.
     """
     values = preflight(profile, overrides)  # every value and what it asks of this machine, before anything runs
+    check_memory({name: values[name] for name in values if not only or name in only},
+                 {name: chapter.defaults for name, chapter in chapters().items()})
     check_writable(results_root() / profile, claims.claims_dir(profile), chapters_dir(book_root))
     library = _library_digest()
     out_dir = chapters_dir(book_root)
@@ -590,6 +593,7 @@ def run_chapter(name_or_number: str, profile: str, overrides: dict[str, Any], ou
 
     chapter = find_chapter(name_or_number)
     values = preflight(profile, {chapter.name: overrides}, only=[chapter.name])[chapter.name]
+    check_memory({chapter.name: values}, {chapter.name: chapter.defaults})
     output = Path(output) if output else REPO_ROOT / "_build" / "runs" / f"{chapter.name}.{profile}.ipynb"
     check_writable(results_root() / profile, output.resolve().parent)
     # a one-off run with overrides records its claims beside its notebook, not over the profile's

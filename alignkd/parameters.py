@@ -162,6 +162,10 @@ class Chapter:
     parameters: dict[str, Parameter] = field(default_factory=dict)
     after: tuple[str, ...] = ()  # chapters whose cached results this one reads: the book runs them first
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: p.default for name, p in self.parameters.items()}
+
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
         """Validate a full or partial set of values; unknown names fail with the known ones listed. A bound that
         names another parameter (`figure_trial = 0  # >= 0, < n_trials`) is checked against that parameter's value
@@ -486,38 +490,6 @@ def machine_problems(chapter: Chapter, values: dict[str, Any], missing=None) -> 
                     problem += f"; or set {name} = {parameter.default!r}"
                 problems.append(problem)
     return problems
-
-
-# What an IPython kernel defines before a chapter's first cell: anything else in `globals()` then is a parameter.
-_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
-
-
-def validate_chapter(chapter_name: str, namespace: dict[str, Any]) -> dict[str, Any]:
-    """A chapter's own first check, whichever way it was started (plain papermill, `alignkd run`, the book): the
-    parameters in the notebook's `namespace` (its `globals()` right after the parameters cell) against the
-    chapter's spec, the profile, this machine and the results folder: the same checks as `preflight` and the CLI.
-    A name papermill injected that the chapter does not have is refused (papermill only warns). Returns the
-    checked values; raises `ParameterError` naming the parameter and what it allows, before any compute."""
-    chapter = find_chapter(chapter_name)
-    given = {name for name, value in namespace.items() if not name.startswith("_") and name not in _KERNEL_NAMES
-             and isinstance(value, (int, float, str, list, tuple, dict, type(None)))}  # papermill injects literals
-    unknown = sorted(given - set(chapter.parameters))
-    if unknown:
-        raise ParameterError(f"chapter '{chapter.name}' has no parameter{'s' if len(unknown) > 1 else ''} "
-                             f"{', '.join(repr(u) for u in unknown)} (its parameters: {', '.join(chapter.parameters)})")
-    values = {name: namespace[name] for name in chapter.parameters if name in namespace}
-    if "profile" in values:
-        check_profile_name(values["profile"])
-    checked = chapter.check(values)
-    problems = machine_problems(chapter, checked)
-    if problems:
-        raise PreflightError(f"chapter '{chapter.name}' cannot run on this machine; nothing was run:\n  "
-                             + "\n  ".join(problems))
-    if "profile" in checked:
-        from .cache import results_root
-
-        check_writable(results_root() / checked["profile"])
-    return checked
 
 
 def preflight(profile: str, overrides: dict[str, dict[str, Any]] | None = None, only: list[str] | None = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alignkd import parameters as ch
+from alignkd.chapters import validate_chapter
 from alignkd.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,12 +266,12 @@ def test_a_chapter_refuses_in_its_own_first_cell(chapter, overrides, message, tm
     """What plain papermill ran (at the default profile's scale, or recording claims from out-of-spec values)."""
     monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path))
     with pytest.raises(ch.ParameterError, match=message):
-        ch.validate_chapter(ch.find_chapter(chapter).name, _namespace(chapter, **overrides))
+        validate_chapter(ch.find_chapter(chapter).name, _namespace(chapter, **overrides))
 
 
 def test_a_chapter_accepts_its_own_values(tmp_path, monkeypatch):
     monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path))
-    checked = ch.validate_chapter("02_mog_setup", _namespace("02", n_trials=5))
+    checked = validate_chapter("02_mog_setup", _namespace("02", n_trials=5))
     assert checked["n_trials"] == 5 and checked["profile"] == "quick"
 
 

@@ -18,7 +18,41 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..parameters import find_chapter, resolve
+from ..cache import results_root
+from ..parameters import (ParameterError, PreflightError, check_profile_name, check_writable, find_chapter,
+                          machine_problems, resolve)
+from . import memory
+
+
+# What an IPython kernel defines before a chapter's first cell: anything else in `globals()` then is a parameter.
+_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+def validate_chapter(chapter_name: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """A chapter's own first check, whichever way it was started (plain papermill, `alignkd run`, the book): the
+    parameters in the notebook's `namespace` (its `globals()` right after the parameters cell) against the
+    chapter's spec, the profile, this machine and the results folder: the same checks as `preflight` and the CLI.
+    A name papermill injected that the chapter does not have is refused (papermill only warns). Returns the
+    checked values; raises `ParameterError` naming the parameter and what it allows, before any compute."""
+    chapter = find_chapter(chapter_name)
+    given = {name for name, value in namespace.items() if not name.startswith("_") and name not in _KERNEL_NAMES
+             and isinstance(value, (int, float, str, list, tuple, dict, type(None)))}  # papermill injects literals
+    unknown = sorted(given - set(chapter.parameters))
+    if unknown:
+        raise ParameterError(f"chapter '{chapter.name}' has no parameter{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(repr(u) for u in unknown)} (its parameters: {', '.join(chapter.parameters)})")
+    values = {name: namespace[name] for name in chapter.parameters if name in namespace}
+    if "profile" in values:
+        check_profile_name(values["profile"])
+    checked = chapter.check(values)
+    problems = machine_problems(chapter, checked)
+    if problems:
+        raise PreflightError(f"chapter '{chapter.name}' cannot run on this machine; nothing was run:\n  "
+                             + "\n  ".join(problems))
+    memory.check_memory({chapter.name: checked}, {chapter.name: chapter.defaults})
+    if "profile" in checked:
+        check_writable(results_root() / checked["profile"])
+    return checked
 
 
 def keyword_names(function: Callable) -> tuple[str, ...]:
@@ -29,7 +63,7 @@ def keyword_names(function: Callable) -> tuple[str, ...]:
 def profile_values(chapter: str, profile: str) -> dict[str, Any]:
     """A chapter's parameter values under `profile`: the notebook's defaults, then the profile file's, checked."""
     found = find_chapter(chapter)
-    return {name: p.default for name, p in found.parameters.items()} | resolve(found, profile)
+    return found.defaults | resolve(found, profile)
 
 
 def named(function: Callable, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,4 +81,4 @@ def profile_call(function: Callable, chapter: str, profile: str, **overrides: An
     return call_with(function, profile_values(chapter, profile), **overrides)
 
 
-__all__ = ["keyword_names", "named", "profile_values", "call_with", "profile_call"]
+__all__ = ["validate_chapter", "keyword_names", "named", "profile_values", "call_with", "profile_call"]
