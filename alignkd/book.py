@@ -24,8 +24,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 # jupytext, nbformat and papermill are imported in the functions that use them: the library imports without
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     import nbformat
 
 from . import claims, provenance
-from .cache import CACHE_LOG_ENV, REPO_ROOT, results_root
+from .cache import CACHE_LOG_ENV, REPO_ROOT, results_root, write_atomic
 from .chapters.memory import check_memory
 from .parameters import Chapter, ParameterError, chapters, check_writable, preflight
 
@@ -84,11 +86,15 @@ def _stamp_of(path: Path) -> str | None:
 
 
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
-                    progress: bool = True, library: str | None = None, threads: int | None = None) -> Path:
+                    progress: bool = True, library: str | None = None, threads: int | None = None,
+                    live: Path | None = None) -> Path:
     """Execute one chapter with checked parameter values into `output` (written only on success).
 
     `threads` caps the kernel's math threads (OpenMP, MKL: what torch's intra-op pool reads at start-up), so
     that chapters executed side by side do not oversubscribe the cores; None leaves the kernel's defaults.
+
+    `live`: a folder where the chapter reports as it runs, for `LiveLines` to show: `<name>.cell` (the code cell
+    it is executing, n of N) and `<name>.cache.jsonl` (what it reuses, computes and rebuilds).
 
     The executed notebook is made to read as a page (`present`) and ends with its provenance; the same
     facts are kept in its metadata under `alignkd_provenance`.
@@ -102,23 +108,26 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / f"{chapter.name}.ipynb"
         executed = Path(scratch) / f"{chapter.name}.executed.ipynb"
-        cache_log = Path(scratch) / "cache.jsonl"
+        cache_log = Path(live) / f"{chapter.name}.cache.jsonl" if live else Path(scratch) / "cache.jsonl"
+        cache_log.unlink(missing_ok=True)
         notebook = jupytext.read(chapter.path)
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(notebook, source)
         executed_at = datetime.datetime.now(datetime.timezone.utc)
         start = time.perf_counter()
         limits = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
+        hooks = {"on_cell_start": _cell_counter(Path(live) / f"{chapter.name}.cell", notebook)} if live else {}
         with _environment({CACHE_LOG_ENV: str(cache_log), **limits}):
             try:
                 papermill.execute_notebook(
                     str(source), str(executed), parameters=values, kernel_name="python3",
                     cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
-                    extra_arguments=_KERNEL_QUIET,
+                    extra_arguments=_KERNEL_QUIET, **hooks,
                 )
             finally:  # the kernel's warnings never reach the terminal: say here what was rebuilt, and why
-                for line in provenance.rebuilt(cache_log):
-                    print(f"{chapter.name}: {line}", flush=True)
+                if live is None:  # (the book says it above its live lines)
+                    for line in provenance.rebuilt(cache_log):
+                        print(f"{chapter.name}: {line}", flush=True)
         seconds = time.perf_counter() - start
         result = nbformat.read(executed, as_version=4)
         present(result, values)
@@ -136,8 +145,104 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
         result.metadata[PROVENANCE_KEY] = record
         result.metadata.pop("jupytext", None)
         nbformat.write(result, executed)
-        shutil.move(executed, output)
+        write_atomic(output, lambda path: shutil.copyfile(executed, path))  # a reader sees the old page or the new
     return output
+
+
+def _cell_counter(path: Path, notebook) -> Callable[..., None]:
+    """An nbclient `on_cell_start` hook writing "n N" (code cell n of N, papermill's injected one counted)."""
+    total = sum(cell.cell_type == "code" for cell in notebook.cells) + 1
+    started = [0]
+
+    def hook(cell=None, **_) -> None:
+        if cell is not None and cell.cell_type != "code":  # nbclient calls it for every cell
+            return
+        started[0] += 1
+        path.write_text(f"{started[0]} {total}")
+
+    return hook
+
+
+class LiveLines:
+    """On a terminal, one live line per running chapter under the book's own lines: the code cell it executes
+    (n of N), what it is computing or rebuilding, and its elapsed time; redrawn every second. Elsewhere (a log
+    file, CI) it prints nothing: the start and end lines say what happened."""
+
+    def __init__(self, folder: Path, stream=None, every: float = 1.0):
+        self.folder, self.stream, self.every = Path(folder), stream or sys.stdout, every
+        self.running: dict[str, float] = {}
+        self.shown = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.thread = threading.Thread(target=self._loop, daemon=True) if self.tty else None
+
+    def __enter__(self) -> "LiveLines":
+        if self.thread:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        if self.thread:
+            self.thread.join()
+        self.print(None)
+
+    def start(self, name: str) -> None:
+        with self.lock:
+            self.running[name] = time.perf_counter()
+
+    def stop(self, name: str) -> None:
+        with self.lock:
+            self.running.pop(name, None)
+
+    def line(self, name: str, now: float | None = None) -> str:
+        """`06_llm  cell 14/35  computing lm_student  2:10` from the chapter's reports."""
+        elapsed = (now or time.perf_counter()) - self.running.get(name, now or time.perf_counter())
+        parts = [name]
+        try:
+            n, total = (self.folder / f"{name}.cell").read_text().split()
+            parts.append(f"cell {n}/{total}")
+        except (OSError, ValueError):
+            parts.append("starting")
+        event = _last_event(self.folder / f"{name}.cache.jsonl")
+        if event is not None and event.get("rebuilt"):
+            parts.append(f"rebuilding {event['result']} (it {event['rebuilt']})")
+        elif event is not None and not event.get("reused"):
+            parts.append(f"computing {event['result']}")
+        parts.append(_clock(elapsed))
+        return "  ".join(parts)
+
+    def print(self, text: str | None) -> None:
+        """A line of the book's own, above the live lines (which are then drawn again)."""
+        with self.lock:
+            if self.tty and self.shown:
+                self.stream.write(f"\x1b[{self.shown}F\x1b[J")  # up over the live lines, and clear them
+            self.shown = 0
+            if text is not None:
+                self.stream.write(text + "\n")
+            if self.tty and not self.done.is_set():
+                lines = [self.line(name) for name in self.running]
+                self.stream.write("".join(line[:200] + "\n" for line in lines))
+                self.shown = len(lines)
+            self.stream.flush()
+
+    def _loop(self) -> None:
+        while not self.done.wait(self.every):
+            self.print(None)
+
+
+def _last_event(log: Path) -> dict | None:
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:  # a line still being written
+            continue
+    return None
 
 
 @contextlib.contextmanager
@@ -309,59 +414,64 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     def where(name: str) -> str:
         return f"[book {_clock(time.perf_counter() - began)}] {numbers[name]}/{len(selected)} {name}"
 
-    pending = []
-    for name, chapter in selected.items():
-        stamp = chapter_stamp(chapter, values[name], library) + f":{profile}"
-        if not force and _stamp_of(out_dir / f"{name}.ipynb") == stamp:
-            statuses[name] = ("cached", 0.0)
-            print(f"{where(name)}: unchanged since its last execution, not re-executed", flush=True)
-        else:
-            pending.append((name, stamp))
-    last = {name: (_provenance_of(out_dir / f"{name}.ipynb") or {}).get("seconds", 0.0) for name, _ in pending}
-    pending.sort(key=lambda item: (-last[item[0]], -dependants[item[0]], numbers[item[0]]))
+    with tempfile.TemporaryDirectory() as reports, LiveLines(Path(reports)) as live:
+        pending = []
+        for name, chapter in selected.items():
+            stamp = chapter_stamp(chapter, values[name], library) + f":{profile}"
+            if not force and _stamp_of(out_dir / f"{name}.ipynb") == stamp:
+                statuses[name] = ("cached", 0.0)
+                live.print(f"{where(name)}: unchanged since its last execution, not re-executed")
+            else:
+                pending.append((name, stamp))
+        last = {name: (_provenance_of(out_dir / f"{name}.ipynb") or {}).get("seconds", 0.0) for name, _ in pending}
+        pending.sort(key=lambda item: (-last[item[0]], -dependants[item[0]], numbers[item[0]]))
 
-    def ready(name: str) -> bool:
-        return all(statuses.get(before, ("pending",))[0] in ("cached", "ran") for before in selected[name].after
-                   if before in selected)
+        def ready(name: str) -> bool:
+            return all(statuses.get(before, ("pending",))[0] in ("cached", "ran") for before in selected[name].after
+                       if before in selected)
 
-    def start(name: str, stamp: str, run):
-        print(f"{where(name)}: executing (profile {profile}) ...", flush=True)
-        claims.clear(profile, name)  # the chapter records its claims afresh; none may survive from an older run
-        statuses[name] = ("running", time.perf_counter())
-        return run(execute_chapter, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
-                   progress=False, library=library, threads=threads if jobs > 1 else None)
+        def start(name: str, stamp: str, run):
+            live.print(f"{where(name)}: executing (profile {profile}) ...")
+            claims.clear(profile, name)  # the chapter records its claims afresh; none may survive from an older run
+            statuses[name] = ("running", time.perf_counter())
+            live.start(name)
+            return run(execute_chapter, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
+                       progress=False, library=library, threads=threads if jobs > 1 else None, live=live.folder)
 
-    def finish(name: str, error: BaseException | None) -> None:
-        elapsed = time.perf_counter() - statuses[name][1]
-        if error is None:
-            statuses[name] = ("ran", elapsed)
-            print(f"{where(name)}: done in {elapsed:.1f} s", flush=True)
-        else:
-            statuses[name] = ("failed", elapsed)
-            print(f"{where(name)}: FAILED after {elapsed:.1f} s ({type(error).__name__})", flush=True)
+        def finish(name: str, error: BaseException | None) -> None:
+            elapsed = time.perf_counter() - statuses[name][1]
+            live.stop(name)
+            for line in provenance.rebuilt(live.folder / f"{name}.cache.jsonl"):
+                live.print(f"{where(name)}: {line}")
+            if error is None:
+                statuses[name] = ("ran", elapsed)
+                live.print(f"{where(name)}: done in {elapsed:.1f} s")
+            else:
+                statuses[name] = ("failed", elapsed)
+                live.print(f"{where(name)}: FAILED after {elapsed:.1f} s ({type(error).__name__})")
 
-    if jobs == 1:  # in this process, in book order: what a debugger or a monkeypatch sees
-        for name, stamp in sorted(pending, key=lambda item: numbers[item[0]]):
-            start(name, stamp, lambda function, *args, **kwargs: function(*args, **kwargs))
-            finish(name, None)
-    elif pending:
-        failure = None
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter per chapter: no state leaks between
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
-            running: dict[concurrent.futures.Future, str] = {}
-            while pending or running:
-                for item in [item for item in pending if failure is None and ready(item[0])][:jobs - len(running)]:
-                    pending.remove(item)
-                    running[start(*item, pool.submit)] = item[0]
-                if not running:
-                    break
-                done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    name = running.pop(future)
-                    finish(name, future.exception())
-                    failure = failure or future.exception()
-        if failure is not None:
-            raise failure
+        if jobs == 1:  # in this process, in book order: what a debugger or a monkeypatch sees
+            for name, stamp in sorted(pending, key=lambda item: numbers[item[0]]):
+                start(name, stamp, lambda function, *args, **kwargs: function(*args, **kwargs))
+                finish(name, None)
+        elif pending:
+            failure = None
+            context = multiprocessing.get_context("spawn")  # a fresh interpreter per chapter: no state leaks between
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+                running: dict[concurrent.futures.Future, str] = {}
+                while pending or running:
+                    for item in [item for item in pending if failure is None and ready(item[0])][:jobs - len(running)]:
+                        pending.remove(item)
+                        running[start(*item, pool.submit)] = item[0]
+                    if not running:
+                        break
+                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        name = running.pop(future)
+                        finish(name, future.exception())
+                        failure = failure or future.exception()
+            if failure is not None:
+                raise failure
     stale = {p.stem for p in out_dir.glob("*.ipynb")} - set(chapters())
     for name in stale:  # a chapter renamed or removed must not linger in the book
         (out_dir / f"{name}.ipynb").unlink()

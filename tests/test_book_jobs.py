@@ -103,3 +103,47 @@ def test_jobs_must_be_positive(toy_book, jobs):
     root, _ = toy_book
     with pytest.raises(ParameterError, match="jobs"):
         book.execute_profile("quick", book_root=root, jobs=jobs)
+
+
+def test_live_lines_show_each_running_chapter_cell_and_computation(tmp_path):
+    """What `make book` keeps on the terminal while chapters run (before: nothing for the 19 minutes of 06)."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    (tmp_path / "06_llm.cell").write_text("14 35")
+    (tmp_path / "06_llm.cache.jsonl").write_text(
+        json.dumps({"result": "lm_kd_data", "file": "a", "reused": True}) + "\n"
+        + json.dumps({"result": "lm_student", "file": "b", "reused": False}) + "\n{\"result\": \"lm_")  # half-written
+    (tmp_path / "05_mog_coverage.cache.jsonl").write_text(
+        json.dumps({"result": "mog_study", "file": "c", "reused": False, "rebuilt": "lost its file x"}) + "\n")
+    terminal = Terminal()
+    live = book.LiveLines(tmp_path, stream=terminal, every=3600)
+    live.start("06_llm")
+    live.start("05_mog_coverage")
+    now = live.running["06_llm"] + 130
+    assert live.line("06_llm", now) == "06_llm  cell 14/35  computing lm_student  2:10"
+    assert live.line("05_mog_coverage", live.running["05_mog_coverage"] + 5).startswith(
+        "05_mog_coverage  starting  rebuilding mog_study (it lost its file x)")
+    live.print("[book 0:01] 1/7 06_llm: executing")
+    live.stop("06_llm")
+    live.print("[book 2:11] 1/7 06_llm: done in 130.0 s")
+    text = terminal.getvalue()
+    assert text.count("06_llm  cell 14/35") == 1 and "\x1b[2F\x1b[J" in text  # drawn, then cleared to print
+    plain = io.StringIO()  # not a terminal: only the book's own lines
+    quiet = book.LiveLines(tmp_path, stream=plain)
+    with quiet:
+        quiet.start("06_llm")
+        quiet.print("a line")
+    assert plain.getvalue() == "a line\n"
+
+
+def test_a_chapter_reports_its_cells_as_it_runs(toy_book):
+    root, sources = toy_book
+    reports = root / "reports"
+    reports.mkdir()
+    book.execute_chapter(load_chapter(sources / "93_c.md"), {"profile": "quick"}, root / "out" / "93_c.ipynb",
+                         progress=False, live=reports)
+    assert (reports / "93_c.cell").read_text() == "3 3"  # parameters, papermill's injected cell, the chapter's one
