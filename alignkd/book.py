@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import nbformat
 
 from . import claims, provenance
-from .cache import CACHE_LOG_ENV, REPO_ROOT, results_root, write_atomic
+from .cache import CACHE_LOG_ENV, REPO_ROOT, locked, results_root, write_atomic
 from .chapters.memory import check_memory
 from .parameters import Chapter, ParameterError, chapters, check_writable, preflight
 
@@ -147,6 +147,21 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
         nbformat.write(result, executed)
         write_atomic(output, lambda path: shutil.copyfile(executed, path))  # a reader sees the old page or the new
     return output
+
+
+def _execute_in_book(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str, profile: str,
+                     force: bool, **options: Any) -> bool:
+    """One chapter of a book build, alone among the builds of this profile: two `make book` on one results folder
+    take turns per chapter (a lock the kernel releases if its holder dies), and the later one finds the page
+    already made with the same stamp and does not execute it again. Returns whether it executed the chapter."""
+    folder = results_root() / profile / ".book-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with locked(folder / f"{chapter.name}.lock"):
+        if not force and _stamp_of(output) == stamp:
+            return False
+        claims.clear(profile, chapter.name)  # the chapter records its claims afresh; none may survive from before
+        execute_chapter(chapter, values, output, stamp=stamp, progress=False, **options)
+        return True
 
 
 def _cell_counter(path: Path, notebook) -> Callable[..., None]:
@@ -432,15 +447,19 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
 
         def start(name: str, stamp: str, run):
             live.print(f"{where(name)}: executing (profile {profile}) ...")
-            claims.clear(profile, name)  # the chapter records its claims afresh; none may survive from an older run
             statuses[name] = ("running", time.perf_counter())
             live.start(name)
-            return run(execute_chapter, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
-                       progress=False, library=library, threads=threads if jobs > 1 else None, live=live.folder)
+            return run(_execute_in_book, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
+                       profile=profile, force=force, library=library, threads=threads if jobs > 1 else None,
+                       live=live.folder)
 
-        def finish(name: str, error: BaseException | None) -> None:
+        def finish(name: str, error: BaseException | None, ran: bool = True) -> None:
             elapsed = time.perf_counter() - statuses[name][1]
             live.stop(name)
+            if error is None and not ran:
+                statuses[name] = ("cached", 0.0)
+                live.print(f"{where(name)}: executed meanwhile by another build of this profile, not re-executed")
+                return
             for line in provenance.rebuilt(live.folder / f"{name}.cache.jsonl"):
                 live.print(f"{where(name)}: {line}")
             if error is None:
@@ -452,8 +471,8 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
 
         if jobs == 1:  # in this process, in book order: what a debugger or a monkeypatch sees
             for name, stamp in sorted(pending, key=lambda item: numbers[item[0]]):
-                start(name, stamp, lambda function, *args, **kwargs: function(*args, **kwargs))
-                finish(name, None)
+                ran = start(name, stamp, lambda function, *args, **kwargs: function(*args, **kwargs))
+                finish(name, None, ran)
         elif pending:
             failure = None
             context = multiprocessing.get_context("spawn")  # a fresh interpreter per chapter: no state leaks between
@@ -468,7 +487,7 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
                     done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
                     for future in done:
                         name = running.pop(future)
-                        finish(name, future.exception())
+                        finish(name, future.exception(), future.exception() is not None or future.result())
                         failure = failure or future.exception()
             if failure is not None:
                 raise failure

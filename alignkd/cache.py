@@ -190,7 +190,7 @@ class ResultStore:
                 _log_use(target, True)
                 return target
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(target.with_name(target.name + ".lock")):
+        with locked(target.with_name(target.name + ".lock")):
             if _is_complete(target):  # another process built it while this one waited, or it failed its check
                 problem = _folder_problem(target)
                 if problem is None:
@@ -274,7 +274,7 @@ def _folder_problem(folder: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     """An exclusive lock on `path` (created if missing); the kernel drops it when the process dies."""
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -5,6 +5,7 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from alignkd import book, provenance
@@ -147,3 +148,44 @@ def test_a_chapter_reports_its_cells_as_it_runs(toy_book):
     book.execute_chapter(load_chapter(sources / "93_c.md"), {"profile": "quick"}, root / "out" / "93_c.ipynb",
                          progress=False, live=reports)
     assert (reports / "93_c.cell").read_text() == "3 3"  # parameters, papermill's injected cell, the chapter's one
+
+
+BUILD = """
+import sys
+from pathlib import Path
+from alignkd import book
+from alignkd.parameters import load_chapter
+root = Path(sys.argv[1])
+toys = {p.stem: load_chapter(p) for p in sorted((root / "notebooks").glob("*.md"))}
+book.chapters = lambda: toys
+book.preflight = lambda profile, overrides=None: {name: {"profile": "quick"} for name in toys}
+print(book.execute_profile("quick", book_root=root, jobs=int(sys.argv[2])))
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_two_builds_at_once_equal_one(tmp_path, jobs):
+    """Two `make book` on one results folder: each chapter executes once, its claims are whole and in order."""
+    import subprocess
+    import sys
+
+    sources = tmp_path / "notebooks"
+    sources.mkdir()
+    for name in ("91_a", "92_b"):
+        body = (f"from alignkd import claims\n"
+                f"for i in range(4):\n"
+                f"    claims.record('quick', {name!r}, f'c{{i}}', f'claim {{i}}', 'p', float(i))\n"
+                f"    time.sleep(0.3)\n")
+        toy_chapter(sources, name, body)
+    env = {**os.environ, "ALIGNKD_RESULTS": str(tmp_path / "results")}
+    builds = [subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path), str(jobs)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [build.communicate(timeout=300) for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], outputs
+    starts = [row for row in map(json.loads, (sources / "log.jsonl").read_text().splitlines()) if row["event"] == "start"]
+    assert sorted(row["chapter"] for row in starts) == ["91_a", "92_b"]  # each executed once in all
+    assert sum("executed meanwhile by another build" in out for out, _ in outputs) >= 1
+    for name in ("91_a", "92_b"):
+        table = pd.read_csv(tmp_path / "results" / "quick" / "claims" / f"{name}.csv")
+        assert list(table.claim_id) == ["c0", "c1", "c2", "c3"] and list(table.ours) == [0.0, 1.0, 2.0, 3.0]
+        assert (tmp_path / "book" / "chapters" / f"{name}.ipynb").exists()
