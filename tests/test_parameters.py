@@ -261,6 +261,13 @@ def _namespace(chapter, **overrides):
     ("02", {"figure_trial": 25}, "'figure_trial' = 25: must be < n_trials"),
     ("02", {"profile": "../../escaped"}, "not a path"),
     ("02", {"n_trials": "3"}, "parameter 'n_trials' = '3': expected int"),
+    ("02", {"eval_samples": 50}, "parameter 'eval_samples' = 50: must be >= 100"),
+    ("01", {"grid_points": 5}, "parameter 'grid_points' = 5: must be >= 10"),
+    ("01", {"betas": []}, "parameter 'betas' = \\[\\]: expected a non-empty list"),
+    ("01", {"reward_of_target": float("inf")}, "parameter 'reward_of_target' = inf: expected a finite number"),
+    ("03", {"betas": [0.5, 0.5]}, "lists 0.5 twice"),
+    ("06", {"seeds": [0, 0]}, "parameter 'seeds' = \\[0, 0\\]: lists 0 twice"),
+    ("02", {"n_trials": 1000000000}, "parameter 'n_trials' = 1000000000: must be <= 2000"),
 ])
 def test_a_chapter_refuses_in_its_own_first_cell(chapter, overrides, message, tmp_path, monkeypatch):
     """What plain papermill ran (at the default profile's scale, or recording claims from out-of-spec values)."""
