@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from alignkd import objectives
 from alignkd.lm import training
-from alignkd.lm.batched import BatchedLlama, optimizer_step, stack_samples
+from alignkd.lm.batched import BatchedLlama, KVCache, optimizer_step, stack_samples
 from alignkd.lm.dpo import response_logprobs
 from alignkd.lm.generation import sample
 from alignkd.lm.models import suppress_tokens
@@ -54,7 +54,7 @@ def test_batched_logits_equal_each_models_logits(build):
     tokens, mask, _ = padded_batch(3, 5, 9, vocab, seed=0)
     batch = BatchedLlama.from_models(models)
     with torch.no_grad():
-        logits, _ = batch.logits(tokens, mask)
+        logits = batch.logits(tokens, mask)
         for run, model in enumerate(models):
             expected = model(input_ids=tokens[run], attention_mask=mask[run].long()).logits
             real = mask[run]  # padding positions' logits are whatever each implementation leaves there
@@ -68,12 +68,11 @@ def test_batched_cache_continues_the_forward():
     mask = torch.ones_like(mask)
     batch = BatchedLlama.from_models(models)
     with torch.no_grad():
-        full, _ = batch.logits(tokens, mask)
-        stepped, cache = batch.logits(tokens[..., :3], mask[..., :3])
-        steps = [stepped]
+        full = batch.logits(tokens, mask)
+        cache = KVCache(layers=1, capacity=7)
+        steps = [batch.logits(tokens[..., :3], mask[..., :3], cache)]
         for t in range(3, 7):
-            step, cache = batch.logits(tokens[..., t:t + 1], mask[..., :t + 1], cache)
-            steps.append(step)
+            steps.append(batch.logits(tokens[..., t:t + 1], mask[..., :t + 1], cache))
     torch.testing.assert_close(torch.cat(steps, 2), full, **FLOAT32)
 
 
@@ -111,7 +110,8 @@ def test_batched_sampling_equals_per_model_sample(vocab, temperature, max_new_to
         assert not torch.isin(alone.tokens[alone.response_mask], torch.tensor(suppressed)).any()
         widths.add(alone.tokens.shape[1])
     stacked = stack_samples(batched, PAD)
-    assert stacked.tokens.shape == (3, 16, max(widths))
+    assert stacked.tokens.shape == (3 * 16, max(widths))
+    assert torch.equal(stacked.tokens.view(3, 16, -1)[1, :, :batched[1].tokens.shape[1]], batched[1].tokens)
     if vocab == 8:
         assert len(widths) > 1, "the runs should end at different steps"
 

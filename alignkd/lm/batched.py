@@ -67,6 +67,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), -1)
 
 
+class KVCache:
+    """Each layer's rotated keys and values of the positions fed so far, [rows, kv_heads, capacity, head_dim] per
+    layer: buffers of a fixed capacity, so a sampling step writes one position instead of copying the whole
+    prefix as `torch.cat` would (that copy was a tenth of a sampling step's time at the chapter's sizes)."""
+
+    def __init__(self, layers: int, capacity: int):
+        self.keys: list = [None] * layers
+        self.values: list = [None] * layers
+        self.capacity, self.length = capacity, 0
+
+    def extend(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write this call's keys and values after the cached ones; return all of them (views of the buffers)."""
+        if self.keys[layer] is None:  # allocated at the first write: rows, heads and dtype are the forward's
+            shape = (*keys.shape[:2], self.capacity, keys.shape[-1])
+            self.keys[layer], self.values[layer] = keys.new_empty(shape), values.new_empty(shape)
+        end = self.length + keys.shape[-2]
+        if end > self.capacity:
+            raise ValueError(f"KVCache holds {self.capacity} positions; {end} were fed")
+        self.keys[layer][:, :, self.length:end] = keys
+        self.values[layer][:, :, self.length:end] = values
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
 class BatchedLlama:
     """R `LlamaForCausalLM`s of one shape: parameters stacked to [R, ...] leaves, one forward for all runs."""
 
@@ -108,15 +131,15 @@ class BatchedLlama:
 
     # ------------------------------------------------------------------ the forward pass
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: list | None = None):
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache | None = None):
         """Next-token logits [R, B, T, V] of input_ids [R, B, T] given the key mask [R, B, T_past + T].
 
-        `cache` (None or what a previous call returned) holds each layer's rotated keys and values of the earlier
-        positions, so sampling feeds one token per step. Returns (logits, cache). Positions count from the first
-        token (0..T-1 without a cache), as transformers does for right-padded batches."""
+        `cache` (a `KVCache`, extended in place) holds the earlier positions' keys and values, so sampling feeds one
+        token per step. Positions count from the first token (0..T-1 without a cache), as transformers counts them
+        for right-padded batches."""
         p, cfg = self.params, self.config
         R, B, T = input_ids.shape
-        past = 0 if cache is None else cache[0][0].shape[-2]
+        past = 0 if cache is None else cache.length
         vocab = p[EMBED].shape[1]
         runs = torch.arange(R, device=input_ids.device)[:, None, None]
         x = p[EMBED].flatten(0, 1)[input_ids + runs * vocab]  # each run looks tokens up in its own table
@@ -130,7 +153,6 @@ class BatchedLlama:
         causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
         allowed = (causal & attention_mask.bool().flatten(0, 1)[:, None, :])[:, None]
 
-        new_cache = []
         for i in range(cfg.num_hidden_layers):
             prefix = f"model.layers.{i}."
             h = rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
@@ -139,8 +161,7 @@ class BatchedLlama:
             v = linear(h, p[prefix + "self_attn.v_proj.weight"]).view(R * B, T, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
             if cache is not None:
-                k, v = torch.cat([cache[i][0], k], -2), torch.cat([cache[i][1], v], -2)
-            new_cache.append((k, v))
+                k, v = cache.extend(i, k, v)
             # grouped-query attention: kv head j serves query heads j*groups .. (j+1)*groups-1 (transformers' repeat_kv)
             groups = self.heads // self.kv_heads
             if groups > 1:
@@ -151,15 +172,17 @@ class BatchedLlama:
             h = rms_norm(x, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
             gate_up = F.silu(linear(h, p[prefix + "mlp.gate_proj.weight"])) * linear(h, p[prefix + "mlp.up_proj.weight"])
             x = x + linear(gate_up, p[prefix + "mlp.down_proj.weight"])
+        if cache is not None:
+            cache.length += T
         x = rms_norm(x, p["model.norm.weight"], cfg.rms_norm_eps)
         logits = linear(x, p.get(HEAD, p[EMBED]))
         if self.suppress_ids:  # as models.suppress_tokens: outside the language, probability 0 in every pass
             logits = logits.index_fill(-1, torch.tensor(self.suppress_ids, device=logits.device), float("-inf"))
-        return logits, new_cache
+        return logits
 
     def token_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[R, B, T-1] log p(x_t | x_<t) per run, zero where mask[..., 1:] is False (`generation.token_logprobs`)."""
-        logits = self.logits(tokens, mask)[0][:, :, :-1].float()
+        logits = self.logits(tokens, mask)[:, :, :-1].float()
         picked = torch.log_softmax(logits, -1).gather(-1, tokens[:, :, 1:, None])[..., 0]
         return torch.where(mask[:, :, 1:].bool(), picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
 
@@ -177,7 +200,7 @@ class BatchedLlama:
         `generation.sample(model_r, prompt_ids, n, ..., batch_size=n, seed=seeds[r])` (module docstring).
 
         One batch of n per run, as `training.rollout` samples. Returns one `Samples` per run, each trimmed to its
-        own longest response as `generation.sample` trims; `stack_samples` pads them into [R, n, T] tensors."""
+        own longest response as `generation.sample` trims; `stack_samples` joins them for [R, n, T] views."""
         if temperature <= 0:
             raise ValueError(f"temperature = {temperature}: must be > 0 (ancestral sampling)")
         if len(seeds) != self.runs:
@@ -188,34 +211,37 @@ class BatchedLlama:
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
         R, P = self.runs, len(prompt_ids)
         tokens = torch.tensor(list(prompt_ids), device=device).repeat(R, n, 1)
-        mask = torch.ones_like(tokens, dtype=torch.bool)
+        mask = torch.zeros(R, n, P + max_new_tokens, dtype=torch.bool, device=device)  # filled a column per step
+        mask[..., :P] = True
         alive = torch.ones(R, n, dtype=torch.bool, device=device)
-        logits, cache = self.logits(tokens, mask)
-        new_tokens, new_mask = [], []
+        cache = KVCache(self.config.num_hidden_layers, P + max_new_tokens)
+        logits = self.logits(tokens, mask[..., :P], cache)
+        new_tokens = []
         for step in range(max_new_tokens):
             probs = torch.softmax(logits[:, :, -1].float() / temperature, -1)
             # each run's Exp(1) noise from its own generator, shaped as torch.multinomial draws it for that run
-            noise = torch.stack([torch.empty_like(probs[r]).exponential_(generator=g) for r, g in enumerate(generators)])
+            noise = torch.empty_like(probs)
+            for run, generator in enumerate(generators):
+                noise[run].exponential_(generator=generator)
             next_token = (probs / noise).argmax(-1)
             next_token = torch.where(alive, next_token, torch.full_like(next_token, pad_id))
             new_tokens.append(next_token)
-            new_mask.append(alive.clone())
+            mask[..., P + step] = alive  # EOS is a real token: the mask is the state before this token
             alive = alive & (next_token != eos_id)
             if not alive.any() or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, new_mask[-1][..., None]], -1)
-            logits, cache = self.logits(next_token[..., None], mask, cache)
+            logits = self.logits(next_token[..., None], mask[..., :P + step + 1], cache)
         tokens = torch.cat([tokens, torch.stack(new_tokens, -1)], -1)
-        mask = torch.cat([torch.ones(R, n, P, dtype=torch.bool, device=device), torch.stack(new_mask, -1)], -1)
+        mask = mask[..., :tokens.shape[-1]]
         return [Samples(tokens[r], mask[r], P).trim() for r in range(R)]
 
 
 def stack_samples(samples: Sequence[Samples], pad_id: int) -> Samples:
-    """Per-run `Samples` of one size as one `Samples` with tokens and mask [R, n, T] (right-padded to the widest)."""
-    joined = Samples.cat(list(samples), pad_id)
-    runs = len(samples)
-    return Samples(joined.tokens.view(runs, -1, joined.tokens.shape[1]), joined.mask.view(runs, -1, joined.mask.shape[1]),
-                   joined.prompt_length)
+    """Per-run `Samples` of one size n as one `Samples` of R·n rows, run-major and right-padded to the widest, so
+    that `.tokens.view(R, n, -1)` (likewise `.mask`, `.response_mask`) puts the run dimension in front."""
+    if len({len(s) for s in samples}) != 1:
+        raise ValueError(f"runs have different sample counts {[len(s) for s in samples]}: cannot stack them")
+    return Samples.cat(list(samples), pad_id)
 
 
 def optimizer_step(batch: BatchedLlama, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
