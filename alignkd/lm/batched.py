@@ -131,8 +131,13 @@ class BatchedLlama:
 
     # ------------------------------------------------------------------ the forward pass
 
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache | None = None):
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache | None = None,
+               positions: slice = slice(None)):
         """Next-token logits [R, B, T, V] of input_ids [R, B, T] given the key mask [R, B, T_past + T].
+
+        `positions` picks the positions whose logits are made (scoring needs all but the last, sampling the last):
+        the [R, B, T, V] logits are the largest tensor of a pass, and slicing them afterwards costs a copy and,
+        in the backward pass, a zero-filled gradient of the full size.
 
         `cache` (a `KVCache`, extended in place) holds the earlier positions' keys and values, so sampling feeds one
         token per step. Positions count from the first token (0..T-1 without a cache), as transformers counts them
@@ -144,8 +149,8 @@ class BatchedLlama:
         runs = torch.arange(R, device=input_ids.device)[:, None, None]
         x = p[EMBED].flatten(0, 1)[input_ids + runs * vocab]  # each run looks tokens up in its own table
 
-        positions = torch.arange(past, past + T, device=x.device, dtype=torch.float)
-        freqs = positions[:, None] * self.inv_freq.float()
+        index = torch.arange(past, past + T, device=x.device, dtype=torch.float)  # rotary angle = position · inv_freq
+        freqs = index[:, None] * self.inv_freq.float()
         emb = torch.cat((freqs, freqs), -1)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)  # [T, D], the same for every run and row
 
@@ -174,15 +179,16 @@ class BatchedLlama:
             x = x + linear(gate_up, p[prefix + "mlp.down_proj.weight"])
         if cache is not None:
             cache.length += T
-        x = rms_norm(x, p["model.norm.weight"], cfg.rms_norm_eps)
+        x = rms_norm(x[:, :, positions], p["model.norm.weight"], cfg.rms_norm_eps)
         logits = linear(x, p.get(HEAD, p[EMBED]))
         if self.suppress_ids:  # as models.suppress_tokens: outside the language, probability 0 in every pass
-            logits = logits.index_fill(-1, torch.tensor(self.suppress_ids, device=logits.device), float("-inf"))
+            # in place: bmm's backward does not need its output, and a copy of the logits is what we avoid
+            logits.index_fill_(-1, torch.tensor(self.suppress_ids, device=logits.device), float("-inf"))
         return logits
 
     def token_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[R, B, T-1] log p(x_t | x_<t) per run, zero where mask[..., 1:] is False (`generation.token_logprobs`)."""
-        logits = self.logits(tokens, mask)[:, :, :-1].float()
+        logits = self.logits(tokens, mask, positions=slice(0, -1)).float()
         picked = torch.log_softmax(logits, -1).gather(-1, tokens[:, :, 1:, None])[..., 0]
         return torch.where(mask[:, :, 1:].bool(), picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
 
@@ -215,7 +221,7 @@ class BatchedLlama:
         mask[..., :P] = True
         alive = torch.ones(R, n, dtype=torch.bool, device=device)
         cache = KVCache(self.config.num_hidden_layers, P + max_new_tokens)
-        logits = self.logits(tokens, mask[..., :P], cache)
+        logits = self.logits(tokens, mask[..., :P], cache, positions=slice(-1, None))
         new_tokens = []
         for step in range(max_new_tokens):
             probs = torch.softmax(logits[:, :, -1].float() / temperature, -1)
