@@ -1,15 +1,18 @@
 """CPU seconds of N same-shaped alignment runs made one at a time against the same N runs batched (`alignkd.lm.batched`).
 
-    python benchmarks/lm_batched.py [--runs 12] [--iterations 20] [--profile default]
+    python benchmarks/lm_batched.py [--runs 12] [--iterations 50] [--grad-steps 1] [--pairs-per-step 32] [--profile default]
 
 Chapter 06's sizes (`low_size` student, `vocab_size`, `batch_size`, `max_new_tokens` of the profile) and its
 ground truth's oracle. Each of the N runs is a seed of one on-policy DPO run from the same reference (as the
 chapter's seeds of one algorithm are): per iteration it samples `batch_size` responses with the iteration's seed
 (`training.iteration_seed`), scores them under the oracle (pairs i, i + batch_size/2, ties dropped) and the frozen
-reference, and takes one Adam step on the DPO loss of all its untied pairs. One at a time is
-`generation.sample`, `dpo.response_logprobs` and `training.optimizer_step` per model, as `lm/dpo.py` runs them;
-batched is one `BatchedLlama` for the N policies (the shared reference and the oracle score all N·batch_size
-responses in one call). Both arms run in this process with one thread (what a chapter gets when the book runs one
+reference, and takes one Adam step on the DPO loss of all its untied pairs (`--grad-steps 4 --pairs-per-step 8`:
+chapter 06's `dpo_online` schedule, mini-batches from each run's own shuffle as `train_dpo` draws them). One at a
+time is `generation.sample`, `dpo.response_logprobs` and `training.optimizer_step` per model, as `lm/dpo.py` runs
+them; batched is one `BatchedLlama` for the N policies (the shared reference and the oracle score all N·batch_size
+responses in one call; a run's short mini-batch is padded with weight-0 pairs). One difference is not reproduced: a
+run whose pairs all tie skips its update one at a time, while the batched Adam step still moves it by its momentum
+(it needs N·batch_size/2 identical responses: a collapsed policy). Both arms run in this process with one thread (what a chapter gets when the book runs one
 per core), one after the other; the printed CPU is this process's (`time.process_time`). At the end the two arms'
 sampled tokens and final weights are compared: they are the same runs. The load average is printed: on a shared
 machine compare the two arms of one run only.
@@ -27,7 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default")
     parser.add_argument("--runs", type=int, default=12, help="N same-shaped runs (seeds 0..N-1)")
-    parser.add_argument("--iterations", type=int, default=20, help="K iterations of sample, score, update per run")
+    parser.add_argument("--iterations", type=int, default=50, help="K iterations of sample, score, update per run "
+                        "(default: the chapter's `iterations`, ~70 s in all on an idle core)")
+    parser.add_argument("--grad-steps", type=int, default=1, help="DPO steps per iteration (chapter 06: 4)")
+    parser.add_argument("--pairs-per-step", type=int, default=None,
+                        help="pairs per step (default: all batch_size / 2 of them; chapter 06: 8)")
     args = parser.parse_args()
 
     import torch
@@ -48,6 +55,7 @@ def main() -> None:
     size, vocab, batch_size, max_new_tokens = (values[k] for k in ("low_size", "vocab_size", "batch_size",
                                                                    "max_new_tokens"))
     learning_rate, beta, runs, K = values["dpo_lr"], values["beta"], args.runs, args.iterations
+    grad_steps, pairs_per_step = args.grad_steps, args.pairs_per_step or batch_size // 2
     truth = markov_mixture(vocab_size=vocab, n_topics=values["n_topics"], topic_markers=values["topic_markers"])
     oracle = RewardOracle.from_language_model(truth.restrict([truth.topics[-1]]))
     prompt, eos, pad, suppressed = truth.prompt_ids, truth.eos_id, truth.pad_id, truth.suppress_ids
@@ -57,29 +65,30 @@ def main() -> None:
     seeds, n = list(range(runs)), batch_size // 2
     print(f"N = {runs} runs of a '{size}' student ({count_parameters(reference)} parameters, vocab {vocab}), "
           f"K = {K} iterations of: sample {batch_size} responses (max_new_tokens {max_new_tokens}), score them, "
-          f"one DPO Adam step on their pairs; 1 thread")
+          f"{grad_steps} DPO Adam step(s) on {pairs_per_step} of their pairs; 1 thread")
 
-    def one_at_a_time():
+    def one_at_a_time():  # lm/dpo.py's iteration, with --grad-steps steps of --pairs-per-step pairs
         policies = [copy.deepcopy(reference).requires_grad_(True) for _ in seeds]
         optimizers = [torch.optim.Adam(p.parameters(), lr=learning_rate, foreach=True) for p in policies]
+        shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
         drawn = []
         for iteration in range(K):
-            for seed, policy, optimizer in zip(seeds, policies, optimizers):
+            for seed, policy, optimizer, shuffle in zip(seeds, policies, optimizers, shuffles):
                 samples = sample(policy, prompt, batch_size, max_new_tokens, eos_id=eos, pad_id=pad,
                                  batch_size=batch_size, seed=training.iteration_seed(seed, iteration))
                 drawn.append(samples.tokens)
-                response = samples.response_mask[:, 1:].float()
+                tokens, attention, response = samples.tokens, samples.mask, samples.response_mask[:, 1:].float()
                 chosen, rejected = pair_indices(oracle.nll(samples))
                 with torch.no_grad():
-                    ref_logprob = response_logprobs(reference, samples.tokens, samples.mask, response)
+                    ref_logprob = response_logprobs(reference, tokens, attention, response)
                 if len(chosen) == 0:
                     continue
-                policy.train()
-                rows = torch.cat([chosen, rejected])
-                logprob = response_logprobs(policy, samples.tokens[rows], samples.mask[rows], response[rows])
-                loss = objectives.dpo_loss(logprob[:len(chosen)], logprob[len(chosen):], ref_logprob[chosen],
-                                           ref_logprob[rejected], beta)
-                training.optimizer_step(policy, optimizer, loss, 0.0)
+                for pairs in training.minibatches(len(chosen), pairs_per_step, grad_steps, shuffle, "cpu"):
+                    w, l = chosen[pairs], rejected[pairs]
+                    rows = torch.cat([w, l])
+                    logprob = response_logprobs(policy, tokens[rows], attention[rows], response[rows])
+                    loss = objectives.dpo_loss(logprob[:len(w)], logprob[len(w):], ref_logprob[w], ref_logprob[l], beta)
+                    training.optimizer_step(policy, optimizer, loss, 0.0)
         return [p.state_dict() for p in policies], drawn
 
     def batched():
@@ -87,6 +96,7 @@ def main() -> None:
         for tensor in batch.parameters():
             tensor.requires_grad_(True)
         optimizer = torch.optim.Adam(batch.parameters(), lr=learning_rate, foreach=True)
+        shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
         first, second = torch.arange(n), torch.arange(n) + n
         drawn = []
         for iteration in range(K):
@@ -94,20 +104,33 @@ def main() -> None:
                                    seeds=[training.iteration_seed(seed, iteration) for seed in seeds])
             drawn.append(per_run)
             every = stack_samples(per_run, pad)  # R·batch_size rows, run-major
-            tokens, mask = every.tokens.view(runs, batch_size, -1), every.mask.view(runs, batch_size, -1)
-            response = every.response_mask[:, 1:].float().view(runs, batch_size, -1)
+            width = every.tokens.shape[1]
+            tokens, attention = every.tokens.view(runs, batch_size, width), every.mask.view(runs, batch_size, width)
+            response = every.response_mask[:, 1:].float().view(runs, batch_size, width - 1)
             nll = oracle.nll(every).view(runs, batch_size)
             first_is_chosen, tie = pair_preferences(nll[:, :n], nll[:, n:])
             chosen, rejected = torch.where(first_is_chosen, first, second), torch.where(first_is_chosen, second, first)
-            untied = (~tie).float()  # tied pairs carry no preference: weight 0, as one-at-a-time drops them
             with torch.no_grad():
                 ref_logprob = response_logprobs(reference, every.tokens, every.mask,
                                                 response.flatten(0, 1)).view(runs, batch_size)
-            logprob = batch.response_logprobs(tokens, mask, response)
-            loss = objectives.dpo_loss(logprob.gather(1, chosen), logprob.gather(1, rejected),
-                                       ref_logprob.gather(1, chosen), ref_logprob.gather(1, rejected), beta)
-            mean_loss = (loss * untied).sum(1) / untied.sum(1).clamp(min=1)
-            optimizer_step(batch, optimizer, mean_loss, 0.0)
+            # each run's mini-batches of its untied pairs, drawn from its own shuffle as one at a time draws them
+            # (index bookkeeping only); a short mini-batch is padded with weight-0 pairs
+            untied = [(~tie[run]).nonzero()[:, 0] for run in range(runs)]
+            schedules = [list(training.minibatches(len(slots), pairs_per_step, grad_steps, shuffle, "cpu"))
+                         if len(slots) else [] for slots, shuffle in zip(untied, shuffles)]
+            for step in range(grad_steps):
+                slot, weight = torch.zeros(runs, pairs_per_step, dtype=torch.long), torch.zeros(runs, pairs_per_step)
+                for run, schedule in enumerate(schedules):
+                    if schedule:
+                        picked = untied[run][schedule[step]]
+                        slot[run, :len(picked)], weight[run, :len(picked)] = picked, 1.0
+                w, l = chosen.gather(1, slot), rejected.gather(1, slot)
+                rows = torch.cat([w, l], 1)[..., None].expand(-1, -1, width)
+                logprob = batch.response_logprobs(tokens.gather(1, rows), attention.gather(1, rows),
+                                                  response.gather(1, rows[..., 1:]))
+                loss = objectives.dpo_loss(logprob[:, :pairs_per_step], logprob[:, pairs_per_step:],
+                                           ref_logprob.gather(1, w), ref_logprob.gather(1, l), beta)
+                optimizer_step(batch, optimizer, (loss * weight).sum(1) / weight.sum(1).clamp(min=1), 0.0)
         return [batch.state_dict(r) for r in range(runs)], [s.tokens for per_run in drawn for s in per_run]
 
     measured, results = {}, {}
