@@ -12,7 +12,7 @@ time is `generation.sample`, `dpo.response_logprobs` and `training.optimizer_ste
 them; batched is one `BatchedLlama` for the N policies (the shared reference and the oracle score all N·batch_size
 responses in one call; a run's short mini-batch is padded with weight-0 pairs). One difference is not reproduced: a
 run whose pairs all tie skips its update one at a time, while the batched Adam step still moves it by its momentum
-(it needs N·batch_size/2 identical responses: a collapsed policy). Both arms run in this process with one thread (what a chapter gets when the book runs one
+(each of its batch_size / 2 pairs two identical responses: a collapsed policy). Both arms run in this process with one thread (what a chapter gets when the book runs one
 per core), one after the other; the printed CPU is this process's (`time.process_time`). At the end the two arms'
 sampled tokens and final weights are compared: they are the same runs. The load average is printed: on a shared
 machine compare the two arms of one run only.

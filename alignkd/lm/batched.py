@@ -94,10 +94,11 @@ class BatchedLlama:
     """R `LlamaForCausalLM`s of one shape: parameters stacked to [R, ...] leaves, one forward for all runs."""
 
     def __init__(self, params: dict[str, torch.Tensor], config, inv_freq: torch.Tensor, suppress_ids=()):
-        if config.hidden_act != "silu" or config.attention_bias or config.mlp_bias:
-            raise ValueError(f"BatchedLlama supports the students' Llama (silu, no biases), got hidden_act = "
-                             f"{config.hidden_act!r}, attention_bias = {config.attention_bias}, "
-                             f"mlp_bias = {config.mlp_bias}")
+        rope_type = (getattr(config, "rope_parameters", None) or {}).get("rope_type", "default")
+        if config.hidden_act != "silu" or config.attention_bias or config.mlp_bias or rope_type != "default":
+            raise ValueError(f"BatchedLlama supports the students' Llama (silu, no biases, default rotary), got "
+                             f"hidden_act = {config.hidden_act!r}, attention_bias = {config.attention_bias}, "
+                             f"mlp_bias = {config.mlp_bias}, rope_type = {rope_type!r}")
         self.params, self.config, self.inv_freq = params, config, inv_freq
         self.suppress_ids = list(suppress_ids)
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -127,7 +128,7 @@ class BatchedLlama:
     def load_into(self, models: Sequence[torch.nn.Module]) -> None:
         """Copy each run's parameters into its `LlamaForCausalLM` (e.g. after training batched)."""
         for run, model in enumerate(models):
-            model.load_state_dict(self.state_dict(run), strict=False)
+            model.load_state_dict(self.state_dict(run))
 
     # ------------------------------------------------------------------ the forward pass
 
