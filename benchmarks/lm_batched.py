@@ -1,21 +1,23 @@
-"""CPU seconds of N same-shaped alignment runs made one at a time against the same N runs batched (`alignkd.lm.batched`).
+"""CPU seconds of N same-shaped alignment runs made one at a time against the same runs batched (`lm.batched`).
 
-    python benchmarks/lm_batched.py [--runs 12] [--iterations 50] [--grad-steps 1] [--pairs-per-step 32] [--profile default]
+    python benchmarks/lm_batched.py [--runs 12] [--iterations 50] [--grad-steps 1] [--pairs-per-step 32]
 
-Chapter 06's sizes (`low_size` student, `vocab_size`, `batch_size`, `max_new_tokens` of the profile) and its
-ground truth's oracle. Each of the N runs is a seed of one on-policy DPO run from the same reference (as the
-chapter's seeds of one algorithm are): per iteration it samples `batch_size` responses with the iteration's seed
-(`training.iteration_seed`), scores them under the oracle (pairs i, i + batch_size/2, ties dropped) and the frozen
-reference, and takes one Adam step on the DPO loss of all its untied pairs (`--grad-steps 4 --pairs-per-step 8`:
-chapter 06's `dpo_online` schedule, mini-batches from each run's own shuffle as `train_dpo` draws them). One at a
-time is `generation.sample`, `dpo.response_logprobs` and `training.optimizer_step` per model, as `lm/dpo.py` runs
-them; batched is one `BatchedLlama` for the N policies (the shared reference and the oracle score all N·batch_size
-responses in one call; a run's short mini-batch is padded with weight-0 pairs). One difference is not reproduced: a
-run whose pairs all tie skips its update one at a time, while the batched Adam step still moves it by its momentum
-(each of its batch_size / 2 pairs two identical responses: a collapsed policy). Both arms run in this process with one thread (what a chapter gets when the book runs one
-per core), one after the other; the printed CPU is this process's (`time.process_time`). At the end the two arms'
-sampled tokens and final weights are compared: they are the same runs. The load average is printed: on a shared
-machine compare the two arms of one run only.
+Chapter 06's sizes (`low_size` student, `vocab_size`, `batch_size`, `max_new_tokens` of `--profile`, default
+"default") and its ground truth's oracle. Each of the N runs is a seed of one on-policy DPO run from the same
+reference (as the chapter's seeds of one algorithm are): per iteration it samples `batch_size` responses with the
+iteration's seed (`training.iteration_seed`), scores them under the oracle (pairs i, i + batch_size/2, ties dropped)
+and the frozen reference, and takes one Adam step on the DPO loss of all its untied pairs (`--grad-steps 4
+--pairs-per-step 8`: chapter 06's `dpo_online` schedule, mini-batches from each run's own shuffle as `train_dpo`
+draws them). One at a time is `generation.sample`, `dpo.response_logprobs` and `training.optimizer_step` per
+model, as `lm/dpo.py` runs them; batched is one `BatchedLlama` for the N policies (the shared reference and the
+oracle score all N·batch_size responses in one call; a run's short mini-batch is padded with weight-0 pairs).
+
+One difference is not reproduced: a run whose pairs all tie skips its update one at a time, while the batched Adam
+step still moves it by its momentum (each of its batch_size / 2 pairs would be two identical responses: a collapsed
+policy). Both arms run in this process with one thread (what a chapter gets when the book runs one per core), one
+after the other; the printed CPU is this process's (`time.process_time`). At the end the two arms' sampled tokens
+and final weights are compared: they are the same runs. The load average is printed: on a shared machine compare
+the two arms of one run only.
 """
 
 from __future__ import annotations

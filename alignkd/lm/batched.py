@@ -162,9 +162,9 @@ class BatchedLlama:
         for i in range(cfg.num_hidden_layers):
             prefix = f"model.layers.{i}."
             h = rms_norm(x, p[prefix + "input_layernorm.weight"], cfg.rms_norm_eps)
-            q = linear(h, p[prefix + "self_attn.q_proj.weight"]).view(R * B, T, self.heads, self.head_dim).transpose(1, 2)
-            k = linear(h, p[prefix + "self_attn.k_proj.weight"]).view(R * B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = linear(h, p[prefix + "self_attn.v_proj.weight"]).view(R * B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = self.split_heads(linear(h, p[prefix + "self_attn.q_proj.weight"]), self.heads)
+            k = self.split_heads(linear(h, p[prefix + "self_attn.k_proj.weight"]), self.kv_heads)
+            v = self.split_heads(linear(h, p[prefix + "self_attn.v_proj.weight"]), self.kv_heads)
             q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
             if cache is not None:
                 k, v = cache.extend(i, k, v)
@@ -176,8 +176,8 @@ class BatchedLlama:
             attn = attn.transpose(1, 2).reshape(R, B, T, self.heads * self.head_dim)
             x = x + linear(attn, p[prefix + "self_attn.o_proj.weight"])
             h = rms_norm(x, p[prefix + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-            gate_up = F.silu(linear(h, p[prefix + "mlp.gate_proj.weight"])) * linear(h, p[prefix + "mlp.up_proj.weight"])
-            x = x + linear(gate_up, p[prefix + "mlp.down_proj.weight"])
+            gate = F.silu(linear(h, p[prefix + "mlp.gate_proj.weight"]))
+            x = x + linear(gate * linear(h, p[prefix + "mlp.up_proj.weight"]), p[prefix + "mlp.down_proj.weight"])
         if cache is not None:
             cache.length += T
         x = rms_norm(x[:, :, positions], p["model.norm.weight"], cfg.rms_norm_eps)
@@ -186,6 +186,11 @@ class BatchedLlama:
             # in place: bmm's backward does not need its output, and a copy of the logits is what we avoid
             logits.index_fill_(-1, torch.tensor(self.suppress_ids, device=logits.device), float("-inf"))
         return logits
+
+    def split_heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        """[R, B, T, heads·D] -> [R·B, heads, T, D]: runs and rows are one batch dimension for the attention."""
+        R, B, T, _ = x.shape
+        return x.view(R * B, T, heads, self.head_dim).transpose(1, 2)
 
     def token_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[R, B, T-1] log p(x_t | x_<t) per run, zero where mask[..., 1:] is False (`generation.token_logprobs`)."""
