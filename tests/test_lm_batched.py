@@ -30,8 +30,9 @@ def gqa_untied(seed: int) -> LlamaForCausalLM:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, tie_word_embeddings=False,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    with torch.random.fork_rng(devices=[]):  # as students.make_student: leave the global generator alone
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(config)
 
 
 def padded_batch(runs: int, n: int, width: int, vocab: int, seed: int):
