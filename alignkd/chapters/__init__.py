@@ -34,7 +34,6 @@ def validate_chapter(chapter_name: str, namespace: dict[str, Any]) -> dict[str, 
     chapter's spec, the profile, this machine and the results folder: the same checks as `preflight` and the CLI.
     A name papermill injected that the chapter does not have is refused (papermill only warns). Returns the
     checked values; raises `ParameterError` naming the parameter and what it allows, before any compute."""
-    __tracebackhide__ = True  # IPython shows the notebook's one line that failed and the message, not this frame
     chapter = find_chapter(chapter_name)
     given = {name for name, value in namespace.items() if not name.startswith("_") and name not in _KERNEL_NAMES
              and isinstance(value, (int, float, str, list, tuple, dict, type(None)))}  # papermill injects literals
