@@ -5,7 +5,7 @@ A rough, conservative model of each chapter's largest allocation, named by the p
 out-of-memory kill that takes the machine's other work with it).
 
 - MoG chapters: evaluation dominates. `mog.metrics.evaluate` scores `rows × eval_samples` samples at once (rows =
-  the settings evaluated together × trials) and peaks at about 170–230 bytes per row-sample on this project's machine
+  the settings evaluated together × trials) and peaks at about 100–230 bytes per row-sample, by machine
   (`tests/test_chapters_memory.py` measures it); the model takes `MOG_BYTES_PER_ROW_SAMPLE`.
 - Chapter 06: a KD dataset held whole (tokens int64 + mask, concatenated once), the logits of one sampling batch,
   and the largest trained student with Adam's state (16 bytes per parameter); p*'s own weights for real LMs.
@@ -22,7 +22,8 @@ from ..parameters import ParameterError
 
 MOG_BYTES_PER_ROW_SAMPLE = 300
 """Peak bytes of one sample of one row in `mog.metrics.evaluate`: a process's peak memory grows by 168 per row-sample
-(`tests/test_chapters_memory.py`), 177–226 with its set-up at small sizes; rounded up."""
+on this project's machine and 97 on CI's (`tests/test_chapters_memory.py`), 177–226 with its set-up at small sizes;
+rounded up."""
 GB = 1024 ** 3
 
 
