@@ -69,6 +69,9 @@ class DPOConfig(RunConfig):
                              f"batch_size must be even and pairs_per_step <= batch_size / 2 (the pairs per iteration)")
         require_positive(self, "learning_rate", "beta")
 
+    def reference_anchor(self) -> str:
+        return "log-ratio to the reference inside the pairwise loss (implicit reverse KL)"
+
     def update_passes(self) -> list[UpdatePass]:
         """The policy's log-probs at evaluations (the margin), then `grad_steps` steps of `pairs_per_step` pairs."""
         pairs = min(self.pairs_per_step, self.batch_size // 2)

@@ -367,12 +367,17 @@ def cached_cell_rows(store: ResultStore, refs: References, cell: PipelineCell, *
 _references_by_config: dict[str, References] = {}  # per worker process: each config's models are loaded once
 
 
+def references_in_worker(store: ResultStore, config: LLMConfig) -> References:
+    """`cached_references` loaded once per process and config: a worker builds many cells of few configs."""
+    key = f"{store.root}:{config_hash(config)}"
+    if key not in _references_by_config:
+        _references_by_config[key] = cached_references(store, config, progress=False)
+    return _references_by_config[key]
+
+
 def _build_in_worker(profile: str, root: str, cell: PipelineCell) -> None:
     store = ResultStore(profile, root=root)
-    key = f"{store.root}:{config_hash(cell.config)}"
-    if key not in _references_by_config:
-        _references_by_config[key] = cached_references(store, cell.config, progress=False)
-    cached_cell_rows(store, _references_by_config[key], cell, progress=False)
+    cached_cell_rows(store, references_in_worker(store, cell.config), cell, progress=False)
 
 
 def cached_cells(store: ResultStore, cells: list[PipelineCell], *, jobs: int | None = 1) -> None:

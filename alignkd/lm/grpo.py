@@ -103,6 +103,10 @@ class GRPOConfig(RunConfig):
             raise ValueError("GRPOConfig.kl_form = 'reward' needs backend = 'ours': trl.GRPOTrainer has only the k3 form")
         require_choice(self, "scale_rewards", SCALE_REWARDS)
 
+    def reference_anchor(self) -> str:
+        return ("reverse KL in the sequence reward" if self.kl_form == "reward"
+                else "k3 penalty in the loss (forward-KL-like gradient)")
+
     def update_passes(self) -> list[UpdatePass]:
         """The first update's forward pass is the scoring pass, so only the last iteration scores apart."""
         n, batch = self.n_iterations, self.batch_size

@@ -85,6 +85,9 @@ class KTOConfig(RunConfig):
                              f"batch_size must be >= 2 (a median split) and examples_per_step <= batch_size")
         require_positive(self, "learning_rate", "beta", "desirable_weight", "undesirable_weight")
 
+    def reference_anchor(self) -> str:
+        return "log-ratio to the reference inside the loss, against a KL reference point"
+
     def update_passes(self) -> list[UpdatePass]:
         """The policy's log-probs of every batch (z_ref), then `grad_steps` steps of `examples_per_step` responses."""
         n, batch, step = self.n_iterations, self.batch_size, min(self.examples_per_step, self.batch_size)

@@ -93,6 +93,10 @@ class PPOConfig(RunConfig):
         if not (0 < self.gamma <= 1 and 0 <= self.lam <= 1):
             raise ValueError(f"PPOConfig.gamma = {self.gamma!r} must be in (0, 1], lam = {self.lam!r} in [0, 1]")
 
+    def reference_anchor(self) -> str:
+        return ("reverse KL in the reward, per token" if self.kl_form == "reward"
+                else "k3 penalty per token (forward-KL-like gradient)")
+
     def update_passes(self) -> list[UpdatePass]:
         """Old log-probs and values of every batch, then `num_ppo_epochs` passes of mini-batches."""
         n, batch = self.n_iterations, self.batch_size

@@ -80,6 +80,9 @@ class SimPOConfig(RunConfig):
         if not self.gamma >= 0:
             raise ValueError(f"SimPOConfig.gamma = {self.gamma!r}: must be >= 0")
 
+    def reference_anchor(self) -> str:
+        return "none (reference-free: length-normalised log-probability margin)"
+
     def update_passes(self) -> list[UpdatePass]:
         """As DPO's (the reference is scored only to measure the KL at evaluations; the rollout counts it in every
         iteration, an overestimate)."""

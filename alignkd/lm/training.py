@@ -114,6 +114,12 @@ class RunConfig:
         n = self.n_iterations
         return n // self.eval_every + 1 + (n % self.eval_every > 0)
 
+    def reference_anchor(self) -> str:
+        """How the update holds the policy to its reference, in a few words (chapter 06 reads the alignment budget
+        by it: a reverse KL in the reward punishes every move towards what the reference lacks)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how it anchors to its reference "
+                                  "(reference_anchor)")
+
     def update_passes(self) -> list[UpdatePass]:
         """The passes this algorithm's update makes beyond the shared rollout (each algorithm says its own)."""
         raise NotImplementedError(f"{type(self).__name__} does not say what its update computes (update_passes)")
