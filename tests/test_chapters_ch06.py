@@ -10,6 +10,7 @@ from alignkd import claims
 from alignkd.cache import ResultStore
 from alignkd.chapters import ch06_llm, ch06_report
 from alignkd.lm import summary
+from alignkd.lm.algorithms import alignment_config
 from tests.test_lm_summary import NAN, metrics, pipeline_rows, premise  # noqa: F401  (metrics: a fixture)
 
 
@@ -231,3 +232,48 @@ def test_single_tau_note_and_the_final_kd_temperatures_per_algorithm():
 
 def test_the_premise_bound_on_p_double_prime():
     assert premise(0.04, 0.04, 0.004).prune_bound == pytest.approx(0.01)  # 25 % of p*'s 4 %
+
+
+def _budget_dose() -> pd.DataFrame:
+    """Two algorithms, three seeds, budgets 50 and 400: `ppo` trapped (K-A stays at 1 %), `grpo` delayed (K-A gets
+    to A-K's 30 %)."""
+    rows = []
+    for algorithm, ka_last in (("ppo", [0.01, 0.02, 0.015]), ("grpo", [0.30, 0.33, 0.29])):
+        for model, shares in (("p''_KA", {50: [0.01, 0.02, 0.01], 400: ka_last}),
+                              ("p''_AK", {50: [0.30, 0.31, 0.29], 400: [0.30, 0.32, 0.31]})):
+            for iteration, values in shares.items():
+                rows += [{"algorithm": algorithm, "seed": seed, "model": model, "iteration": iteration,
+                          "target_share": value} for seed, value in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_budget_sentences_group_the_readings_by_reference_anchor():
+    dose = _budget_dose()
+    alignments = {"ppo": alignment_config("ppo"), "grpo": alignment_config("grpo")}
+    ppo, grpo, grouped = ch06_report.budget_sentences(dose, alignments)
+    assert ppo.startswith("ppo (reverse KL in the reward, per token): A-K − K-A in target share +28.67 [")
+    assert ppo.endswith("after 400; K-A's own share moved by +0.17 points: trapped.")
+    assert grpo.endswith(": delayed.") and "+30.33 points" not in grpo
+    assert grouped == ("By reference anchor — trapped: ppo (reverse KL in the reward, per token); "
+                       "delayed: grpo (k3 penalty in the loss (forward-KL-like gradient)).")
+    assert list(ch06_report.budget_table(dose)["reading"]) == ["trapped", "delayed"]
+
+
+def test_settled_sentence_names_what_still_moves():
+    dose = _budget_dose()
+    assert "It has not settled for grpo (delayed): their gaps at 50 iterations" in ch06_report.settled_sentence(dose, 50)
+    only_ppo = dose[dose["algorithm"] == "ppo"]
+    assert ch06_report.settled_sentence(only_ppo, 50).endswith("the answer has settled by then.")
+    assert "the dose runs 50 to 400" in ch06_report.settled_sentence(only_ppo, 50)
+
+
+def test_budget_claims_read_the_gap_after_the_largest_budget(tmp_path):
+    store = ResultStore("test", root=tmp_path)
+    rows = ch06_report.record_budget_claims(store, _budget_dose(), premise(0.04, 0.04, 0.004)).set_index("claim_id")
+    assert rows.loc["budget_ppo", "verdict"] == "holds"
+    assert rows.loc["budget_ppo", "ours"] == pytest.approx(0.31 - 0.015)
+    assert rows.loc["budget_ppo", "reason"].endswith(": trapped")
+    assert rows.loc["budget_grpo", "verdict"] in ("partly", "does not hold")
+    assert list(claims.load(store)["claim_id"]) == ["budget_ppo", "budget_grpo"]
+    failed = ch06_report.budget_claim(_budget_dose(), "ppo", premise(0.04, 0.04, 0.03))
+    assert failed["verdict"] == "not testable here" and "premise" in failed["reason"]

@@ -94,6 +94,12 @@ def test_readings_follow_the_gap_at_both_ends(ka_last, ak_last, expected):
     assert settled(budget_readings(dose), 50) == (expected == "trapped")
 
 
+def test_a_gap_that_opens_only_with_more_steps():
+    dose = _dose({50: [0.30, 0.31, 0.29], 400: [0.30, 0.31, 0.30]}, {50: [0.30, 0.30, 0.30], 400: [0.60, 0.62, 0.61]})
+    row = budget_readings(dose).iloc[0]
+    assert row["reading"] == "opens" and not settled(budget_readings(dose), 50)
+
+
 def test_no_gap_and_too_few_seeds():
     same = _dose({50: [0.2, 0.3, 0.25], 400: [0.2, 0.3, 0.25]}, {50: [0.25, 0.2, 0.3], 400: [0.3, 0.2, 0.25]})
     assert budget_readings(same).iloc[0]["reading"] == "no gap"

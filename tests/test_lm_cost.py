@@ -125,12 +125,19 @@ def test_more_seeds_temperatures_and_iterations_cost_more_and_shared_models_are_
                                                                                      "h200_minutes")
 
 
-def test_the_synthetic_language_counts_its_2x2_and_its_coverage_sweep():
+def test_the_synthetic_language_counts_its_2x2_its_budget_dose_and_its_coverage_sweep():
     params = profile_values("06_llm", "default")
-    sections = set(cost.chapter_cost(params)["section"])
-    assert {"capacity 2 × 2", "coverage sweep", "SmolLM2 section"} <= sections
-    off = cost.chapter_cost({**params, "capacity_algorithms": [], "coverage_section": False, "smollm2_section": False})
+    table = cost.chapter_cost(params)
+    assert {"budget dose", "capacity 2 × 2", "coverage sweep", "SmolLM2 section"} <= set(table["section"])
+    off = cost.chapter_cost({**params, "capacity_algorithms": [], "coverage_section": False, "smollm2_section": False,
+                             "budget_section": False})
     assert set(off["section"]) == {"references", "pipelines", "total"}
+    # the dose aligns once per seed and pipeline for the largest budget: its sampled tokens scale with it
+    longer = cost.chapter_cost({**params, "budgets": [*params["budgets"][:-1], 2 * params["budgets"][-1]]})
+    sampled = lambda t: _stage(t, "budget dose", "alignment", "sampled_tokens")  # noqa: E731
+    runs = len(params["algorithms"]) * len(params["seeds"]) * 2
+    assert sampled(table) == runs * (params["budgets"][-1] + 1) * params["batch_size"] * params["max_new_tokens"]
+    assert sampled(longer) == runs * (2 * params["budgets"][-1] + 1) * params["batch_size"] * params["max_new_tokens"]
     # a real LM has no topics: neither study runs, whatever the profile asks (the notebook skips them too)
     assert set(cost.chapter_cost(profile_values("06_llm", "gpu"))["section"]) == {"references", "pipelines", "total"}
 

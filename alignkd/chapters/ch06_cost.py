@@ -605,6 +605,10 @@ class _Plan:
             return self.shape(recipe.ground_truth)
         if isinstance(recipe, Aligned):
             return self.shape(recipe.reference)
+        from ..lm.budget import AlignedAt
+
+        if isinstance(recipe, AlignedAt):
+            return self.shape(recipe.run.reference)
         if isinstance(recipe, Student):
             return student_shape(recipe.train.size, self.vocab)
         raise TypeError(f"no shape for {type(recipe).__name__}")
@@ -759,7 +763,7 @@ class _Plan:
         return runs
 
 
-SECTIONS = ("references", "pipelines", "capacity 2 × 2", "coverage sweep", "SmolLM2 section")
+SECTIONS = ("references", "pipelines", "budget dose", "capacity 2 × 2", "coverage sweep", "SmolLM2 section")
 STAGES = ("KD data", "KD training", "alignment", "evaluation")
 
 
@@ -786,6 +790,8 @@ def chapter_work(params: Mapping[str, Any]) -> list[Work]:
                       Work("pipelines", "evaluation", plan.p_target, "score", LENGTH_SAMPLES, cap + 1, SCORE_BATCH))
     if config.exact:
         _capacity_grid(plan, [label for label in p["capacity_algorithms"] if label in plan.alignments])
+        if p["budget_section"]:
+            _budget_dose(plan, labels)
         if p["coverage_section"]:
             _coverage_sweep(plan, [label for label in p["coverage_algorithms"] if label in plan.alignments])
     if p["smollm2_section"]:
@@ -811,6 +817,32 @@ def _capacity_grid(plan: _Plan, labels: Sequence[str]) -> None:
                 plan.pipelines(section, dataclasses.replace(config, low_recall=stage), [label], {}, cells,
                                ka_only=True)
                 plan.evaluation(section, distilled(plan.refs["p'"], stage))
+
+
+def _budget_dose(plan: _Plan, labels: Sequence[str]) -> None:
+    """`budget.cached_budget_dose`: per label, seed and pipeline one run for the largest budget, its policy
+    evaluated after every budget, and A-K's final KD after the smallest and the largest."""
+    from ..lm.algorithms import algorithm_of
+    from ..lm.budget import AlignedAt, BudgetRun, budget_config, check_budgets
+    from ..lm.experiments import Oracle, distilled, final_stage
+
+    config, section, p = plan.config, "budget dose", plan.params
+    budgets = check_budgets(p["budgets"])
+    cells = len(labels) * len(p["seeds"])
+    oracle = Oracle(plan.refs["p_target"], config.n_fold_samples, config.metrics.max_new_tokens,
+                    config.metrics.seed + 1)
+    for label in labels:
+        run_config = budget_config(plan.alignments[label], budgets)
+        for seed in p["seeds"]:
+            for name in ("p''", "p'"):
+                plan.alignment(section, plan.refs[name], label, run_config, seed, cells)
+                run = BudgetRun(plan.refs[name], algorithm_of(run_config).name, run_config, seed, oracle, budgets)
+                for budget in budgets:
+                    plan.evaluation(section, AlignedAt(run, budget), cells)
+                    if name == "p'" and budget in (budgets[0], budgets[-1]):
+                        final = distilled(AlignedAt(run, budget), final_stage(config, p["final_taus"][0], seed))
+                        plan.student(section, final, cells)
+                        plan.evaluation(section, final, cells)
 
 
 def _coverage_sweep(plan: _Plan, labels: Sequence[str]) -> None:
@@ -970,6 +1002,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     profiles = list(argv if argv is not None else sys.argv[1:]) or list(SUMMARY_PROFILES)
+    if any(profile.startswith("-") for profile in profiles):  # e.g. --help: this command has no options
+        print(main.__doc__.split(":", 1)[0].strip("`"))
+        return
     print(markdown_summary(profiles_summary(profiles)))
     for profile in profiles:
         print(prediction_comment(profile))

@@ -21,6 +21,7 @@ import pandas as pd
 from .. import claims
 from ..cache import ResultStore
 from ..claims import verdict_from_interval, verdict_from_settings
+from ..lm.budget import READINGS, budget_readings, settled
 from ..lm.summary import FINAL_MODELS, final_gap, final_tau_effects
 from ..lm.studies import coverage_trend, sweep_intervals
 from ..stats import format_interval, paired_on_index
@@ -331,6 +332,87 @@ def coverage_claim(sweep: pd.DataFrame, algorithm: str, premise=None) -> dict:
 def record_coverage_claims(store: ResultStore, sweep: pd.DataFrame, premise=None) -> pd.DataFrame:
     """Record `coverage_claim` for every algorithm of the sweep; returns the rows recorded."""
     rows = [coverage_claim(sweep, algorithm, premise) for algorithm in sweep["algorithm"].unique()]
+    for row in rows:
+        claims.record(store, **row)
+    return pd.DataFrame(rows, columns=claims.COLUMNS)
+
+
+# --------------------------------------------------------------------------- the alignment budget
+
+BUDGET_COLUMNS = ["algorithm", "first", "last", "gap_first", "gap_first_low", "gap_first_high", "gap_last",
+                  "gap_last_low", "gap_last_high", "change", "change_low", "change_high", "ka_change", "n_seeds",
+                  "reading"]
+
+
+def budget_table(dose: pd.DataFrame, column: str = "target_share") -> pd.DataFrame:
+    """The chapter's table of the dose: per algorithm, A-K − K-A in `column` after the smallest and the largest
+    budget, the change between them and K-A's own change, with 95 % intervals over seeds, and the reading."""
+    return budget_readings(dose, column)[BUDGET_COLUMNS]
+
+
+def budget_sentences(dose: pd.DataFrame, alignments: Mapping[str, object]) -> list[str]:
+    """Per algorithm: the target-share gap after the smallest and the largest budget, its change and the reading;
+    then which reference anchors trap and which delay, grouped from the readings (each algorithm's anchor is its
+    config's `reference_anchor()`)."""
+    readings = budget_readings(dose)
+    anchors = {label: alignments[label].reference_anchor() for label in readings["algorithm"]}
+    lines = []
+    for row in readings.itertuples():
+        if row.reading == "not testable":
+            lines.append(f"{row.algorithm}: fewer than two seeds, so no interval: not testable here.")
+            continue
+        lines.append(
+            f"{row.algorithm} ({anchors[row.algorithm]}): A-K − K-A in target share "
+            f"{format_interval(row.gap_first * 100, row.gap_first_low * 100, row.gap_first_high * 100, 2)} points after "
+            f"{row.first} iterations, {format_interval(row.gap_last * 100, row.gap_last_low * 100, row.gap_last_high * 100, 2)} "
+            f"after {row.last}; K-A's own share moved by {row.ka_change * 100:+.2f} points: {row.reading}.")
+    groups = {reading: [f"{label} ({anchors[label]})" for label in readings.loc[readings["reading"] == reading,
+                                                                                "algorithm"]]
+              for reading in READINGS}
+    said = [f"{reading}: {', '.join(labels)}" for reading, labels in groups.items() if labels]
+    lines.append("By reference anchor — " + "; ".join(said) + ".")
+    return lines
+
+
+def settled_sentence(dose: pd.DataFrame, iterations: int) -> str:
+    """Whether the main runs' budget (`iterations`, also the 2 × 2's and the coverage sweep's) is one at which the
+    answer has settled, by the dose's readings."""
+    readings = budget_readings(dose)
+    where = (f"The main runs above, the 2 × 2 and the coverage sweep below align for iterations = {iterations}; "
+             f"the dose runs {readings['first'].min()} to {readings['last'].max()}.")
+    if settled(readings, iterations):
+        return where + " Every algorithm reads trapped (or no gap) across it: the answer has settled by then."
+    moving = readings[~readings["reading"].isin(("trapped", "no gap"))]
+    named = ", ".join(f"{r.algorithm} ({r.reading})" for r in moving.itertuples())
+    if not named:
+        return where + f" The dose starts after {iterations} iterations, so it cannot say whether that budget settles."
+    return (where + f" It has not settled for {named}: their gaps at {iterations} iterations are not what more steps "
+            "give; read them with the curves above.")
+
+
+def budget_claim(dose: pd.DataFrame, algorithm: str, premise=None) -> dict:
+    """The arguments of `claims.record` for "more steps do not rescue K-A" (`algorithm`): A-K − K-A in target share
+    after the largest budget, paired by seed; the reason adds the gap's change since the smallest budget."""
+    row = budget_readings(dose[dose["algorithm"] == algorithm]).iloc[0]
+    if _premise_failed(premise):
+        numbers = dict(ours=None, low=None, high=None, verdict="not testable here",
+                       reason="the references fail the premise: " + premise.verdict())
+    elif row["reading"] == "not testable":
+        numbers = dict(ours=None, low=None, high=None, verdict="not testable here", reason="fewer than two seeds: no interval")
+    else:
+        verdict, reason = verdict_from_interval(row["gap_last_low"], row["gap_last_high"])
+        change = format_interval(row["change"], row["change_low"], row["change_high"], 4)
+        numbers = dict(ours=row["gap_last"], low=row["gap_last_low"], high=row["gap_last_high"], verdict=verdict,
+                       reason=f"{reason}; change since {row['first']} iterations {change}: {row['reading']}")
+    return dict(chapter=CHAPTER, claim_id=f"budget_{algorithm}",
+                claim=f"More alignment steps do not rescue K-A ({algorithm}): A-K − K-A in target share after "
+                      f"{row['last']} iterations, paired by seed",
+                paper_value="the trap persists (§3.3–3.4)", figure="fig-06-budget", **numbers)
+
+
+def record_budget_claims(store: ResultStore, dose: pd.DataFrame, premise=None) -> pd.DataFrame:
+    """Record `budget_claim` for every algorithm of the dose; returns the rows recorded."""
+    rows = [budget_claim(dose, algorithm, premise) for algorithm in dose["algorithm"].unique()]
     for row in rows:
         claims.record(store, **row)
     return pd.DataFrame(rows, columns=claims.COLUMNS)

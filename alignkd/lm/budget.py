@@ -197,12 +197,14 @@ def budget_curves(dose: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*keys, "mean", "low", "high", "n_seeds"])
 
 
-READINGS = ("trapped", "closing", "delayed", "no gap", "not testable")
-"""How K-A fares as the budget grows (`budget_readings`):
-- trapped: A-K's lead holds at the largest budget and has not clearly shrunk since the smallest;
-- closing: A-K's lead holds at the largest budget but has clearly shrunk (K-A may get there beyond it);
-- delayed: A-K led at the smallest budget, not clearly at the largest: more steps rescued K-A;
-- no gap: A-K did not clearly lead even at the smallest budget;
+READINGS = ("trapped", "closing", "opens", "delayed", "no gap", "not testable")
+"""How K-A fares as the budget grows (`budget_readings`), from A-K's lead (A-K − K-A, interval above 0) after the
+smallest and after the largest budget:
+- trapped: a lead at both ends that has not clearly shrunk;
+- closing: a lead at both ends that has clearly shrunk (K-A may get there beyond the largest budget);
+- opens: no lead at the smallest budget, a lead at the largest (the trap shows only with more steps);
+- delayed: a lead at the smallest budget, none at the largest: more steps rescued K-A;
+- no gap: a lead at neither end;
 - not testable: fewer than two seeds (no interval)."""
 
 
@@ -238,9 +240,10 @@ def reading(row: Mapping[str, float]) -> str:
     """One of `READINGS` from a `budget_readings` row's intervals."""
     if math.isnan(row["gap_first_low"]) or math.isnan(row["gap_last_low"]):
         return "not testable"
-    if row["gap_last_low"] > 0:
+    first, last = row["gap_first_low"] > 0, row["gap_last_low"] > 0
+    if first and last:
         return "closing" if row["change_high"] < 0 else "trapped"
-    return "delayed" if row["gap_first_low"] > 0 else "no gap"
+    return "opens" if last else "delayed" if first else "no gap"
 
 
 def settled(readings: pd.DataFrame, iterations: int) -> bool:

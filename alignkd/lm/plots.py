@@ -131,3 +131,33 @@ def coverage_figure(sweep: pd.DataFrame, premise_bound: float | None = None):
     axes[1].set(ylabel="A-K − K-A final target share (pp)")
     axes[0].legend(frameon=False, fontsize=8)
     return fig
+
+
+def budget_figure(dose: pd.DataFrame, columns: Sequence[str] = ("target_share", "reward")):
+    """Each column of `budget.cached_budget_dose` against the alignment iterations (log scale), one panel per
+    (column, algorithm): K-A's aligned p'' (red) and A-K's aligned p' (blue, dashed) after every budget, A-K's final
+    KD p''_AK (blue squares) after the smallest and the largest; means over seeds with 95 % bootstrap intervals."""
+    from .budget import budget_curves
+
+    algorithms = list(dict.fromkeys(dose["algorithm"]))
+    fig, axes = plt.subplots(len(columns), len(algorithms), figsize=(2.4 * len(algorithms) + 0.6, 2.3 * len(columns)),
+                             squeeze=False, constrained_layout=True, sharex=True)
+    styles = {"p''_KA": dict(color=COLORS["K-A"], fmt="o-"), "p'_AK": dict(color=COLORS["A-K"], fmt="o--", alpha=0.5),
+              "p''_AK": dict(color=COLORS["A-K"], fmt="s", ms=6)}
+    for row, column in enumerate(columns):
+        curves = budget_curves(dose, column)
+        scale = 100 if column == "target_share" else 1
+        for ax, algorithm in zip(axes[row], algorithms):
+            for model, style in styles.items():
+                part = curves[(curves["algorithm"] == algorithm) & (curves["model"] == model)].sort_values("iteration")
+                ax.errorbar(part["iteration"], part["mean"] * scale, capsize=3, label=model, **style,
+                            yerr=[(part["mean"] - part["low"]).fillna(0) * scale,
+                                  (part["high"] - part["mean"]).fillna(0) * scale])
+            ax.set_xscale("log", base=2)
+            if row == 0:
+                ax.set_title(algorithm, fontsize=9)
+            if row == len(columns) - 1:
+                ax.set_xlabel("alignment iterations")
+        axes[row][0].set_ylabel(column.replace("_", " ") + (" (%)" if scale == 100 else ""))
+    axes[0][0].legend(frameon=False, fontsize=7)
+    return fig
