@@ -31,6 +31,9 @@ class Algorithm:
     """The testbed's training function for this algorithm."""
     fixed: tuple[tuple[str, Any], ...] = ()
     """Config fields this entry fixes, as (field, value) pairs (a variant of a shared config class)."""
+    train_runs: Callable | None = None
+    """Trains several seeds at once as one computation, each run equal to `train`'s (LM testbed: `train(policies,
+    reference, oracle, config, seeds=...)` returns one run per seed); None: the seeds train one at a time."""
 
     def config(self, **fields):
         """The algorithm's config with `fields` set (and the `fixed` fields, which must not be overridden)."""

@@ -31,7 +31,8 @@ def built(tmp_path_factory):
 
 def test_a_budget_checkpoint_is_the_run_of_that_many_iterations(built):
     """Evaluation draws from no training stream: the policy kept after 2 of 4 iterations is the final policy of a
-    2-iteration run, bit for bit, and the 4-iteration policy has moved on from it."""
+    2-iteration run, and the 4-iteration policy has moved on from it. The dose trained its two seeds as one
+    computation (`train_grpo_runs`), the run here alone: equal to float32 rounding (bitwise at these sizes)."""
     store, refs, _ = built
     _, models, trajectory = cached_budget_run(store, refs, "p''", GRPO, 0, [2, 4], progress=False)
     policy = refs.models["p''"].with_model(copy.deepcopy(refs.models["p''"].model))
@@ -39,7 +40,7 @@ def test_a_budget_checkpoint_is_the_run_of_that_many_iterations(built):
     ALGORITHMS["grpo_reward"].train(policy, frozen, refs.oracle, GRPO, seed=0, progress=False)
     short = policy.model.state_dict()
     for name, tensor in models[2].model.state_dict().items():
-        assert torch.equal(tensor, short[name]), name
+        torch.testing.assert_close(tensor, short[name], rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(t, short[n]) for n, t in models[4].model.state_dict().items())
     assert list(trajectory["iteration"]) == [0, 2, 4]
 

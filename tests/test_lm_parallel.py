@@ -12,8 +12,10 @@ from tests.test_lm_studies import CONFIG, PPO
 
 DPO = alignment_config("dpo_online", n_iterations=2, batch_size=8, grad_steps=1, pairs_per_step=2, learning_rate=1e-3,
                        max_new_tokens=6, eval_every=1, device="cpu")
-ALIGNMENTS = {"ppo": PPO, "dpo_online": DPO}
-TAUS = {"ppo": [0.95, 0.9], "dpo_online": [0.95]}
+GRPO = alignment_config("grpo_reward", n_iterations=2, batch_size=8, learning_rate=1e-2, max_new_tokens=6, eval_every=1,
+                        device="cpu")  # its seeds train as one computation: a group per pipeline, in a worker each
+ALIGNMENTS = {"ppo": PPO, "dpo_online": DPO, "grpo_reward": GRPO}
+TAUS = {"ppo": [0.95, 0.9], "dpo_online": [0.95], "grpo_reward": [0.95]}
 
 
 def built(root, jobs):
@@ -30,7 +32,7 @@ def test_pipelines_built_in_workers_equal_pipelines_built_in_process(tmp_path):
     parallel, _, in_workers = built(tmp_path / "parallel", jobs=2)
     serial, _, in_process = built(tmp_path / "serial", jobs=1)
     aligned = lambda store: sorted(p.name for p in (store.root / "lm_aligned").glob("*[!k]"))  # noqa: E731
-    assert len(aligned(parallel)) == 2 * 2 * 2  # algorithms × seeds × (K-A, A-K)
+    assert len(aligned(parallel)) == 3 * 2 * 2  # algorithms × seeds × (K-A, A-K)
     assert aligned(parallel) == aligned(serial)  # the same recipes, so the same cache keys
     for label in ALIGNMENTS:
         a, b = in_workers[label], in_process[label]

@@ -14,7 +14,7 @@ import dataclasses
 
 from ..algorithms import Algorithm, lookup
 from .dpo import DPOConfig, train_dpo
-from .grpo import GRPOConfig, train_grpo
+from .grpo import GRPOConfig, train_grpo, train_grpo_runs
 from .kto import KTOConfig, train_kto
 from .ppo import PPOConfig, train_ppo
 from .simpo import SimPOConfig, train_simpo
@@ -22,8 +22,9 @@ from .simpo import SimPOConfig, train_simpo
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("ppo", "PPO", PPOConfig, train_ppo),
     Algorithm("dpo_online", "On-policy DPO", DPOConfig, train_dpo),
-    Algorithm("grpo", "GRPO", GRPOConfig, train_grpo, fixed=(("kl_form", "k3"),)),
-    Algorithm("grpo_reward", "GRPO (KL in the reward)", GRPOConfig, train_grpo, fixed=(("kl_form", "reward"),)),
+    Algorithm("grpo", "GRPO", GRPOConfig, train_grpo, fixed=(("kl_form", "k3"),), train_runs=train_grpo_runs),
+    Algorithm("grpo_reward", "GRPO (KL in the reward)", GRPOConfig, train_grpo, fixed=(("kl_form", "reward"),),
+              train_runs=train_grpo_runs),
     Algorithm("kto", "KTO", KTOConfig, train_kto),
     Algorithm("simpo", "SimPO", SimPOConfig, train_simpo),
 )}

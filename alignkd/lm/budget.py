@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,8 +42,8 @@ from ..cache import ResultStore, crash_point
 from ..stats import paired_bootstrap, paired_on_index
 from .algorithms import algorithm_of
 from .config import LLMConfig
-from .experiments import (PIPELINES, Oracle, References, cached_evaluated, cached_student, distilled, final_stage,
-                          load_model, references_in_worker, save_model)
+from .experiments import (PIPELINES, Oracle, References, batched, cached_evaluated, cached_student, distilled,
+                          final_stage, load_model, references_in_worker, save_model, train_together)
 from .metrics import COLUMNS_VERSION
 from .parallel import in_workers, resolve_jobs
 
@@ -116,6 +118,32 @@ def cached_budget_run(store: ResultStore, refs: References, reference_name: str,
     return recipe, models, pd.read_parquet(folder / "trajectory.parquet")
 
 
+def cached_budget_runs_together(store: ResultStore, refs: References, reference_name: str, alignment,
+                                seeds: Sequence[int], budgets: Sequence[int]) -> None:
+    """Build the `cached_budget_run` entries of `seeds` not yet in the store as one computation
+    (`experiments.train_together`) when the algorithm trains seeds together; otherwise nothing."""
+    budgets = check_budgets(budgets)
+    config = budget_config(alignment, budgets)
+    recipes = {seed: BudgetRun(refs.recipes[reference_name], algorithm_of(config).name, config, seed,
+                               refs.oracle_recipe, budgets) for seed in seeds}
+    missing = [seed for seed in seeds if not store.has("lm_budget_run", recipes[seed])]
+    if not batched(config, missing):
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        def on_eval(r: int, step: int, model) -> None:
+            if step in budgets:
+                save_model(model, Path(scratch) / str(r) / _folder(step))
+
+        runs = train_together(refs, reference_name, config, missing, on_eval)
+        for r, (seed, (_, run)) in enumerate(zip(missing, runs)):
+            def build(tmp: Path, r=r, run=run) -> None:
+                for step in budgets:
+                    shutil.copytree(Path(scratch) / str(r) / _folder(step), tmp / _folder(step))
+                run.trajectory.to_parquet(tmp / "trajectory.parquet")
+
+            store.directory("lm_budget_run", recipes[seed], build)
+
+
 @dataclass(frozen=True)
 class BudgetCell:
     """One seed of one alignment of the dose: both pipelines' runs, their evaluations after every budget, and
@@ -154,6 +182,12 @@ def _build_in_worker(profile: str, root: str, cell: BudgetCell) -> None:
     cached_budget_rows(store, references_in_worker(store, cell.config), cell, progress=False)
 
 
+def _runs_together_in_worker(profile: str, root: str, config: LLMConfig, reference_name: str, alignment,
+                             seeds: tuple[int, ...], budgets: tuple[int, ...]) -> None:
+    store = ResultStore(profile, root=root)
+    cached_budget_runs_together(store, references_in_worker(store, config), reference_name, alignment, seeds, budgets)
+
+
 def cached_budget_dose(store: ResultStore, refs: References, alignments: Mapping[str, Any], seeds: Sequence[int], *,
                        budgets: Sequence[int], final_tau: float, progress: bool = True,
                        jobs: int | None = 1) -> pd.DataFrame:
@@ -169,6 +203,13 @@ def cached_budget_dose(store: ResultStore, refs: References, alignments: Mapping
     def compute() -> pd.DataFrame:
         every = [cell for group in cells.values() for cell in group]
         workers = resolve_jobs(jobs, [refs.config.device])
+        together = [(store.profile, str(store.root), refs.config, name, alignment, tuple(seeds), budgets)
+                    for alignment in alignments.values() if batched(alignment, seeds) for _, name in PIPELINES]
+        if workers > 1 and len(together) > 1:
+            in_workers(_runs_together_in_worker, together, jobs=workers)
+        else:
+            for args in together:
+                _runs_together_in_worker(*args)
         if workers > 1 and len(every) > 1:
             in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in every], jobs=workers)
         frames = []

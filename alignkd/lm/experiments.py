@@ -29,6 +29,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -297,24 +299,67 @@ def cached_align(store: ResultStore, refs: References, reference_name: str, alig
     def build(tmp: Path) -> None:
         checkpoints = tmp / "checkpoints"
         checkpoints.mkdir()
-
-        def on_eval(step: int, model) -> Path:
-            path = checkpoints / f"step_{step:06d}.pt"
-            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-            crash_point("align:checkpoint")
-            return path
-
         policy = reference.with_model(copy.deepcopy(reference.model))
         frozen = reference.with_model(copy.deepcopy(reference.model))
-        run = entry.train(policy, frozen, refs.oracle, alignment, seed=seed, progress=progress, on_eval=on_eval)
-        policy.model.load_state_dict(torch.load(run.selected, weights_only=True))
-        save_model(policy.model, tmp / "selected")
-        run.trajectory.assign(selected_step=run.selected_step).to_parquet(tmp / "trajectory.parquet")
+        run = entry.train(policy, frozen, refs.oracle, alignment, seed=seed, progress=progress,
+                          on_eval=lambda step, model: _save_checkpoint(checkpoints / f"step_{step:06d}.pt", model))
+        _save_selected(tmp, policy.model, run)
         shutil.rmtree(checkpoints)  # only the selected model is kept
 
     folder = store.directory("lm_aligned", recipe, build)
     return Alignment(recipe, folder, load_model(folder / "selected", refs.p_star),
                      pd.read_parquet(folder / "trajectory.parquet"))
+
+
+def _save_checkpoint(path: Path, model) -> Path:
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    crash_point("align:checkpoint")
+    return path
+
+
+def _save_selected(folder: Path, model, run) -> None:
+    """What `cached_align` keeps of a run: the selected checkpoint's model and the trajectory."""
+    model.load_state_dict(torch.load(run.selected, weights_only=True))
+    save_model(model, folder / "selected")
+    run.trajectory.assign(selected_step=run.selected_step).to_parquet(folder / "trajectory.parquet")
+
+
+def train_together(refs: References, reference_name: str, alignment, seeds: Sequence[int], on_eval) -> list:
+    """One batched computation for several seeds (`Algorithm.train_runs`): copies of `refs.models[reference_name]`
+    aligned against a frozen copy, run r with `seeds[r]`; `on_eval(r, step, model)` at each run's evaluations.
+    Returns [(policy, AlignmentRun)] in the order of `seeds`."""
+    entry = algorithm_of(alignment)
+    reference = refs.models[reference_name]
+    policies = [reference.with_model(copy.deepcopy(reference.model)) for _ in seeds]
+    frozen = reference.with_model(copy.deepcopy(reference.model))
+    owner = {id(policy.model): r for r, policy in enumerate(policies)}
+    runs = entry.train_runs(policies, frozen, refs.oracle, alignment, seeds=list(seeds), progress=False,
+                            on_eval=lambda step, model: on_eval(owner[id(model)], step, model))
+    return list(zip(policies, runs))
+
+
+def batched(alignment, seeds: Sequence[int]) -> bool:
+    """Whether the seeds of `alignment` train as one computation: its algorithm has `train_runs` and there are
+    at least two of them."""
+    return algorithm_of(alignment).train_runs is not None and len(seeds) > 1
+
+
+def cached_align_seeds(store: ResultStore, refs: References, reference_name: str, alignment,
+                       seeds: Sequence[int]) -> None:
+    """Build the `cached_align` entries of `seeds` not yet in the store as one computation (`train_together`) when
+    the algorithm trains seeds together; otherwise nothing (`cached_align` builds each alone). Each seed is saved
+    under its own recipe, as `cached_align` would save it: run r equals its one-at-a-time run to float32 rounding."""
+    entry = algorithm_of(alignment)
+    recipes = {seed: Aligned(refs.recipes[reference_name], entry.name, alignment, seed, refs.oracle_recipe)
+               for seed in seeds}
+    missing = [seed for seed in seeds if not store.has("lm_aligned", recipes[seed])]
+    if not batched(alignment, missing):
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        runs = train_together(refs, reference_name, alignment, missing,
+                              lambda r, step, model: _save_checkpoint(Path(scratch) / f"{r}_{step:06d}.pt", model))
+        for seed, (policy, run) in zip(missing, runs):
+            store.directory("lm_aligned", recipes[seed], lambda tmp, p=policy, r=run: _save_selected(tmp, p.model, r))
 
 
 def cached_a_k_final(store: ResultStore, refs: References, ak: Alignment, tau: float, seed: int, *,
@@ -380,13 +425,60 @@ def _build_in_worker(profile: str, root: str, cell: PipelineCell) -> None:
     cached_cell_rows(store, references_in_worker(store, cell.config), cell, progress=False)
 
 
+def reference_recipe(config: LLMConfig, name: str):
+    """The recipe `cached_references` gives p' (`name` "p'") or p'' ("p''") of `config`."""
+    high = distilled(GroundTruth.of(config), config.high_recall)
+    return high if name == "p'" else distilled(high, config.low_recall)
+
+
+@dataclass(frozen=True)
+class SeedGroup:
+    """The alignments of several seeds that train as one computation: `alignment` of `reference_name` of `config`."""
+
+    config: LLMConfig
+    alignment: Any
+    reference_name: str
+    seeds: tuple[int, ...]
+
+
+def seed_groups(cells: Sequence[PipelineCell]) -> list[SeedGroup]:
+    """The alignments of `cells` that train together (`batched`), one group per reference and alignment (A-K's
+    p' is the same model under every τ_topic, so its group appears once)."""
+    groups: dict[str, SeedGroup] = {}
+    for cell in cells:
+        if algorithm_of(cell.alignment).train_runs is None:  # also refuses a config of no algorithm, by name
+            continue
+        for pipeline, name in PIPELINES:
+            if cell.ka_only and pipeline == "A-K":
+                continue
+            key = config_hash((reference_recipe(cell.config, name), cell.alignment))
+            group = groups.setdefault(key, SeedGroup(cell.config, cell.alignment, name, ()))
+            if cell.seed not in group.seeds:
+                groups[key] = dataclasses.replace(group, seeds=(*group.seeds, cell.seed))
+    return [group for group in groups.values() if batched(group.alignment, group.seeds)]
+
+
+def _align_group_in_worker(profile: str, root: str, group: SeedGroup) -> None:
+    store = ResultStore(profile, root=root)
+    cached_align_seeds(store, references_in_worker(store, group.config), group.reference_name, group.alignment,
+                       group.seeds)
+
+
 def cached_cells(store: ResultStore, cells: list[PipelineCell], *, jobs: int | None = 1) -> None:
     """Build every cell's models and evaluations into `store` (those already there are found), up to `jobs`
-    cells at a time in spawned processes (`parallel.in_workers`; None: one per core, but 1 on a GPU; 1: nothing
-    is done here, the caller builds as it reads). Cells whose references are not built yet should come first
+    cells at a time in spawned processes (`parallel.in_workers`; None: one per core, but 1 on a GPU; 1: the cells
+    are left to the caller, which builds as it reads). First, the alignments whose seeds train as one computation
+    (`seed_groups`) are built, a group per process. Cells whose references are not built yet should come first
     in an order that spreads different configs over the first `jobs` cells (`parallel.interleaved`): two
     cells that need the same missing model wait for each other on its lock."""
     jobs = resolve_jobs(jobs, [cell.config.device for cell in cells])
+    groups = seed_groups(cells)
+    arguments = [(store.profile, str(store.root), group) for group in groups]
+    if jobs > 1 and len(groups) > 1:
+        in_workers(_align_group_in_worker, arguments, jobs=jobs)
+    else:
+        for args in arguments:
+            _align_group_in_worker(*args)
     if jobs > 1 and len(cells) > 1:
         in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in cells], jobs=jobs)
 
