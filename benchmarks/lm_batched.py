@@ -47,7 +47,7 @@ def main() -> None:
     from alignkd import objectives
     from alignkd.chapters import profile_values
     from alignkd.lm import training
-    from alignkd.lm.batched import BatchedLlama, optimizer_step, stack_samples
+    from alignkd.lm.batched import BatchedLlama, RunAdam, optimizer_step, stack_samples
     from alignkd.lm.dpo import response_logprobs
     from alignkd.lm.generation import sample
     from alignkd.lm.groundtruth import markov_mixture
@@ -100,7 +100,7 @@ def main() -> None:
         batch = BatchedLlama.from_models([reference] * runs, suppress_ids=suppressed)
         for tensor in batch.parameters():
             tensor.requires_grad_(True)
-        optimizer = torch.optim.Adam(batch.parameters(), lr=learning_rate, foreach=True)
+        optimizer = RunAdam(batch.parameters(), lr=learning_rate)
         shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
         first, second = torch.arange(n), torch.arange(n) + n
         drawn = []
@@ -135,7 +135,7 @@ def main() -> None:
                                                   response.gather(1, rows[..., 1:]))
                 loss = objectives.dpo_loss(logprob[:, :pairs_per_step], logprob[:, pairs_per_step:],
                                            ref_logprob.gather(1, w), ref_logprob.gather(1, l), beta)
-                optimizer_step(batch, optimizer, (loss * weight).sum(1) / weight.sum(1).clamp(min=1), 0.0)
+                optimizer_step(optimizer, (loss * weight).sum(1) / weight.sum(1).clamp(min=1), 0.0)
         return [batch.state_dict(r) for r in range(runs)], [s.tokens for per_run in drawn for s in per_run]
 
     measured, results = {}, {}

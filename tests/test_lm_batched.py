@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from alignkd import objectives
 from alignkd.lm import training
-from alignkd.lm.batched import BatchedLlama, KVCache, optimizer_step, stack_samples
+from alignkd.lm.batched import BatchedLlama, KVCache, RunAdam, optimizer_step, stack_samples
 from alignkd.lm.dpo import response_logprobs
 from alignkd.lm.generation import sample
 from alignkd.lm.models import suppress_tokens
@@ -122,10 +122,11 @@ def test_batched_sampling_equals_per_model_sample(vocab, temperature, max_new_to
         assert len(widths) > 1, "the runs should end at different steps"
 
 
-@pytest.mark.parametrize("max_grad_norm", [0.0, 0.05])
-def test_batched_dpo_steps_equal_each_model_with_its_own_adam(max_grad_norm):
+@pytest.mark.parametrize("max_grad_norm, sits_out", [(0.0, False), (0.05, False), (0.0, True)])
+def test_batched_dpo_steps_equal_each_model_with_its_own_adam(max_grad_norm, sits_out):
     """Three DPO steps on each run's fixed pairs: the batched Adam leaves every run's weights where the same steps
-    leave each model alone with its own Adam (with and without per-run gradient clipping)."""
+    leave each model alone with its own `torch.optim.Adam` (with and without per-run gradient clipping; and with run
+    1 sitting the second step out, as a run with every pair tied does alone: no update, no step count)."""
     models = [tiny_llama(32, seed=seed) for seed in (0, 1, 2)]
     reference = tiny_llama(32, seed=9).requires_grad_(False)
     alone = [copy.deepcopy(m) for m in models]
@@ -138,17 +139,21 @@ def test_batched_dpo_steps_equal_each_model_with_its_own_adam(max_grad_norm):
         ref_logprob = torch.stack([response_logprobs(reference, tokens[r], mask[r], response[r]) for r in range(3)])
 
     batch = BatchedLlama.from_models(models)
-    optimizer = torch.optim.Adam(batch.parameters(), lr=lr, foreach=True)
-    for _ in range(3):
+    optimizer = RunAdam(batch.parameters(), lr=lr)
+    skipped = {(1, 1)} if sits_out else set()  # (run, step)
+    for step in range(3):
         logprob = batch.response_logprobs(tokens, mask, response)
         loss = objectives.dpo_loss(logprob.gather(1, chosen), logprob.gather(1, rejected),
                                    ref_logprob.gather(1, chosen), ref_logprob.gather(1, rejected), beta)
-        optimizer_step(batch, optimizer, loss, max_grad_norm)
+        active = torch.tensor([(run, step) not in skipped for run in range(3)])
+        optimizer_step(optimizer, loss, max_grad_norm, active=active)
 
     for run, model in enumerate(alone):
         adam = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
         w, l = chosen[run], rejected[run]
-        for _ in range(3):
+        for step in range(3):
+            if (run, step) in skipped:
+                continue
             logprob = response_logprobs(model, tokens[run], mask[run], response[run])
             loss = objectives.dpo_loss(logprob[w], logprob[l], ref_logprob[run, w], ref_logprob[run, l], beta)
             training.optimizer_step(model, adam, loss, max_grad_norm)

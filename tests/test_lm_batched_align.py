@@ -26,11 +26,21 @@ def _copies(model, n):
     return [model.with_model(copy.deepcopy(model.model).requires_grad_(True)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name, fields", [
-    ("grpo", dict(num_ppo_epochs=2, max_grad_norm=0.5)),   # the clip and the ratio bind from the second epoch
-    ("grpo_reward", dict(scale_rewards="group")),
+TIGHT, LOOSE = dict(rtol=1e-4, atol=1e-5), dict(rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("name, fields, tolerance", [
+    # four clipped Adam steps an iteration: the first step's 1e-6 of rounding grows to ~2e-4 by iteration 4, as
+    # Adam's m/√v turns a rounding-sized gradient difference into a learning-rate-sized step difference
+    ("ppo", dict(mini_batch_size=4, num_ppo_epochs=2, max_grad_norm=0.5), LOOSE),
+    ("ppo", dict(kl_form="k3", whiten_advantages=False, mini_batch_size=8), TIGHT),
+    ("grpo", dict(num_ppo_epochs=2, max_grad_norm=0.5), TIGHT),   # the clip and the ratio bind from the 2nd epoch
+    ("grpo_reward", dict(scale_rewards="group"), TIGHT),
+    ("dpo_online", dict(grad_steps=3, pairs_per_step=3), TIGHT),  # 4 pairs a run: mini-batches of 3, 1 (+2 padded)
+    ("kto", dict(grad_steps=3, examples_per_step=3, max_grad_norm=0.5), TIGHT),
+    ("simpo", dict(grad_steps=2, pairs_per_step=4), TIGHT),
 ])
-def test_batched_runs_equal_runs_one_at_a_time(refs, name, fields):
+def test_batched_runs_equal_runs_one_at_a_time(refs, name, fields, tolerance):
     entry = ALGORITHMS[name]
     config = alignment_config(name, n_iterations=4, batch_size=8, learning_rate=2e-2, max_new_tokens=6,
                               eval_every=2, device="cpu", **fields)
@@ -42,14 +52,14 @@ def test_batched_runs_equal_runs_one_at_a_time(refs, name, fields):
         expected = entry.train(alone, reference, refs.oracle, config, seed=seed, progress=False)
         assert list(run.trajectory.columns) == list(expected.trajectory.columns)
         torch.testing.assert_close(torch.tensor(run.trajectory.to_numpy(float)),
-                                   torch.tensor(expected.trajectory.to_numpy(float)), rtol=1e-4, atol=1e-5)
+                                   torch.tensor(expected.trajectory.to_numpy(float)), **tolerance)
         assert run.selected_step == expected.selected_step and list(run.checkpoints) == list(expected.checkpoints)
         final = alone.model.state_dict()
         for key, tensor in policy.model.state_dict().items():
-            torch.testing.assert_close(tensor, final[key], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(tensor, final[key], **tolerance)
         for step, state in run.checkpoints.items():
             for key, tensor in state.items():
-                torch.testing.assert_close(tensor, expected.checkpoints[step][key], rtol=1e-4, atol=1e-5)
+                torch.testing.assert_close(tensor, expected.checkpoints[step][key], **tolerance)
     # the runs differ from each other: each seed drew its own samples
     assert not torch.equal(batched[0].model.model.embed_tokens.weight, batched[1].model.model.embed_tokens.weight)
 

@@ -13,20 +13,20 @@ from __future__ import annotations
 import dataclasses
 
 from ..algorithms import Algorithm, lookup
-from .dpo import DPOConfig, train_dpo
+from .dpo import DPOConfig, train_dpo, train_dpo_runs
 from .grpo import GRPOConfig, train_grpo, train_grpo_runs
-from .kto import KTOConfig, train_kto
-from .ppo import PPOConfig, train_ppo
-from .simpo import SimPOConfig, train_simpo
+from .kto import KTOConfig, train_kto, train_kto_runs
+from .ppo import PPOConfig, train_ppo, train_ppo_runs
+from .simpo import SimPOConfig, train_simpo, train_simpo_runs
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
-    Algorithm("ppo", "PPO", PPOConfig, train_ppo),
-    Algorithm("dpo_online", "On-policy DPO", DPOConfig, train_dpo),
+    Algorithm("ppo", "PPO", PPOConfig, train_ppo, train_runs=train_ppo_runs),
+    Algorithm("dpo_online", "On-policy DPO", DPOConfig, train_dpo, train_runs=train_dpo_runs),
     Algorithm("grpo", "GRPO", GRPOConfig, train_grpo, fixed=(("kl_form", "k3"),), train_runs=train_grpo_runs),
     Algorithm("grpo_reward", "GRPO (KL in the reward)", GRPOConfig, train_grpo, fixed=(("kl_form", "reward"),),
               train_runs=train_grpo_runs),
-    Algorithm("kto", "KTO", KTOConfig, train_kto),
-    Algorithm("simpo", "SimPO", SimPOConfig, train_simpo),
+    Algorithm("kto", "KTO", KTOConfig, train_kto, train_runs=train_kto_runs),
+    Algorithm("simpo", "SimPO", SimPOConfig, train_simpo, train_runs=train_simpo_runs),
 )}
 
 

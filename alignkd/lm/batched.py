@@ -4,8 +4,8 @@
     per_run = batch.sample(prompt_ids, n, max_new_tokens, tau, eos_id=, pad_id=, seeds=[...])  # R `Samples`
     every = stack_samples(per_run, pad_id)                                        # R·n rows: .tokens.view(R, n, -1)
     logprob = batch.response_logprobs(tokens, attention, response)                # [R, n] from [R, n, T] inputs
-    optimizer = torch.optim.Adam(batch.parameters(), lr=...)                      # = R independent Adams
-    optimizer_step(batch, optimizer, loss_per_run, max_grad_norm)                 # loss [R] or [R, N]
+    optimizer = RunAdam(batch.parameters(), lr=...)                               # R independent Adams
+    optimizer_step(optimizer, loss_per_run, max_grad_norm)                        # loss [R] or [R, N]
     batch.load_into(models)                                                       # back to transformers
 
 Why: chapter 06's students have a few thousand to ~1M parameters, so one run's time is Python and dispatch
@@ -33,11 +33,10 @@ agree to ~1e-6, not bitwise):
   p/E of a row tie within float32 rounding (a relative gap below ~1e-6: about one draw in a million), after which
   that sequence diverges, and in a training loop that run then learns from other samples
   (`benchmarks/lm_batched.py` counts such runs).
-- Adam over the stacked parameters is R independent Adams (it is elementwise, and the step count is shared);
-  the loss is the sum over runs of each run's mean, so each run's slice gets its own gradient, and
-  `optimizer_step` clips each run's gradient norm by itself. Not equal: a run with nothing to learn from in a step
-  (e.g. every DPO pair tied) is skipped one at a time, while the shared step still moves it by Adam's momentum;
-  and all runs share one learning rate (the seeds of one algorithm do).
+- `RunAdam` over the stacked parameters is R independent Adams, each with its own step count: a run with nothing
+  to learn from in a step (e.g. every DPO pair tied) sits it out as it would alone. The loss is the sum over runs of
+  each run's mean, so each run's slice gets its own gradient, and `optimizer_step` clips each run's gradient norm
+  by itself. All runs share one learning rate (the seeds of one algorithm do).
 - Tested in float32; under bf16 autocast the same code runs, with rounding no longer comparable to HF's.
 
 Speed (`benchmarks/lm_batched.py`, chapter 06's default sizes, N = 12, one thread): about 3x less CPU than one at a
@@ -145,12 +144,13 @@ class BatchedLlama:
     # ------------------------------------------------------------------ the forward pass
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: KVCache | None = None,
-               positions: slice = slice(None)):
+               positions: slice = slice(None), hidden: bool = False):
         """Next-token logits [R, B, T, V] of input_ids [R, B, T] given the key mask [R, B, T_past + T].
 
         `positions` picks the positions whose logits are made (scoring needs all but the last, sampling the last):
         the [R, B, T, V] logits are the largest tensor of a pass, and slicing them afterwards costs a copy and,
-        in the backward pass, a zero-filled gradient of the full size.
+        in the backward pass, a zero-filled gradient of the full size. `hidden`: also return the final (normed)
+        hidden states at those positions, transformers' `hidden_states[-1]` (PPO's value head reads them).
 
         `cache` (a `KVCache`, extended in place) holds the earlier positions' keys and values, so sampling feeds one
         token per step. Positions count from the first token (0..T-1 without a cache), as transformers counts them
@@ -193,6 +193,11 @@ class BatchedLlama:
         if cache is not None:
             cache.length += T
         x = rms_norm(x[:, :, positions], p["model.norm.weight"], cfg.rms_norm_eps)
+        return self.head(x) if not hidden else (self.head(x), x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [R, B, T, V] of final hidden states x [R, B, T, C], the suppressed tokens at −∞."""
+        p = self.params
         logits = linear(x, p.get(HEAD, p[EMBED]))
         if self.suppress_ids:  # as models.suppress_tokens: outside the language, probability 0 in every pass
             # in place: bmm's backward does not need its output, and a copy of the logits is what we avoid
@@ -204,11 +209,13 @@ class BatchedLlama:
         R, B, T, _ = x.shape
         return x.view(R * B, T, heads, self.head_dim).transpose(1, 2)
 
-    def token_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[R, B, T-1] log p(x_t | x_<t) per run, zero where mask[..., 1:] is False (`generation.token_logprobs`)."""
-        logits = self.logits(tokens, mask, positions=slice(0, -1)).float()
-        picked = torch.log_softmax(logits, -1).gather(-1, tokens[:, :, 1:, None])[..., 0]
-        return torch.where(mask[:, :, 1:].bool(), picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
+    def token_logprobs(self, tokens: torch.Tensor, mask: torch.Tensor, hidden: bool = False):
+        """[R, B, T-1] log p(x_t | x_<t) per run, zero where mask[..., 1:] is False (`generation.token_logprobs`);
+        `hidden`: also the final hidden states [R, B, T-1, C] they were computed from."""
+        logits, states = self.logits(tokens, mask, positions=slice(0, -1), hidden=True)
+        picked = torch.log_softmax(logits.float(), -1).gather(-1, tokens[:, :, 1:, None])[..., 0]
+        picked = torch.where(mask[:, :, 1:].bool(), picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
+        return (picked, states) if hidden else picked
 
     def response_logprobs(self, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
         """[R, B] summed log-prob of each response, per run (`dpo.response_logprobs`)."""
@@ -268,18 +275,63 @@ def stack_samples(samples: Sequence[Samples], pad_id: int) -> Samples:
     return Samples.cat(list(samples), pad_id)
 
 
-def optimizer_step(batch: BatchedLlama, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   max_grad_norm: float) -> None:
-    """One step of every run on its own loss (`training.optimizer_step`, per run): loss [R] or per-example
-    [R, N] (averaged over N). Summing the runs' losses gives each run's slice exactly its own gradient; the norm
-    clip is per run (0: not clipped), as `clip_grad_norm_` would clip each model alone."""
+class RunAdam:
+    """Adam over stacked [R, ...] parameters with a step count per run, so that a run can sit a step out.
+
+    `torch.optim.Adam` over the stacked parameters is R independent Adams only while every run steps every time:
+    one at a time, a run with nothing to learn from in an iteration (every DPO pair tied: a collapsed policy) takes
+    no step at all, so its weights, its moments and its bias correction stay where they were. `step(active)` does
+    exactly that for the runs not in `active`. The arithmetic is `torch.optim.Adam`'s (no weight decay, no amsgrad):
+    m ← lerp(m, g, 1 − β1), v ← β2·v + (1 − β2)·g², p ← p − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        runs = self.params[0].shape[0]
+        self.steps = torch.zeros(runs, dtype=torch.float64)
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor | None = None) -> None:
+        """One Adam step of the runs in `active` ([R] bool; None: all) on the gradients in `.grad`."""
+        beta1, beta2 = self.betas
+        runs = self.steps.shape[0]
+        active = torch.ones(runs, dtype=torch.bool) if active is None else active.detach().cpu().bool()
+        self.steps += active
+        steps = self.steps.clamp(min=1)  # a run that never stepped is left as it is below
+        step_size = (self.lr / (1 - beta1 ** steps)).float()
+        bias_sqrt = torch.sqrt(1 - beta2 ** steps).float()
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            if p.grad is None:
+                continue
+            shape = (runs,) + (1,) * (p.dim() - 1)
+            on = active.to(p.device).view(shape)
+            g = p.grad
+            m.copy_(torch.where(on, m.lerp(g, 1 - beta1), m))
+            v.copy_(torch.where(on, v * beta2 + (1 - beta2) * g * g, v))
+            denom = v.sqrt() / bias_sqrt.to(p.device).view(shape) + self.eps
+            update = step_size.to(p.device).view(shape) * (m / denom)
+            p.sub_(torch.where(on, update, torch.zeros((), dtype=p.dtype, device=p.device)))
+
+
+def optimizer_step(optimizer: RunAdam, loss: torch.Tensor, max_grad_norm: float,
+                   active: torch.Tensor | None = None) -> None:
+    """One step of every run in `active` ([R] bool; None: all) on its own loss (`training.optimizer_step`, per run):
+    loss [R] or per-example [R, N] (averaged over N). Summing the runs' losses gives each run's slice exactly its
+    own gradient; the norm clip is per run (0: not clipped), as `clip_grad_norm_` would clip each model alone."""
     optimizer.zero_grad(set_to_none=True)
     per_run = loss.mean(-1) if loss.dim() == 2 else loss
     per_run.sum().backward()
     if max_grad_norm > 0:
-        grads = [p.grad for p in batch.parameters() if p.grad is not None]
+        grads = [p.grad for p in optimizer.params if p.grad is not None]  # the policy's and e.g. a value head's
         norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # [R]
         scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
-    optimizer.step()
+    optimizer.step(active)

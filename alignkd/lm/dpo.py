@@ -28,6 +28,7 @@ series of App. Fig. 14 that the model selection of App. C.4 reads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -41,7 +42,10 @@ from .models import HFLanguageModel
 from .reward import RewardOracle, pair_indices
 from .device import autocast, resolve_device
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, UpdatePass, minibatches, optimizer_step, pair_row, rollout, snapshot
+from .batched import optimizer_step as batched_step
+from .training import (AlignmentRun, RunConfig, UpdatePass, finish_runs, gather_rows, keep_runs, minibatches,
+                       optimizer_step, padded, pair_row, rollout, rollout_runs, run_minibatches, snapshot, start_runs,
+                       weighted_mean)
 
 
 @dataclass
@@ -141,3 +145,55 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     policy.eval()
     trajectory = pd.DataFrame(rows)
     return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))
+
+
+def train_dpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
+                   config: DPOConfig, *, seeds: Sequence[int], progress: bool = True,
+                   on_eval=None) -> list[AlignmentRun]:
+    """`train_dpo` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama`; run r equals
+    `train_dpo(policies[r], ..., seed=seeds[r])` to float32 rounding (`train_grpo_runs` says how). Each run pairs its
+    own responses, draws its mini-batches from its own shuffle (a short one padded with weight-0 pairs) and sits out
+    an iteration whose pairs all tie, as it does alone (`batched.RunAdam`)."""
+    if not isinstance(config, DPOConfig):
+        raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
+    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    first, R, n, beta = policies[0], len(policies), config.batch_size // 2, config.beta
+    shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
+    rows: list[list[dict]] = [[] for _ in models]
+    checkpoints: list[dict] = [{} for _ in models]
+
+    for iteration in tqdm(range(config.n_iterations + 1), desc=f"DPO ×{R}", disable=not progress):
+        batch = rollout_runs(runs, oracle, 2 * n, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
+                             pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
+        pairs = [tuple(index.to(device) for index in pair_indices(batch.nll[r])) for r in range(R)]
+        with torch.no_grad(), autocast(device, config.bf16):
+            ref_logprob = response_logprobs(reference.model, *batch.flat()).view(R, 2 * n)
+
+        if iteration % config.eval_every == 0 or iteration == config.n_iterations:
+            with torch.no_grad(), autocast(device, config.bf16):
+                logprob = runs.response_logprobs(batch.tokens, batch.attention, batch.response)
+            for r, (chosen, rejected) in enumerate(pairs):
+                rows[r].append(pair_row(iteration, batch.run(r), logprob[r], ref_logprob[r],
+                                        objectives.dpo_implicit_reward(logprob[r][chosen], ref_logprob[r][chosen], beta),
+                                        objectives.dpo_implicit_reward(logprob[r][rejected], ref_logprob[r][rejected],
+                                                                       beta), chosen, rejected))
+            keep_runs(iteration, runs, models, checkpoints, on_eval)
+        if iteration == config.n_iterations:
+            break
+        active = torch.tensor([len(chosen) > 0 for chosen, _ in pairs])
+        if not active.any():
+            continue  # every run's pairs tied: nothing to learn from this batch
+
+        chosen, rejected = padded([c for c, _ in pairs], device), padded([r for _, r in pairs], device)
+        P = config.pairs_per_step
+        for index, weight in run_minibatches([len(c) for c, _ in pairs], P, config.grad_steps, shuffles, device):
+            w, l = chosen.gather(1, index), rejected.gather(1, index)
+            with autocast(device, config.bf16):
+                logprob = runs.response_logprobs(*gather_rows(batch, torch.cat([w, l], 1)))
+            loss = objectives.dpo_loss(logprob[:, :P], logprob[:, P:], ref_logprob.gather(1, w),
+                                       ref_logprob.gather(1, l), beta)
+            batched_step(optimizer, weighted_mean(loss, weight), config.max_grad_norm, active=active)
+
+    finish_runs(runs, models)
+    trajectories = [pd.DataFrame(r) for r in rows]
+    return [AlignmentRun(t, c, select_dpo(t)) for t, c in zip(trajectories, checkpoints)]

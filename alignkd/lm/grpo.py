@@ -58,7 +58,9 @@ from .ppo import rollout_row
 from .reward import RewardOracle
 from .device import autocast, resolve_device
 from .selection import select_ppo
-from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
+from .batched import optimizer_step as batched_step
+from .training import (AlignmentRun, RunConfig, UpdatePass, finish_runs, iteration_seed, keep_runs, rollout_runs,
+                       snapshot, start_runs)
 
 KL_FORMS = ("k3", "reward")
 BACKENDS = ("ours", "trl")
@@ -235,36 +237,23 @@ def train_grpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMo
     sampling seed per iteration, its own group baseline, its own loss, gradient-norm clip and Adam state.
     `on_eval(step, model)` is called per run with that run's `LlamaForCausalLM` (its weights at the step);
     each policy's model holds its final weights on return. Backend "ours" only."""
-    from .batched import BatchedLlama, optimizer_step, stack_samples
-
     if not isinstance(config, GRPOConfig) or config.backend != "ours":
         raise ValueError("train_grpo_runs needs a GRPOConfig with backend = 'ours' (the batched loop)")
-    if len(policies) != len(seeds) or not policies:
-        raise ValueError(f"train_grpo_runs: {len(policies)} policies for {len(seeds)} seeds; one seed per policy")
-    device = resolve_device(config.device)
+    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
     first = policies[0]
-    prompt_ids, eos_id, pad_id = first.prompt_ids, first.eos_id, first.pad_id
-    models = [policy.model.to(device) for policy in policies]
-    reference.model.to(device).eval().requires_grad_(False)
-    runs = BatchedLlama.from_models(models, suppress_ids=first.suppress_ids)
-    optimizer = torch.optim.Adam(runs.parameters(), lr=config.learning_rate)  # elementwise: R independent Adams
     R, B = len(models), config.batch_size
     rows: list[list[dict]] = [[] for _ in models]
     checkpoints: list[dict] = [{} for _ in models]
 
     for step in tqdm(range(config.n_iterations + 1), desc=f"GRPO ×{R}", disable=not progress):
-        with autocast(device, config.bf16):
-            samples = stack_samples(runs.sample(prompt_ids, B, config.max_new_tokens, config.tau, eos_id=eos_id,
-                                                pad_id=pad_id, seeds=[iteration_seed(s, step) for s in seeds]),
-                                    pad_id).to(device)
-        nll = oracle.nll(samples)
-        score = oracle.reward_from_nll(nll).to(device).view(R, B)
-        tokens, attention = samples.tokens.view(R, B, -1), samples.mask.view(R, B, -1)
-        mask = samples.response_mask[:, 1:].float().view(R, B, -1)
+        batch = rollout_runs(runs, oracle, B, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
+                             pad_id=first.pad_id, seeds=seeds, iteration=step, device=device)
+        score, mask = batch.reward.to(device), batch.response
+        tokens, attention, _ = batch.flat()
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = token_logprobs(reference.model, samples.tokens, samples.mask).float().view(R, B, -1)
+            ref_logprob = token_logprobs(reference.model, tokens, attention).float().view(R, B, -1)
         with autocast(device, config.bf16):
-            logprob = runs.token_logprobs(tokens, attention).float()
+            logprob = runs.token_logprobs(batch.tokens, batch.attention).float()
         old_logprob = logprob.detach()
         shaped = score
         if config.kl_form == "reward":
@@ -273,26 +262,23 @@ def train_grpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMo
         advantages = objectives.group_advantages(shaped, scale=config.scale_rewards == "group")  # per run
 
         if step % config.eval_every == 0 or step == config.n_iterations:
-            for r, model in enumerate(models):
-                rows[r].append(rollout_row(step, score[r], nll.view(R, B)[r], old_logprob[r], ref_logprob[r], mask[r]))
-                model.load_state_dict(runs.state_dict(r))  # the run's weights at this step, for on_eval or a copy
-                checkpoints[r][step] = snapshot(step, model, on_eval)
+            for r in range(R):
+                rows[r].append(rollout_row(step, score[r], batch.nll[r], old_logprob[r], ref_logprob[r], mask[r]))
+            keep_runs(step, runs, models, checkpoints, on_eval)
         if step == config.n_iterations:
             break
 
         for update in range(config.num_ppo_epochs):
             if update > 0:
                 with autocast(device, config.bf16):
-                    logprob = runs.token_logprobs(tokens, attention).float()
+                    logprob = runs.token_logprobs(batch.tokens, batch.attention).float()
             per_token = objectives.policy_loss(logprob, old_logprob, advantages[..., None], config.epsilon)
             if config.kl_form == "k3":
                 per_token = per_token + config.beta * objectives.k3(logprob, ref_logprob)
             loss = (per_token * mask).sum((-2, -1)) / (B * config.max_new_tokens)  # [R]: grpo_loss per run
-            optimizer_step(runs, optimizer, loss, config.max_grad_norm)
+            batched_step(optimizer, loss, config.max_grad_norm)
 
-    runs.load_into(models)
-    for model in models:
-        model.eval()
+    finish_runs(runs, models)
     trajectories = [pd.DataFrame(r) for r in rows]
     return [AlignmentRun(t, c, select_ppo(t)) for t, c in zip(trajectories, checkpoints)]
 

@@ -38,6 +38,7 @@ trajectory also has `reward_mean` / `reward_std`, so `select_ppo` can re-select 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -51,7 +52,10 @@ from .dpo import response_logprobs
 from .models import HFLanguageModel
 from .reward import RewardOracle
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, UpdatePass, minibatches, optimizer_step, rollout, snapshot
+from .batched import optimizer_step as batched_step
+from .training import (AlignmentRun, Rollout, RunConfig, UpdatePass, finish_runs, gather_rows, keep_runs, minibatches,
+                       optimizer_step, padded, rollout, rollout_runs, run_minibatches, snapshot, start_runs,
+                       weighted_mean)
 
 
 @dataclass
@@ -111,6 +115,31 @@ def mean_over(values: torch.Tensor, which: torch.Tensor) -> float:
     return float(values[which].mean()) if which.any() else float("nan")
 
 
+def kto_row(iteration: int, batch: Rollout, logprob: torch.Tensor, ref_logprob: torch.Tensor, z_ref: torch.Tensor,
+            desirable: torch.Tensor, labelled: torch.Tensor, beta: float) -> dict:
+    """The trajectory row of one KTO evaluation (columns in `train_kto`): the common columns, TRL's series on the
+    iteration's responses and the oracle's view of the two classes (`desirable`, `labelled`: CPU bools)."""
+    implicit = objectives.dpo_implicit_reward(logprob, ref_logprob, beta).cpu()  # TRL: β·r
+    undesirable = labelled & ~desirable
+    chosen_reward, rejected_reward = mean_over(implicit, desirable), mean_over(implicit, undesirable)
+    reward = batch.reward
+    return {
+        "iteration": iteration,
+        "reward_mean": float(reward.mean()),
+        "reward_std": float(reward.std()),
+        "nll_mean": float(batch.nll.mean()),
+        "kl": float((logprob - ref_logprob).mean()),
+        "z_ref": float(z_ref),
+        "chosen_reward": chosen_reward,
+        "rejected_reward": rejected_reward,
+        "margin": chosen_reward - rejected_reward,
+        "chosen_oracle_reward": mean_over(reward, desirable),
+        "rejected_oracle_reward": mean_over(reward, undesirable),
+        "n_desirable": int(desirable.sum()),
+        "n_undesirable": int(undesirable.sum()),
+    }
+
+
 def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: RewardOracle, config: KTOConfig, *,
               seed: int, progress: bool = True, on_eval=None) -> AlignmentRun:
     """Align `policy` by on-policy KTO with oracle labels, anchored to the frozen `reference`.
@@ -147,24 +176,8 @@ def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
         z_ref = objectives.kto_reference_point(logprob, ref_logprob)
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
-            implicit = objectives.dpo_implicit_reward(logprob, ref_logprob, config.beta).cpu()  # TRL: β·r
-            undesirable_cpu = labelled_cpu & ~desirable_cpu
-            chosen_reward, rejected_reward = mean_over(implicit, desirable_cpu), mean_over(implicit, undesirable_cpu)
-            rows.append({
-                "iteration": iteration,
-                "reward_mean": float(reward.mean()),
-                "reward_std": float(reward.std()),
-                "nll_mean": float(nll.mean()),
-                "kl": float((logprob - ref_logprob).mean()),
-                "z_ref": float(z_ref),
-                "chosen_reward": chosen_reward,
-                "rejected_reward": rejected_reward,
-                "margin": chosen_reward - rejected_reward,
-                "chosen_oracle_reward": mean_over(reward, desirable_cpu),
-                "rejected_oracle_reward": mean_over(reward, undesirable_cpu),
-                "n_desirable": int(desirable_cpu.sum()),
-                "n_undesirable": int(undesirable_cpu.sum()),
-            })
+            rows.append(kto_row(iteration, batch, logprob, ref_logprob, z_ref, desirable_cpu, labelled_cpu,
+                                config.beta))
             checkpoints[iteration] = snapshot(iteration, policy, on_eval)
         if iteration == config.n_iterations:
             break
@@ -183,3 +196,55 @@ def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     policy.eval()
     trajectory = pd.DataFrame(rows)
     return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))
+
+
+def train_kto_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
+                   config: KTOConfig, *, seeds: Sequence[int], progress: bool = True,
+                   on_eval=None) -> list[AlignmentRun]:
+    """`train_kto` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama`, as
+    `dpo.train_dpo_runs` batches DPO; run r equals `train_kto(policies[r], ..., seed=seeds[r])` to float32 rounding:
+    its own median labels, its own reference point z_ref, its own mini-batches, and it sits out an iteration with
+    no labelled response as it does alone."""
+    if not isinstance(config, KTOConfig):
+        raise TypeError(f"config must be a KTOConfig, got {type(config).__name__}")
+    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    first, R = policies[0], len(policies)
+    shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
+    rows: list[list[dict]] = [[] for _ in models]
+    checkpoints: list[dict] = [{} for _ in models]
+
+    for iteration in tqdm(range(config.n_iterations + 1), desc=f"KTO ×{R}", disable=not progress):
+        batch = rollout_runs(runs, oracle, config.batch_size, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
+                             pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
+        labels = [label_by_median(batch.reward[r]) for r in range(R)]  # (desirable, labelled) per run, CPU
+        with torch.no_grad(), autocast(device, config.bf16):
+            ref_logprob = response_logprobs(reference.model, *batch.flat()).view(R, config.batch_size)
+            logprob = runs.response_logprobs(batch.tokens, batch.attention, batch.response)
+        z_ref = objectives.kto_reference_point(logprob, ref_logprob, dim=-1)  # [R]
+
+        if iteration % config.eval_every == 0 or iteration == config.n_iterations:
+            for r, (desirable, labelled) in enumerate(labels):
+                rows[r].append(kto_row(iteration, batch.run(r), logprob[r], ref_logprob[r], z_ref[r], desirable,
+                                       labelled, config.beta))
+            keep_runs(iteration, runs, models, checkpoints, on_eval)
+        if iteration == config.n_iterations:
+            break
+        labelled = [labelled.nonzero()[:, 0] for _, labelled in labels]
+        active = torch.tensor([len(items) > 0 for items in labelled])
+        if not active.any():
+            continue  # every response of every run at its median: nothing to learn from this batch
+
+        examples = padded(labelled, device)
+        desirable = torch.stack([d for d, _ in labels]).to(device)
+        for index, weight in run_minibatches([len(items) for items in labelled], config.examples_per_step,
+                                             config.grad_steps, shuffles, device):
+            chosen = examples.gather(1, index)
+            with autocast(device, config.bf16):
+                step_logprob = runs.response_logprobs(*gather_rows(batch, chosen))
+            loss = objectives.kto_loss(step_logprob, ref_logprob.gather(1, chosen), desirable.gather(1, chosen),
+                                       z_ref[:, None], config.beta, config.desirable_weight, config.undesirable_weight)
+            batched_step(optimizer, weighted_mean(loss, weight), config.max_grad_norm, active=active)
+
+    finish_runs(runs, models)
+    trajectories = [pd.DataFrame(r) for r in rows]
+    return [AlignmentRun(t, c, select_dpo(t)) for t, c in zip(trajectories, checkpoints)]

@@ -31,6 +31,7 @@ The KL coefficient is fixed (TRL 0.9.6 adapted it by default; the paper's analys
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -44,7 +45,8 @@ from .models import HFLanguageModel
 from .reward import RewardOracle
 from .device import autocast, resolve_device
 from .selection import select_ppo
-from .training import AlignmentRun, RunConfig, UpdatePass, iteration_seed, snapshot
+from .training import (AlignmentRun, RunConfig, UpdatePass, finish_runs, iteration_seed, keep_runs, rollout_runs,
+                       snapshot, start_runs)
 
 KL_FORMS = ("reward", "k3")
 
@@ -246,3 +248,78 @@ def train_ppo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     policy.eval()
     trajectory = pd.DataFrame(rows)
     return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory))
+
+
+def train_ppo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
+                   config: PPOConfig, *, seeds: Sequence[int], progress: bool = True,
+                   on_eval=None) -> list[AlignmentRun]:
+    """`train_ppo` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama` with R value
+    heads stacked beside it; run r equals `train_ppo(policies[r], ..., seed=seeds[r])` to float32 rounding
+    (`grpo.train_grpo_runs` says how): its own rollouts, GAE and whitening, its own mini-batch order, its own
+    gradient-norm clip over policy and value head, and its own Adam."""
+    from .batched import RunAdam, linear
+    from .batched import optimizer_step as batched_step
+
+    if not isinstance(config, PPOConfig):
+        raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
+    device, models, runs, _ = start_runs(policies, reference, config, seeds)
+    first, R, B = policies[0], len(policies), config.batch_size
+    hidden = models[0].config.hidden_size
+    value_weight = torch.zeros(R, 1, hidden, device=device, requires_grad=True)  # ValueHead: zero-initialised
+    value_bias = torch.zeros(R, 1, device=device, requires_grad=True)
+    optimizer = RunAdam([*runs.parameters(), value_weight, value_bias], lr=config.learning_rate)
+    shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
+    rows: list[list[dict]] = [[] for _ in models]
+    checkpoints: list[dict] = [{} for _ in models]
+
+    def logprobs_and_values(tokens, attention):  # `policy_logprobs_and_values`, [R, N, T-1] each
+        with autocast(device, config.bf16):
+            logprob, states = runs.token_logprobs(tokens, attention, hidden=True)
+        values = linear(states.float(), value_weight)[..., 0] + value_bias.view(R, 1, 1)
+        return logprob.float(), values.float()
+
+    for iteration in tqdm(range(config.n_iterations + 1), desc=f"PPO ×{R}", disable=not progress):
+        batch = rollout_runs(runs, oracle, B, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
+                             pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
+        score, mask = batch.reward.to(device), batch.response
+        tokens, attention, _ = batch.flat()
+        with torch.no_grad():
+            old_logprob, old_values = logprobs_and_values(batch.tokens, batch.attention)
+            with autocast(device, config.bf16):
+                ref_logprob = token_logprobs(reference.model, tokens, attention).float().view(R, B, -1)
+
+        if iteration % config.eval_every == 0 or iteration == config.n_iterations:
+            for r in range(R):
+                rows[r].append(rollout_row(iteration, score[r], batch.nll[r], old_logprob[r], ref_logprob[r], mask[r]))
+            keep_runs(iteration, runs, models, checkpoints, on_eval)
+        if iteration == config.n_iterations:
+            break  # the last rollout only evaluates the final policy
+
+        rewards = shaped_rewards(score.flatten(), old_logprob.flatten(0, 1), ref_logprob.flatten(0, 1),
+                                 mask.flatten(0, 1), config.beta, config.kl_form)
+        advantages, returns = (x.view(R, B, -1) for x in gae(rewards, old_values.flatten(0, 1), mask.flatten(0, 1),
+                                                              config.gamma, config.lam))
+        if config.whiten_advantages:  # over each run's batch
+            advantages = objectives.whiten(advantages.flatten(1), mask.flatten(1), dim=-1).view_as(advantages)
+
+        for _ in range(config.num_ppo_epochs):
+            orders = torch.stack([torch.randperm(B, generator=shuffle) for shuffle in shuffles]).to(device)
+            for start in range(0, B, config.mini_batch_size):
+                index = orders[:, start:start + config.mini_batch_size]
+
+                def pick(x: torch.Tensor, index=index) -> torch.Tensor:
+                    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+                logprob, values = logprobs_and_values(pick(batch.tokens), pick(batch.attention))
+                m = pick(mask)
+                per_run = lambda x: objectives.masked_mean(x, m, dim=(1, 2))  # noqa: E731  TRL's token average
+                loss = (per_run(objectives.policy_loss(logprob, pick(old_logprob), pick(advantages), config.epsilon))
+                        + config.vf_coef * per_run(objectives.value_loss(values, pick(returns), pick(old_values),
+                                                                         config.epsilon_value)))
+                if config.kl_form == "k3":
+                    loss = loss + config.beta * per_run(objectives.k3(logprob, pick(ref_logprob)))
+                batched_step(optimizer, loss, config.max_grad_norm)
+
+    finish_runs(runs, models)
+    trajectories = [pd.DataFrame(r) for r in rows]
+    return [AlignmentRun(t, c, select_ppo(t)) for t, c in zip(trajectories, checkpoints)]

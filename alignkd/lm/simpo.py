@@ -32,6 +32,7 @@ reads no reference either. `select_ppo` on `reward_mean` / `reward_std` can re-s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -45,7 +46,10 @@ from .dpo import response_logprobs
 from .models import HFLanguageModel
 from .reward import RewardOracle, pair_indices
 from .selection import select_dpo
-from .training import AlignmentRun, RunConfig, UpdatePass, minibatches, optimizer_step, pair_row, rollout, snapshot
+from .batched import optimizer_step as batched_step
+from .training import (AlignmentRun, RunConfig, UpdatePass, finish_runs, gather_rows, keep_runs, minibatches,
+                       optimizer_step, padded, pair_row, rollout, rollout_runs, run_minibatches, snapshot, start_runs,
+                       weighted_mean)
 
 
 @dataclass
@@ -153,3 +157,53 @@ def train_simpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rew
     policy.eval()
     trajectory = pd.DataFrame(rows)
     return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))
+
+
+def train_simpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
+                     config: SimPOConfig, *, seeds: Sequence[int], progress: bool = True,
+                     on_eval=None) -> list[AlignmentRun]:
+    """`train_simpo` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama`, as
+    `dpo.train_dpo_runs` batches DPO; run r equals `train_simpo(policies[r], ..., seed=seeds[r])` to float32
+    rounding. The reference is still only measured (the `kl` column)."""
+    if not isinstance(config, SimPOConfig):
+        raise TypeError(f"config must be a SimPOConfig, got {type(config).__name__}")
+    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    first, R, n = policies[0], len(policies), config.batch_size // 2
+    shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
+    rows: list[list[dict]] = [[] for _ in models]
+    checkpoints: list[dict] = [{} for _ in models]
+
+    for iteration in tqdm(range(config.n_iterations + 1), desc=f"SimPO ×{R}", disable=not progress):
+        batch = rollout_runs(runs, oracle, 2 * n, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
+                             pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
+        pairs = [tuple(index.to(device) for index in pair_indices(batch.nll[r])) for r in range(R)]
+        lengths = batch.response.sum(-1).clamp(min=1)  # [R, 2n]
+
+        if iteration % config.eval_every == 0 or iteration == config.n_iterations:
+            with torch.no_grad(), autocast(device, config.bf16):
+                logprob = runs.response_logprobs(batch.tokens, batch.attention, batch.response)
+                ref_logprob = response_logprobs(reference.model, *batch.flat()).view(R, 2 * n)  # measured only
+            average = logprob / lengths
+            for r, (chosen, rejected) in enumerate(pairs):
+                rows[r].append(pair_row(iteration, batch.run(r), logprob[r], ref_logprob[r],
+                                        config.beta * average[r][chosen], config.beta * average[r][rejected],
+                                        chosen, rejected))
+            keep_runs(iteration, runs, models, checkpoints, on_eval)
+        if iteration == config.n_iterations:
+            break
+        active = torch.tensor([len(chosen) > 0 for chosen, _ in pairs])
+        if not active.any():
+            continue  # every run's pairs tied: nothing to learn from this batch
+
+        chosen, rejected = padded([c for c, _ in pairs], device), padded([r for _, r in pairs], device)
+        P = config.pairs_per_step
+        for index, weight in run_minibatches([len(c) for c, _ in pairs], P, config.grad_steps, shuffles, device):
+            wl = torch.cat([chosen.gather(1, index), rejected.gather(1, index)], 1)
+            with autocast(device, config.bf16):
+                average = runs.response_logprobs(*gather_rows(batch, wl)) / lengths.gather(1, wl)
+            loss = objectives.simpo_loss(average[:, :P], average[:, P:], config.beta, config.gamma)
+            batched_step(optimizer, weighted_mean(loss, weight), config.max_grad_norm, active=active)
+
+    finish_runs(runs, models)
+    trajectories = [pd.DataFrame(r) for r in rows]
+    return [AlignmentRun(t, c, select_dpo(t)) for t, c in zip(trajectories, checkpoints)]

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from ..validation import require_int, require_positive
-from .device import autocast, check_device
+from .device import autocast, check_device, resolve_device
 from .generation import sample
 
 
@@ -189,3 +189,105 @@ def pair_row(iteration: int, batch: Rollout, logprob: torch.Tensor, ref_logprob:
         "rejected_oracle_reward": float(batch.reward[rejected.cpu()].mean()),
         "n_pairs": int(len(chosen)),
     }
+
+
+# --------------------------------------------------------------------------- the same pieces for R runs at once
+# (`train_*_runs`: the seeds of one algorithm as one `batched.BatchedLlama`, each run equal to its run alone)
+
+
+class RunsRollout(NamedTuple):
+    """One iteration's responses of R policies, [R, B, ...] (`Rollout` per run: `run(r)`)."""
+
+    tokens: torch.Tensor
+    attention: torch.Tensor
+    response: torch.Tensor
+    nll: torch.Tensor
+    reward: torch.Tensor
+
+    def run(self, r: int) -> Rollout:
+        return Rollout(self.tokens[r], self.attention[r], self.response[r], self.nll[r], self.reward[r])
+
+    def flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tokens, attention, response with the runs as rows (R·B), e.g. for the shared frozen reference."""
+        return self.tokens.flatten(0, 1), self.attention.flatten(0, 1), self.response.flatten(0, 1)
+
+
+def rollout_runs(runs, oracle, n: int, config: RunConfig, *, prompt_ids, eos_id: int, pad_id: int,
+                 seeds, iteration: int, device) -> RunsRollout:
+    """`rollout` for each run of `runs` (a `BatchedLlama`), run r with `seeds[r]`: the same responses, in one pass."""
+    from .batched import stack_samples
+
+    with autocast(device, config.bf16):
+        per_run = runs.sample(prompt_ids, n, config.max_new_tokens, config.tau, eos_id=eos_id, pad_id=pad_id,
+                              seeds=[iteration_seed(seed, iteration) for seed in seeds])
+    samples = stack_samples(per_run, pad_id).to(device)
+    nll = oracle.nll(samples)
+    R = len(seeds)
+    return RunsRollout(samples.tokens.view(R, n, -1), samples.mask.view(R, n, -1),
+                       samples.response_mask[:, 1:].float().view(R, n, -1), nll.view(R, n),
+                       oracle.reward_from_nll(nll).view(R, n))
+
+
+def start_runs(policies, reference, config: RunConfig, seeds) -> tuple:
+    """What every `train_*_runs` starts from: (device, the policies' models on it, their `BatchedLlama`, its
+    `RunAdam` at the config's learning rate); the reference frozen on the device."""
+    from .batched import BatchedLlama, RunAdam
+
+    if len(policies) != len(seeds) or not policies:
+        raise ValueError(f"{len(policies)} policies for {len(seeds)} seeds: one seed per policy, at least one")
+    device = resolve_device(config.device)
+    models = [policy.model.to(device) for policy in policies]
+    reference.model.to(device).eval().requires_grad_(False)
+    runs = BatchedLlama.from_models(models, suppress_ids=policies[0].suppress_ids)
+    return device, models, runs, RunAdam(runs.parameters(), lr=config.learning_rate)
+
+
+def keep_runs(step: int, runs, models, checkpoints: list[dict], on_eval) -> None:
+    """`snapshot` of every run at an evaluation step, through its own `LlamaForCausalLM` (given its weights)."""
+    for r, model in enumerate(models):
+        model.load_state_dict(runs.state_dict(r))
+        checkpoints[r][step] = snapshot(step, model, on_eval)
+
+
+def finish_runs(runs, models) -> None:
+    """Each run's final weights into its model, in eval mode."""
+    runs.load_into(models)
+    for model in models:
+        model.eval()
+
+
+def run_minibatches(counts, size: int, steps: int, shuffles, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per run r, the `minibatches(counts[r], size, steps, shuffles[r])` that run draws alone (none when
+    counts[r] is 0: alone it skips the iteration, its shuffle untouched), as `steps` pairs (index [R, size] into
+    each run's items, weight [R, size]: 1 for a drawn item, 0 for the padding of a short or empty mini-batch)."""
+    schedules = [list(minibatches(count, size, steps, shuffle, "cpu")) if count else []
+                 for count, shuffle in zip(counts, shuffles)]
+    for step in range(steps):
+        index = torch.zeros(len(schedules), size, dtype=torch.long)
+        weight = torch.zeros(len(schedules), size)
+        for r, schedule in enumerate(schedules):
+            if schedule:
+                drawn = schedule[step]
+                index[r, :len(drawn)], weight[r, :len(drawn)] = drawn, 1.0
+        yield index.to(device), weight.to(device)
+
+
+def padded(lists, device) -> torch.Tensor:
+    """Per-run index tensors of different lengths as one [R, max length] tensor (padded with 0)."""
+    width = max(1, max(len(items) for items in lists))
+    out = torch.zeros(len(lists), width, dtype=torch.long)
+    for r, items in enumerate(lists):
+        out[r, :len(items)] = items.cpu()
+    return out.to(device)
+
+
+def gather_rows(batch: RunsRollout, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """tokens, attention, response of the responses `index` [R, N] of each run: [R, N, ...]."""
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+    return pick(batch.tokens), pick(batch.attention), pick(batch.response)
+
+
+def weighted_mean(loss: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """[R]: each run's mean loss over its drawn items (weight 1), as `optimizer_step` averages one run's."""
+    return (loss * weight).sum(-1) / weight.sum(-1).clamp(min=1)
