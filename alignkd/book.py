@@ -138,7 +138,11 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
             "commit": provenance.git_commit(), "library": library or _library_digest(),
             "machine": {**provenance.machine(), **({"threads": threads} if threads else {})}, "executed_at": executed_at.strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": seconds, "cache": {kind: dict(counter) for kind, counter in use.items()},
+            "build_cpu_seconds": provenance.build_seconds(cache_log),
         }
+        if live is None:  # `alignkd run`: where the chapter's CPU went (the book keeps it in the page's metadata)
+            print(f"{chapter.name}: {seconds:,.0f} s; CPU seconds building results: "
+                  f"{provenance.build_text(record['build_cpu_seconds'])}", flush=True)
         result.cells.append(nbformat.v4.new_markdown_cell(
             provenance.footer(record, chapter.path.name, chapter.path.read_bytes())))
         result.metadata[_STAMP_KEY] = stamp

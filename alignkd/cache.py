@@ -37,6 +37,7 @@ import re
 import shutil
 import signal
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -49,13 +50,35 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_LOG_ENV = "ALIGNKD_CACHE_LOG"  # the book points it at a file to tell, per chapter, what was reused
 
 
-def _log_use(target: Path, reused: bool, rebuilt: str | None = None) -> None:
+def _log_use(target: Path, reused: bool, rebuilt: str | None = None, cpu_seconds: float | None = None) -> None:
     if os.environ.get(CACHE_LOG_ENV):
         entry = {"result": target.parent.name, "file": target.name, "reused": reused}
         if rebuilt:
             entry["rebuilt"] = rebuilt
+        if cpu_seconds is not None:
+            entry["cpu_seconds"] = round(cpu_seconds, 3)
         with open(os.environ[CACHE_LOG_ENV], "a") as log:
             log.write(json.dumps(entry) + "\n")
+
+
+_nested_cpu: list[float] = []  # per open build of this process: CPU seconds its own nested builds took
+
+
+@contextlib.contextmanager
+def _timed_build(target: Path) -> Iterator[None]:
+    """Log the process CPU seconds of one build, less those of the builds nested in it (a study's table that
+    builds models first): each second is counted once, by the result that spent it. A build that waits on
+    worker processes spends little CPU here; the workers log their own builds."""
+    start = time.process_time()
+    _nested_cpu.append(0.0)
+    try:
+        yield
+    finally:
+        nested = _nested_cpu.pop()
+        spent = time.process_time() - start
+        if _nested_cpu:
+            _nested_cpu[-1] += spent
+        _log_use(target, False, cpu_seconds=spent - nested)
 
 
 def _rebuilding(target: Path, reason: str) -> None:
@@ -164,7 +187,8 @@ class ResultStore:
             _rebuilding(target, problem)
         else:
             _log_use(target, False)
-        frame = compute()
+        with _timed_build(target):
+            frame = compute()
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{name}: compute() must return a pandas DataFrame, got {type(frame).__name__}")
         crash_point("frame:computed")
@@ -207,7 +231,8 @@ class ResultStore:
                 if staging.exists() and not resumable:
                     _discard(staging)
                 staging.mkdir(exist_ok=True)
-                build(staging)
+                with _timed_build(target):
+                    build(staging)
                 crash_point("directory:built")
                 _write_config(staging / "alignkd_config.json", config)  # not config.json: save_pretrained owns it
                 _write_manifest(staging)

@@ -87,6 +87,26 @@ def cache_use(log: Path) -> dict[str, Counter]:
     return use
 
 
+def build_seconds(log: Path) -> dict[str, float]:
+    """From a cache log: process CPU seconds spent building each kind of result while the chapter ran, its worker
+    processes included, each second counted once (by the result whose build spent it, not by a study's table
+    that waited for it), largest first."""
+    totals: Counter = Counter()
+    if Path(log).exists():
+        for line in Path(log).read_text().splitlines():
+            entry = json.loads(line)
+            if "cpu_seconds" in entry:
+                totals[entry["result"]] += entry["cpu_seconds"]
+    return {name: round(seconds, 1) for name, seconds in totals.most_common()}
+
+
+def build_text(seconds: dict[str, float]) -> str:
+    """"lm_student 420 s, lm_aligned 300 s, …" (CPU seconds by result kind), or that nothing was built."""
+    if not seconds:
+        return "nothing built"
+    return ", ".join(f"{name} {value:,.0f} s" for name, value in seconds.items()) + f" (total {sum(seconds.values()):,.0f} s)"
+
+
 def rebuilt(log: Path) -> list[str]:
     """From a cache log: one line per stored result that was found untrustworthy and rebuilt, and why."""
     if not Path(log).exists():

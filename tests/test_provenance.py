@@ -80,7 +80,36 @@ def test_the_cache_log_tells_reused_from_computed(tmp_path, monkeypatch):
                                           "3 computed and stored (`metrics` ×2, `models`)")
     monkeypatch.delenv(CACHE_LOG_ENV)
     store.frame("metrics", {"n": 1}, lambda: pd.DataFrame({"a": [1]}))
-    assert len(log.read_text().splitlines()) == 7  # no log asked for, none written
+    assert len(log.read_text().splitlines()) == 10  # no log asked for, none written (3 builds add a line each)
+
+
+def _burn(seconds: float) -> None:
+    import time
+
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_cache_log_counts_each_builds_own_cpu_once(tmp_path, monkeypatch):
+    """A study's table that builds a model inside its own compute is charged only for its own work."""
+    log = tmp_path / "cache.jsonl"
+    monkeypatch.setenv(CACHE_LOG_ENV, str(log))
+    store = ResultStore("quick", root=tmp_path / "results")
+
+    def study() -> pd.DataFrame:
+        store.directory("models", {"n": 1}, lambda path: _burn(0.3))
+        _burn(0.1)
+        return pd.DataFrame({"a": [1]})
+
+    store.frame("study", {"n": 1}, study)
+    store.frame("study", {"n": 1}, study)  # read back: nothing built, nothing charged
+    seconds = provenance.build_seconds(log)
+    assert list(seconds) == ["models", "study"]
+    assert 0.3 <= seconds["models"] < 0.45 and 0.1 <= seconds["study"] < 0.2
+    assert provenance.build_text({"lm_student": 420.4, "lm_aligned": 1300.0}) == \
+        "lm_student 420 s, lm_aligned 1,300 s (total 1,720 s)"
+    assert provenance.build_text({}) == "nothing built"
 
 
 def test_footer_names_every_fact_and_carries_the_source():
