@@ -85,3 +85,10 @@ def test_pipelines_train_the_seeds_together_and_match_them_trained_alone(tmp_pat
     numbers = together.select_dtypes("number").columns
     torch.testing.assert_close(torch.tensor(together[numbers].to_numpy(float)),
                                torch.tensor(alone[numbers].to_numpy(float)), rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def test_every_algorithm_that_trains_seeds_together_has_a_case_above():
+    marks = test_batched_runs_equal_runs_one_at_a_time.pytestmark
+    tested = {case[0] for mark in marks if mark.name == "parametrize" for case in mark.args[1]}
+    batched = {name for name, entry in ALGORITHMS.items() if entry.train_runs is not None}
+    assert batched == tested, f"train_runs without an equality case: {sorted(batched - tested)}"
