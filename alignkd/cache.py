@@ -50,9 +50,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_LOG_ENV = "ALIGNKD_CACHE_LOG"  # the book points it at a file to tell, per chapter, what was reused
 
 
-def _log_use(target: Path, reused: bool, rebuilt: str | None = None, cpu_seconds: float | None = None) -> None:
+def _log_use(target: Path, reused: bool, rebuilt: str | None = None, cpu_seconds: float | None = None,
+             charged: bool = False) -> None:
     if os.environ.get(CACHE_LOG_ENV):
         entry = {"result": target.parent.name, "file": target.name, "reused": reused}
+        if charged:  # CPU spent for several results at once, before each is stored (no result of its own)
+            entry["charged"] = True
         if rebuilt:
             entry["rebuilt"] = rebuilt
         if cpu_seconds is not None:
@@ -65,7 +68,7 @@ _nested_cpu: list[float] = []  # per open build of this process: CPU seconds its
 
 
 @contextlib.contextmanager
-def _timed_build(target: Path) -> Iterator[None]:
+def _timed_build(target: Path, charged: bool = False) -> Iterator[None]:
     """Log the process CPU seconds of one build, less those of the builds nested in it (a study's table that
     builds models first): each second is counted once, by the result that spent it. A build that waits on
     worker processes spends little CPU here; the workers log their own builds."""
@@ -78,7 +81,7 @@ def _timed_build(target: Path) -> Iterator[None]:
         spent = time.process_time() - start
         if _nested_cpu:
             _nested_cpu[-1] += spent
-        _log_use(target, False, cpu_seconds=spent - nested)
+        _log_use(target, False, cpu_seconds=spent - nested, charged=charged)
 
 
 def _rebuilding(target: Path, reason: str) -> None:
@@ -170,6 +173,11 @@ class ResultStore:
 
     def path(self, name: str, config: Any, suffix: str = ".parquet") -> Path:
         return self.root / name / f"{config_hash(config)}{suffix}"
+
+    def charged(self, name: str) -> contextlib.AbstractContextManager:
+        """Charge the CPU seconds of a block to the results called `name` in the cache log: work done for several
+        results at once before each is stored (e.g. seeds aligned as one computation)."""
+        return _timed_build(self.root / name / "(several)", charged=True)
 
     def has(self, name: str, config: Any) -> bool:
         """Whether a complete table or artifact folder for `config` is saved."""

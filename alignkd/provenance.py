@@ -79,6 +79,8 @@ def cache_use(log: Path) -> dict[str, Counter]:
     if Path(log).exists():
         for line in Path(log).read_text().splitlines():
             entry = json.loads(line)
+            if entry.get("charged"):  # CPU for several results at once: not a result
+                continue
             key = (entry["result"], entry["file"])
             computed_now[key] = computed_now.get(key, False) or not entry["reused"]
     use = {"reused": Counter(), "computed": Counter()}

@@ -104,9 +104,12 @@ def test_the_cache_log_counts_each_builds_own_cpu_once(tmp_path, monkeypatch):
 
     store.frame("study", {"n": 1}, study)
     store.frame("study", {"n": 1}, study)  # read back: nothing built, nothing charged
+    with store.charged("models"):  # e.g. seeds trained together, each stored afterwards
+        _burn(0.2)
     seconds = provenance.build_seconds(log)
     assert list(seconds) == ["models", "study"]
-    assert 0.3 <= seconds["models"] < 0.45 and 0.1 <= seconds["study"] < 0.2
+    assert 0.5 <= seconds["models"] < 0.7 and 0.1 <= seconds["study"] < 0.2
+    assert provenance.cache_use(log)["computed"] == {"models": 1, "study": 1}  # a charge is not a result
     assert provenance.build_text({"lm_student": 420.4, "lm_aligned": 1300.0}) == \
         "lm_student 420 s, lm_aligned 1,300 s (total 1,720 s)"
     assert provenance.build_text({}) == "nothing built"

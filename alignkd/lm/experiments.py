@@ -355,7 +355,7 @@ def cached_align_seeds(store: ResultStore, refs: References, reference_name: str
     missing = [seed for seed in seeds if not store.has("lm_aligned", recipes[seed])]
     if not batched(alignment, missing):
         return
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, store.charged("lm_aligned"):
         runs = train_together(refs, reference_name, alignment, missing,
                               lambda r, step, model: _save_checkpoint(Path(scratch) / f"{r}_{step:06d}.pt", model))
         for seed, (policy, run) in zip(missing, runs):
