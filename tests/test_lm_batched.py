@@ -167,3 +167,49 @@ def test_batched_dpo_steps_equal_each_model_with_its_own_adam(max_grad_norm, sit
     batch.load_into(models)  # the trained runs go back into transformers models
     for model, model_alone in zip(models, alone):
         torch.testing.assert_close(model.state_dict(), model_alone.state_dict(), **FLOAT32)
+
+
+def test_run_adamw_with_a_learning_rate_per_run_equals_torch_adamw_per_model():
+    """KD's optimiser: AdamW (decoupled weight decay, β = (0.9, 0.95)) with each run's own learning rate, changed
+    between steps as a per-run schedule changes it, and run 2 sitting the third step out (a KD run that has
+    finished): each run's weights equal the same steps of `torch.optim.AdamW` on that model alone."""
+    models = [tiny_llama(32, seed=seed) for seed in (0, 1, 2)]
+    alone = [copy.deepcopy(m) for m in models]
+    tokens, mask, response = padded_batch(3, 6, 9, 32, seed=5)
+    lrs = torch.tensor([[1e-2, 5e-3, 2e-2], [8e-3, 5e-3, 1e-2], [4e-3, 2e-3, 5e-3]], dtype=torch.float64)  # [step, run]
+    skipped = {(2, 2)}  # (run, step)
+    betas, weight_decay = (0.9, 0.95), 0.1
+
+    batch = BatchedLlama.from_models(models)
+    optimizer = RunAdam(batch.parameters(), lr=0.0, betas=betas, weight_decay=weight_decay)
+    for step in range(3):
+        optimizer.lr = lrs[step]
+        loss = -batch.response_logprobs(tokens, mask, response).mean(-1)
+        optimizer_step(optimizer, loss, 0.0, active=torch.tensor([(run, step) not in skipped for run in range(3)]))
+
+    for run, model in enumerate(alone):
+        adamw = torch.optim.AdamW(model.parameters(), lr=float(lrs[0, run]), betas=betas, weight_decay=weight_decay,
+                                  foreach=True)
+        for step in range(3):
+            if (run, step) in skipped:
+                continue
+            adamw.param_groups[0]["lr"] = float(lrs[step, run])
+            loss = -response_logprobs(model, tokens[run], mask[run], response[run]).mean()
+            training.optimizer_step(model, adamw, loss, 0.0)
+        trained = batch.state_dict(run)
+        for name, value in model.state_dict().items():
+            if not name.endswith("inv_freq"):
+                torch.testing.assert_close(trained[name], value, **FLOAT32, msg=lambda m: f"run {run} {name}: {m}")
+
+
+def test_load_state_dict_sets_one_run_and_leaves_the_others():
+    models = [tiny_llama(32, seed=seed) for seed in (0, 1, 2)]
+    batch = BatchedLlama.from_models(models)
+    others = [batch.state_dict(run) for run in (0, 2)]
+    others = [{name: tensor.clone() for name, tensor in state.items()} for state in others]
+    batch.load_state_dict(1, tiny_llama(32, seed=7).state_dict())
+    for name, value in tiny_llama(32, seed=7).state_dict().items():
+        if not name.endswith("inv_freq"):
+            assert torch.equal(batch.state_dict(1)[name], value)
+            assert torch.equal(batch.state_dict(0)[name], others[0][name])
+            assert torch.equal(batch.state_dict(2)[name], others[1][name])

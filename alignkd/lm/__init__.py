@@ -5,7 +5,8 @@
 - `students`: Llama students of named sizes (`make_student`, the SmolLM2 configs; `tiny_llama`).
 - `models`: the interface every model samples and scores through (`LanguageModel`, `HFLanguageModel`).
 - `groundtruth`: ground truths p* behind it (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`).
-- `kd`: the KD stage (teacher samples sharded to disk, student training).
+- `kd`: the KD stage (teacher samples sharded to disk, student training); `kd_batched`: R students of one shape
+  (seeds) trained as one computation (`train_students`), each equal to its `kd.train_student` alone.
 - `metrics`: per-token average overall precision, overall recall, target precision and mean reward; recall's baselines
   (`UnigramModel` of a KD dataset, `uniform_recall`).
 - alignment: `reward` (the oracle), `ppo`, `dpo`, `grpo`, `kto`, `simpo` (trainers, by name in `algorithms`),

@@ -36,7 +36,9 @@ agree to ~1e-6, not bitwise):
 - `RunAdam` over the stacked parameters is R independent Adams, each with its own step count: a run with nothing
   to learn from in a step (e.g. every DPO pair tied) sits it out as it would alone. The loss is the sum over runs of
   each run's mean, so each run's slice gets its own gradient, and `optimizer_step` clips each run's gradient norm
-  by itself. All runs share one learning rate (the seeds of one algorithm do).
+  by itself. The learning rate is one for all runs (the seeds of an alignment algorithm) or one per run (KD
+  students, whose warmup-stable-decay schedules end where each run's held-out loss says: `kd_batched`), and an
+  AdamW weight decay is decoupled as `torch.optim.AdamW` decouples it.
 - Tested in float32; under bf16 autocast the same code runs, with rounding no longer comparable to HF's.
 
 Speed: `python benchmarks/lm_batched.py` (each algorithm's own `train` per seed against its `train_runs`, chapter
@@ -136,6 +138,13 @@ class BatchedLlama:
         if HEAD not in state:
             state[HEAD] = state[EMBED]
         return state
+
+    @torch.no_grad()
+    def load_state_dict(self, run: int, state: dict[str, torch.Tensor]) -> None:
+        """Put `state` (a `state_dict(run)`, e.g. a run's best weights kept earlier) into run `run` alone, the other
+        runs untouched; the optimiser's moments stay, as `model.load_state_dict` leaves a `torch.optim` state."""
+        for name, tensor in self.params.items():
+            tensor[run].copy_(state[name])
 
     @torch.no_grad()
     def load_into(self, models: Sequence[torch.nn.Module]) -> None:
@@ -278,18 +287,24 @@ def stack_samples(samples: Sequence[Samples], pad_id: int) -> Samples:
 
 
 class RunAdam:
-    """Adam over stacked [R, ...] parameters with a step count per run, so that a run can sit a step out.
+    """Adam (or AdamW) over stacked [R, ...] parameters with a step count per run, so that a run can sit a step out.
 
     `torch.optim.Adam` over the stacked parameters is R independent Adams only while every run steps every time:
     one at a time, a run with nothing to learn from in an iteration (every DPO pair tied: a collapsed policy) takes
     no step at all, so its weights, its moments and its bias correction stay where they were. `step(active)` does
-    exactly that for the runs not in `active`. The arithmetic is `torch.optim.Adam`'s (no weight decay, no amsgrad):
-    m ← lerp(m, g, 1 − β1), v ← β2·v + (1 − β2)·g², p ← p − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε).
+    exactly that for the runs not in `active`. The arithmetic is `torch.optim.AdamW`'s (no amsgrad), lr_r being
+    run r's learning rate: p ← p·(1 − lr_r·wd) (decoupled weight decay; wd = 0, the default, is
+    `torch.optim.Adam`), m ← lerp(m, g, 1 − β1), v ← β2·v + (1 − β2)·g²,
+    p ← p − lr_r/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε).
+
+    `lr` is a number (every run) or an [R] tensor, and may be reassigned between steps: a per-run schedule (KD's
+    warmup-stable-decay, whose decay each run starts when its own held-out loss stops improving) sets `.lr`.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8):
+    def __init__(self, params: Sequence[torch.Tensor], lr: float | torch.Tensor,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
         self.params, self.lr, self.betas, self.eps = list(params), lr, betas, eps
+        self.weight_decay = weight_decay
         runs = self.params[0].shape[0]
         self.steps = torch.zeros(runs, dtype=torch.float64)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
@@ -305,16 +320,21 @@ class RunAdam:
         beta1, beta2 = self.betas
         runs = self.steps.shape[0]
         active = torch.ones(runs, dtype=torch.bool) if active is None else active.detach().cpu().bool()
+        # in float64 like torch's Python-float learning rate, rounded to float32 once, as torch rounds its scalars
+        lr = torch.as_tensor(self.lr).detach().cpu().double().expand(runs)
         self.steps += active
         steps = self.steps.clamp(min=1)  # a run that never stepped is left as it is below
-        step_size = (self.lr / (1 - beta1 ** steps)).float()
+        step_size = (lr / (1 - beta1 ** steps)).float()
         bias_sqrt = torch.sqrt(1 - beta2 ** steps).float()
+        decay = (1 - lr * self.weight_decay).float()
         for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
             if p.grad is None:
                 continue
             shape = (runs,) + (1,) * (p.dim() - 1)
             on = active.to(p.device).view(shape)
             g = p.grad
+            if self.weight_decay:  # AdamW: shrink the weights before the Adam update, by the run's own lr
+                p.mul_(torch.where(on, decay.to(p.device).view(shape), torch.ones((), dtype=p.dtype, device=p.device)))
             m.copy_(torch.where(on, m.lerp(g, 1 - beta1), m))
             v.copy_(torch.where(on, v * beta2 + (1 - beta2) * g * g, v))
             denom = v.sqrt() / bias_sqrt.to(p.device).view(shape) + self.eps
