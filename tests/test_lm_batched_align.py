@@ -1,11 +1,12 @@
 """Alignment runs batched over seeds (`train_*_runs`) equal the same runs made one at a time."""
 
 import copy
+import json
 
 import pytest
 import torch
 
-from alignkd.cache import ResultStore
+from alignkd.cache import CACHE_LOG_ENV, ResultStore
 from alignkd.lm.algorithms import ALGORITHMS, alignment_config
 from alignkd.lm.experiments import cached_references
 
@@ -64,10 +65,11 @@ def test_batched_runs_equal_runs_one_at_a_time(refs, name, fields, tolerance):
     assert not torch.equal(batched[0].model.model.embed_tokens.weight, batched[1].model.model.embed_tokens.weight)
 
 
-def test_pipelines_train_the_seeds_together_and_match_them_trained_alone(tmp_path):
-    """`cached_run_pipelines` aligns a batched algorithm's seeds as one computation (`cached_align_seeds`); a store
-    whose runs were each made alone by `cached_align` gives the same table to float32 rounding."""
-    from alignkd.lm.experiments import cached_align, cached_run_pipelines
+def test_pipelines_train_the_seeds_together_and_match_them_trained_alone(tmp_path, monkeypatch):
+    """`cached_run_pipelines` aligns a batched algorithm's seeds as one computation (`cached_align_seeds`), then
+    distils A-K's finals of those seeds as one (`cached_students_together`); a store whose runs and final KDs were
+    each made alone (`cached_align`, `cached_a_k_final`) gives the same table to float32 rounding."""
+    from alignkd.lm.experiments import cached_a_k_final, cached_align, cached_run_pipelines
 
     config = alignment_config("grpo", n_iterations=3, batch_size=8, learning_rate=2e-2, max_new_tokens=6,
                               eval_every=1, device="cpu")
@@ -77,9 +79,15 @@ def test_pipelines_train_the_seeds_together_and_match_them_trained_alone(tmp_pat
         refs = cached_references(store, CONFIG, progress=False)
         if way == "alone":
             for seed in (0, 1):
-                for name in ("p''", "p'"):
-                    cached_align(store, refs, name, config, seed, progress=False)
+                cached_align(store, refs, "p''", config, seed, progress=False)
+                ak = cached_align(store, refs, "p'", config, seed, progress=False)
+                cached_a_k_final(store, refs, ak, 0.95, seed, progress=False)
+        else:  # the cache log says what was computed for several results at once
+            monkeypatch.setenv(CACHE_LOG_ENV, str(tmp_path / "cache.jsonl"))
         tables[way] = cached_run_pipelines(store, refs, config, [0, 1], final_taus=[0.95], progress=False).metrics
+        monkeypatch.delenv(CACHE_LOG_ENV, raising=False)
+    entries = [json.loads(line) for line in (tmp_path / "cache.jsonl").read_text().splitlines()]
+    assert {e["result"] for e in entries if e.get("charged")} == {"lm_aligned", "lm_student"}
     together, alone = tables["together"], tables["alone"]
     assert list(together.columns) == list(alone.columns) and len(together) == len(alone) == 4 + 2 * 3
     numbers = together.select_dtypes("number").columns

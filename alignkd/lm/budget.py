@@ -42,10 +42,11 @@ from ..cache import ResultStore, crash_point
 from ..stats import paired_bootstrap, paired_on_index
 from .algorithms import algorithm_of
 from .config import LLMConfig
-from .experiments import (PIPELINES, Oracle, References, batched, cached_evaluated, cached_student, distilled,
-                          final_stage, load_model, references_in_worker, save_model, train_together)
+from .experiments import (PIPELINES, Oracle, References, batched, cached_evaluated, cached_student,
+                          cached_students_together, distilled, final_stage, load_model, references_in_worker,
+                          save_model, train_together)
 from .metrics import COLUMNS_VERSION
-from .parallel import in_workers, resolve_jobs
+from .parallel import in_turn, in_workers, resolve_jobs
 
 MODELS = {"K-A": "p''_KA", "A-K": "p'_AK"}  # the aligned model of each pipeline, after a budget
 FINAL = "p''_AK"  # A-K's final KD of p'_AK
@@ -189,6 +190,19 @@ def _runs_together_in_worker(profile: str, root: str, config: LLMConfig, referen
     cached_budget_runs_together(store, references_in_worker(store, config), reference_name, alignment, seeds, budgets)
 
 
+def _finals_together_in_worker(profile: str, root: str, config: LLMConfig, alignment, seeds: tuple[int, ...],
+                               budgets: tuple[int, ...], budget: int, final_tau: float) -> None:
+    """A-K's final KDs after `budget` of every seed, as one computation (`experiments.cached_students_together`)."""
+    store = ResultStore(profile, root=root)
+    refs = references_in_worker(store, config)
+    recipes, teachers = [], []
+    for seed in seeds:
+        run, models, _ = cached_budget_run(store, refs, "p'", alignment, seed, budgets, progress=False)
+        recipes.append(distilled(AlignedAt(run, budget), final_stage(refs.config, final_tau, seed)))
+        teachers.append(models[budget])
+    cached_students_together(store, recipes, teachers, refs.p_star)
+
+
 def cached_budget_dose(store: ResultStore, refs: References, alignments: Mapping[str, Any], seeds: Sequence[int], *,
                        budgets: Sequence[int], final_tau: float, progress: bool = True,
                        jobs: int | None = 1) -> pd.DataFrame:
@@ -204,13 +218,14 @@ def cached_budget_dose(store: ResultStore, refs: References, alignments: Mapping
     def compute() -> pd.DataFrame:
         every = [cell for group in cells.values() for cell in group]
         workers = resolve_jobs(jobs, [refs.config.device])
-        together = [(store.profile, str(store.root), refs.config, name, alignment, tuple(seeds), budgets)
-                    for alignment in alignments.values() if batched(alignment, seeds) for _, name in PIPELINES]
-        if workers > 1 and len(together) > 1:
-            in_workers(_runs_together_in_worker, together, jobs=workers)
-        else:
-            for args in together:
-                _runs_together_in_worker(*args)
+        where = (store.profile, str(store.root), refs.config)
+        in_turn(_runs_together_in_worker, [(*where, name, alignment, tuple(seeds), budgets)
+                                            for alignment in alignments.values() if batched(alignment, seeds)
+                                            for _, name in PIPELINES], workers)
+        if len(seeds) > 1:
+            in_turn(_finals_together_in_worker, [(*where, alignment, tuple(seeds), budgets, budget, final_tau)
+                                                  for alignment in alignments.values()
+                                                  for budget in (budgets[0], budgets[-1])], workers)
         if workers > 1 and len(every) > 1:
             in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in every], jobs=workers)
         frames = []

@@ -47,7 +47,7 @@ from .groundtruth import MarkovMixture, MarkovMixtureConfig, load_ground_truth
 from .kd import KDDataConfig, TrainConfig, generate_dataset, load_dataset, train_student
 from .metrics import COLUMNS_VERSION, evaluate
 from .models import HFLanguageModel, LanguageModel
-from .parallel import in_workers, resolve_jobs
+from .parallel import in_turn, in_workers, resolve_jobs
 from .reward import RewardOracle
 
 # --------------------------------------------------------------------------- recipes: what names a model
@@ -246,10 +246,39 @@ def cached_student(store: ResultStore, recipe: Student, teacher: LanguageModel, 
         data = load_dataset(folder, p_star.pad_id, limit=data_config.n_samples)
         model, log = train_student(data, recipe.train, vocab_size=p_star.vocab_size, bos_id=p_star.bos_id,
                                    eos_id=p_star.eos_id, pad_id=p_star.pad_id, progress=progress)
-        save_model(model, tmp / "model")  # not at the top: the store writes its own config.json there
-        log.to_parquet(tmp / "train_log.parquet")
+        _save_student(tmp, model, log)
 
     return load_model(store.directory("lm_student", recipe, build) / "model", p_star)
+
+
+def _save_student(folder: Path, model, log: pd.DataFrame) -> None:
+    save_model(model, folder / "model")  # not at the top: the store writes its own config.json there
+    log.to_parquet(folder / "train_log.parquet")
+
+
+def cached_students_together(store: ResultStore, recipes: Sequence[Student], teachers: Sequence[LanguageModel],
+                             p_star: LanguageModel) -> None:
+    """Build the `cached_student` entries of `recipes` not yet in the store: each one's KD data from its teacher,
+    then their training as one computation (`kd_batched.train_students`) when their training configs differ only
+    in seed and can batch (CPU, one process, float32); otherwise nothing (`cached_student` trains each alone).
+    Each student is saved under its own recipe, equal to its training alone to float32 rounding."""
+    from .kd_batched import check_batchable, train_students
+
+    missing = [(recipe, teacher) for recipe, teacher in zip(recipes, teachers) if not store.has("lm_student", recipe)]
+    if len(missing) < 2:
+        return
+    datas = [load_dataset(cached_kd_data(store, recipe.data, teacher, p_star, progress=False), p_star.pad_id,
+                          limit=recipe.data.data.n_samples) for recipe, teacher in missing]
+    configs = [recipe.train for recipe, _ in missing]
+    try:
+        check_batchable(datas, configs)
+    except ValueError:
+        return  # e.g. bf16 or a GPU launch: each trains alone, through accelerate
+    with store.charged("lm_student"):
+        trained = train_students(datas, configs, vocab_size=p_star.vocab_size, bos_id=p_star.bos_id,
+                                 eos_id=p_star.eos_id, pad_id=p_star.pad_id)
+    for (recipe, _), (model, log) in zip(missing, trained):
+        store.directory("lm_student", recipe, lambda tmp, m=model, l=log: _save_student(tmp, m, l))
 
 
 def cached_references(store: ResultStore, config: LLMConfig, *, progress: bool = True) -> References:
@@ -464,21 +493,51 @@ def _align_group_in_worker(profile: str, root: str, group: SeedGroup) -> None:
                        group.seeds)
 
 
+@dataclass(frozen=True)
+class FinalGroup:
+    """A-K's final KDs of several seeds at one temperature: students of one shape, trained as one computation."""
+
+    config: LLMConfig
+    alignment: Any
+    tau: float
+    seeds: tuple[int, ...]
+
+
+def final_groups(cells: Sequence[PipelineCell]) -> list[FinalGroup]:
+    """The final KDs of `cells`, one group per config, alignment and temperature (at least two seeds)."""
+    groups: dict[str, FinalGroup] = {}
+    for cell in cells:
+        if cell.ka_only:
+            continue
+        for tau in cell.final_taus:
+            key = config_hash((cell.config, cell.alignment, tau))
+            group = groups.setdefault(key, FinalGroup(cell.config, cell.alignment, tau, ()))
+            if cell.seed not in group.seeds:
+                groups[key] = dataclasses.replace(group, seeds=(*group.seeds, cell.seed))
+    return [group for group in groups.values() if len(group.seeds) > 1]
+
+
+def _finals_group_in_worker(profile: str, root: str, group: FinalGroup) -> None:
+    store = ResultStore(profile, root=root)
+    refs = references_in_worker(store, group.config)
+    aligned = [cached_align(store, refs, "p'", group.alignment, seed, progress=False) for seed in group.seeds]
+    recipes = [distilled(ak.recipe, final_stage(refs.config, group.tau, seed))
+               for ak, seed in zip(aligned, group.seeds)]
+    cached_students_together(store, recipes, [ak.model for ak in aligned], refs.p_star)
+
+
 def cached_cells(store: ResultStore, cells: list[PipelineCell], *, jobs: int | None = 1) -> None:
     """Build every cell's models and evaluations into `store` (those already there are found), up to `jobs`
     cells at a time in spawned processes (`parallel.in_workers`; None: one per core, but 1 on a GPU; 1: the cells
     are left to the caller, which builds as it reads). First, the alignments whose seeds train as one computation
-    (`seed_groups`) are built, a group per process. Cells whose references are not built yet should come first
+    (`seed_groups`), then A-K's final KDs of several seeds (`final_groups`, `cached_students_together`) are built,
+    a group per process. Cells whose references are not built yet should come first
     in an order that spreads different configs over the first `jobs` cells (`parallel.interleaved`): two
     cells that need the same missing model wait for each other on its lock."""
     jobs = resolve_jobs(jobs, [cell.config.device for cell in cells])
-    groups = seed_groups(cells)
-    arguments = [(store.profile, str(store.root), group) for group in groups]
-    if jobs > 1 and len(groups) > 1:
-        in_workers(_align_group_in_worker, arguments, jobs=jobs)
-    else:
-        for args in arguments:
-            _align_group_in_worker(*args)
+    where = (store.profile, str(store.root))
+    in_turn(_align_group_in_worker, [(*where, group) for group in seed_groups(cells)], jobs)
+    in_turn(_finals_group_in_worker, [(*where, group) for group in final_groups(cells)], jobs)
     if jobs > 1 and len(cells) > 1:
         in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in cells], jobs=jobs)
 

@@ -54,6 +54,15 @@ def in_workers(task: Callable[..., Any], arguments: Sequence[tuple], *, jobs: in
                 raise future.exception()
 
 
+def in_turn(task: Callable[..., Any], arguments: Sequence[tuple], jobs: int) -> None:
+    """`task(*a)` for every `a`: in `jobs` worker processes (`in_workers`) when both are more than one, else here."""
+    if jobs > 1 and len(arguments) > 1:
+        in_workers(task, arguments, jobs=jobs)
+    else:
+        for args in arguments:
+            task(*args)
+
+
 def interleaved(groups: Sequence[Sequence[T]]) -> list[T]:
     """The items of several groups (e.g. cells, one group per τ_topic) taken in turn, so the first cells to start
     need different references and build them side by side."""
