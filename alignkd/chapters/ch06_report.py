@@ -139,9 +139,7 @@ def record_claims(store, gaps: pd.DataFrame, premise=None) -> pd.DataFrame:
     rows = ([premise_claim(premise)] if premise is not None else [])
     rows += [reward_claim(gaps, algorithm, premise, metric) for algorithm in gaps["algorithm"].unique()
              for metric in CLAIMED_METRICS if metric in set(gaps["metric"])]
-    for row in rows:
-        claims.record(store, **row)
-    return pd.DataFrame(rows, columns=claims.COLUMNS)
+    return _recorded(store, rows)
 
 
 # --------------------------------------------------------------------------- length, capacity, App. D
@@ -262,9 +260,7 @@ def app_d_claims(metrics: pd.DataFrame, main_tau: float) -> list[dict]:
 def record_app_d_claims(store, metrics: pd.DataFrame, main_tau: float) -> pd.DataFrame:
     """Record `app_d_claims` with `alignkd.claims.record`; returns the rows recorded."""
     rows = app_d_claims(metrics, main_tau)
-    for row in rows:
-        claims.record(store, **row)
-    return pd.DataFrame(rows, columns=claims.COLUMNS)
+    return _recorded(store, rows)
 
 
 def reference_note(refs) -> str:
@@ -332,9 +328,7 @@ def coverage_claim(sweep: pd.DataFrame, algorithm: str, premise=None) -> dict:
 def record_coverage_claims(store: ResultStore, sweep: pd.DataFrame, premise=None) -> pd.DataFrame:
     """Record `coverage_claim` for every algorithm of the sweep; returns the rows recorded."""
     rows = [coverage_claim(sweep, algorithm, premise) for algorithm in sweep["algorithm"].unique()]
-    for row in rows:
-        claims.record(store, **row)
-    return pd.DataFrame(rows, columns=claims.COLUMNS)
+    return _recorded(store, rows)
 
 
 # --------------------------------------------------------------------------- the alignment budget
@@ -413,9 +407,7 @@ def budget_claim(dose: pd.DataFrame, algorithm: str, premise=None) -> dict:
 def record_budget_claims(store: ResultStore, dose: pd.DataFrame, premise=None) -> pd.DataFrame:
     """Record `budget_claim` for every algorithm of the dose; returns the rows recorded."""
     rows = [budget_claim(dose, algorithm, premise) for algorithm in dose["algorithm"].unique()]
-    for row in rows:
-        claims.record(store, **row)
-    return pd.DataFrame(rows, columns=claims.COLUMNS)
+    return _recorded(store, rows)
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -446,3 +438,10 @@ def recall_verdict(table: pd.DataFrame, learnt_gap: float = LEARNT_GAP) -> str:
     return text + (f"That is less than the {learnt_gap} nats/token above the unigram that would show a student "
                    f"learning more than token frequencies: {gained}. References this close to a unigram have no rare "
                    f"behaviour to keep or lose, so the section runs no alignment and makes no claim about K-A and A-K.")
+
+
+def _recorded(store, rows: list[dict]) -> pd.DataFrame:
+    """Record each row with `claims.record`; the rows as a claims table, in order."""
+    for row in rows:
+        claims.record(store, **row)
+    return pd.DataFrame(rows, columns=claims.COLUMNS)

@@ -44,7 +44,7 @@ from .device import autocast, resolve_device
 from .selection import select_dpo
 from .batched import optimizer_step as batched_step
 from .training import (AlignmentRun, RunConfig, UpdatePass, finish_runs, gather_rows, keep_runs, minibatches,
-                       optimizer_step, padded, pair_row, rollout, rollout_runs, run_minibatches, snapshot, start_runs,
+                       optimizer_step, pair_minibatches, pair_row, rollout, rollout_runs, snapshot, start_runs,
                        weighted_mean)
 
 
@@ -184,10 +184,8 @@ def train_dpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
         if not active.any():
             continue  # every run's pairs tied: nothing to learn from this batch
 
-        chosen, rejected = padded([c for c, _ in pairs], device), padded([r for _, r in pairs], device)
         P = config.pairs_per_step
-        for index, weight in run_minibatches([len(c) for c, _ in pairs], P, config.grad_steps, shuffles, device):
-            w, l = chosen.gather(1, index), rejected.gather(1, index)
+        for w, l, weight in pair_minibatches(pairs, P, config.grad_steps, shuffles, device):
             with autocast(device, config.bf16):
                 logprob = runs.response_logprobs(*gather_rows(batch, torch.cat([w, l], 1)))
             loss = objectives.dpo_loss(logprob[:, :P], logprob[:, P:], ref_logprob.gather(1, w),

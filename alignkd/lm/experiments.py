@@ -473,18 +473,21 @@ class SeedGroup:
 def seed_groups(cells: Sequence[PipelineCell]) -> list[SeedGroup]:
     """The alignments of `cells` that train together (`batched`), one group per reference and alignment (A-K's
     p' is the same model under every τ_topic, so its group appears once)."""
-    groups: dict[str, SeedGroup] = {}
-    for cell in cells:
-        if algorithm_of(cell.alignment).train_runs is None:  # also refuses a config of no algorithm, by name
-            continue
-        for pipeline, name in PIPELINES:
-            if cell.ka_only and pipeline == "A-K":
-                continue
-            key = config_hash((reference_recipe(cell.config, name), cell.alignment))
-            group = groups.setdefault(key, SeedGroup(cell.config, cell.alignment, name, ()))
-            if cell.seed not in group.seeds:
-                groups[key] = dataclasses.replace(group, seeds=(*group.seeds, cell.seed))
-    return [group for group in groups.values() if batched(group.alignment, group.seeds)]
+    keyed = [((reference_recipe(cell.config, name), cell.alignment), SeedGroup(cell.config, cell.alignment, name, ()),
+              cell.seed)
+             for cell in cells if algorithm_of(cell.alignment).train_runs is not None  # refuses a non-config by name
+             for pipeline, name in PIPELINES if not (cell.ka_only and pipeline == "A-K")]
+    return [group for group in _with_seeds(keyed) if batched(group.alignment, group.seeds)]
+
+
+def _with_seeds(keyed) -> list:
+    """Groups from (key, the group without seeds, seed) triples: one group per key, its seeds in first-seen order."""
+    groups: dict[str, Any] = {}
+    for key, empty, seed in keyed:
+        group = groups.setdefault(config_hash(key), empty)
+        if seed not in group.seeds:
+            groups[config_hash(key)] = dataclasses.replace(group, seeds=(*group.seeds, seed))
+    return list(groups.values())
 
 
 def _align_group_in_worker(profile: str, root: str, group: SeedGroup) -> None:
@@ -505,16 +508,9 @@ class FinalGroup:
 
 def final_groups(cells: Sequence[PipelineCell]) -> list[FinalGroup]:
     """The final KDs of `cells`, one group per config, alignment and temperature (at least two seeds)."""
-    groups: dict[str, FinalGroup] = {}
-    for cell in cells:
-        if cell.ka_only:
-            continue
-        for tau in cell.final_taus:
-            key = config_hash((cell.config, cell.alignment, tau))
-            group = groups.setdefault(key, FinalGroup(cell.config, cell.alignment, tau, ()))
-            if cell.seed not in group.seeds:
-                groups[key] = dataclasses.replace(group, seeds=(*group.seeds, cell.seed))
-    return [group for group in groups.values() if len(group.seeds) > 1]
+    keyed = [((cell.config, cell.alignment, tau), FinalGroup(cell.config, cell.alignment, tau, ()), cell.seed)
+             for cell in cells if not cell.ka_only for tau in cell.final_taus]
+    return [group for group in _with_seeds(keyed) if len(group.seeds) > 1]
 
 
 def _finals_group_in_worker(profile: str, root: str, group: FinalGroup) -> None:

@@ -48,7 +48,7 @@ from .reward import RewardOracle, pair_indices
 from .selection import select_dpo
 from .batched import optimizer_step as batched_step
 from .training import (AlignmentRun, RunConfig, UpdatePass, finish_runs, gather_rows, keep_runs, minibatches,
-                       optimizer_step, padded, pair_row, rollout, rollout_runs, run_minibatches, snapshot, start_runs,
+                       optimizer_step, pair_minibatches, pair_row, rollout, rollout_runs, snapshot, start_runs,
                        weighted_mean)
 
 
@@ -195,10 +195,9 @@ def train_simpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageM
         if not active.any():
             continue  # every run's pairs tied: nothing to learn from this batch
 
-        chosen, rejected = padded([c for c, _ in pairs], device), padded([r for _, r in pairs], device)
         P = config.pairs_per_step
-        for index, weight in run_minibatches([len(c) for c, _ in pairs], P, config.grad_steps, shuffles, device):
-            wl = torch.cat([chosen.gather(1, index), rejected.gather(1, index)], 1)
+        for w, l, weight in pair_minibatches(pairs, P, config.grad_steps, shuffles, device):
+            wl = torch.cat([w, l], 1)
             with autocast(device, config.bf16):
                 average = runs.response_logprobs(*gather_rows(batch, wl)) / lengths.gather(1, wl)
             loss = objectives.simpo_loss(average[:, :P], average[:, P:], config.beta, config.gamma)

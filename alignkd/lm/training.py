@@ -272,6 +272,15 @@ def run_minibatches(counts, size: int, steps: int, shuffles, device) -> Iterator
         yield index.to(device), weight.to(device)
 
 
+def pair_minibatches(pairs, size: int, steps: int, shuffles, device
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`run_minibatches` over each run's untied pairs (`pairs[r]` = (chosen, rejected) response indices), as
+    (chosen [R, size], rejected [R, size], weight [R, size]): DPO's and SimPO's mini-batches, per run."""
+    chosen, rejected = padded([c for c, _ in pairs], device), padded([r for _, r in pairs], device)
+    for index, weight in run_minibatches([len(c) for c, _ in pairs], size, steps, shuffles, device):
+        yield chosen.gather(1, index), rejected.gather(1, index), weight
+
+
 def padded(lists, device) -> torch.Tensor:
     """Per-run index tensors of different lengths as one [R, max length] tensor (padded with 0)."""
     width = max(1, max(len(items) for items in lists))
