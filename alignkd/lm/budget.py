@@ -43,7 +43,7 @@ from ..stats import paired_bootstrap, paired_on_index
 from .algorithms import algorithm_of
 from .config import LLMConfig
 from .experiments import (PIPELINES, Oracle, References, batched, cached_evaluated, cached_student,
-                          cached_students_together, distilled, final_stage, load_model, references_in_worker,
+                          cached_students_together, distilled, final_stage, load_model, cached_references_in_worker,
                           save_model, train_together)
 from .metrics import COLUMNS_VERSION
 from .parallel import in_turn, in_workers, resolve_jobs
@@ -181,20 +181,20 @@ def cached_budget_rows(store: ResultStore, refs: References, cell: BudgetCell, *
 
 def _build_in_worker(profile: str, root: str, cell: BudgetCell) -> None:
     store = ResultStore(profile, root=root)
-    cached_budget_rows(store, references_in_worker(store, cell.config), cell, progress=False)
+    cached_budget_rows(store, cached_references_in_worker(store, cell.config), cell, progress=False)
 
 
 def _runs_together_in_worker(profile: str, root: str, config: LLMConfig, reference_name: str, alignment,
                              seeds: tuple[int, ...], budgets: tuple[int, ...]) -> None:
     store = ResultStore(profile, root=root)
-    cached_budget_runs_together(store, references_in_worker(store, config), reference_name, alignment, seeds, budgets)
+    cached_budget_runs_together(store, cached_references_in_worker(store, config), reference_name, alignment, seeds, budgets)
 
 
 def _finals_together_in_worker(profile: str, root: str, config: LLMConfig, alignment, seeds: tuple[int, ...],
                                budgets: tuple[int, ...], budget: int, final_tau: float) -> None:
     """A-K's final KDs after `budget` of every seed, as one computation (`experiments.cached_students_together`)."""
     store = ResultStore(profile, root=root)
-    refs = references_in_worker(store, config)
+    refs = cached_references_in_worker(store, config)
     recipes, teachers = [], []
     for seed in seeds:
         run, models, _ = cached_budget_run(store, refs, "p'", alignment, seed, budgets, progress=False)

@@ -441,7 +441,7 @@ def cached_cell_rows(store: ResultStore, refs: References, cell: PipelineCell, *
 _references_by_config: dict[str, References] = {}  # per worker process: each config's models are loaded once
 
 
-def references_in_worker(store: ResultStore, config: LLMConfig) -> References:
+def cached_references_in_worker(store: ResultStore, config: LLMConfig) -> References:
     """`cached_references` loaded once per process and config: a worker builds many cells of few configs."""
     key = f"{store.root}:{config_hash(config)}"
     if key not in _references_by_config:
@@ -451,7 +451,7 @@ def references_in_worker(store: ResultStore, config: LLMConfig) -> References:
 
 def _build_in_worker(profile: str, root: str, cell: PipelineCell) -> None:
     store = ResultStore(profile, root=root)
-    cached_cell_rows(store, references_in_worker(store, cell.config), cell, progress=False)
+    cached_cell_rows(store, cached_references_in_worker(store, cell.config), cell, progress=False)
 
 
 def reference_recipe(config: LLMConfig, name: str):
@@ -492,7 +492,7 @@ def _with_seeds(keyed) -> list:
 
 def _align_group_in_worker(profile: str, root: str, group: SeedGroup) -> None:
     store = ResultStore(profile, root=root)
-    cached_align_seeds(store, references_in_worker(store, group.config), group.reference_name, group.alignment,
+    cached_align_seeds(store, cached_references_in_worker(store, group.config), group.reference_name, group.alignment,
                        group.seeds)
 
 
@@ -515,7 +515,7 @@ def final_groups(cells: Sequence[PipelineCell]) -> list[FinalGroup]:
 
 def _finals_group_in_worker(profile: str, root: str, group: FinalGroup) -> None:
     store = ResultStore(profile, root=root)
-    refs = references_in_worker(store, group.config)
+    refs = cached_references_in_worker(store, group.config)
     aligned = [cached_align(store, refs, "p'", group.alignment, seed, progress=False) for seed in group.seeds]
     recipes = [distilled(ak.recipe, final_stage(refs.config, group.tau, seed))
                for ak, seed in zip(aligned, group.seeds)]
