@@ -140,6 +140,7 @@ def budget_figure(dose: pd.DataFrame, columns: Sequence[str] = ("target_share", 
     from .budget import budget_curves
 
     algorithms = list(dict.fromkeys(dose["algorithm"]))
+    budgets = sorted(int(b) for b in dose["iteration"].unique())
     fig, axes = plt.subplots(len(columns), len(algorithms), figsize=(2.4 * len(algorithms) + 0.6, 2.3 * len(columns)),
                              squeeze=False, constrained_layout=True, sharex=True)
     styles = {"p''_KA": dict(color=COLORS["K-A"], fmt="o-"), "p'_AK": dict(color=COLORS["A-K"], fmt="o--", alpha=0.5),
@@ -154,6 +155,8 @@ def budget_figure(dose: pd.DataFrame, columns: Sequence[str] = ("target_share", 
                             yerr=[(part["mean"] - part["low"]).fillna(0) * scale,
                                   (part["high"] - part["mean"]).fillna(0) * scale])
             ax.set_xscale("log", base=2)
+            ax.set_xticks(budgets, [str(b) for b in budgets])  # the budgets themselves, not powers of 2
+            ax.minorticks_off()
             if row == 0:
                 ax.set_title(algorithm, fontsize=9)
             if row == len(columns) - 1:
