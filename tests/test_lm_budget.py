@@ -121,3 +121,16 @@ def test_every_algorithm_says_how_it_anchors():
     assert anchors["grpo_reward"].startswith("reverse KL") and "forward" in anchors["grpo"]
     assert anchors["simpo"].startswith("none")
     assert len(set(anchors.values())) == len(anchors)
+
+
+def test_the_budget_figure_has_a_panel_per_metric_and_algorithm_with_the_budgets_as_ticks(built):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from alignkd.lm.plots import budget_figure
+
+    _, _, dose = built
+    fig = budget_figure(dose)
+    assert len(fig.axes) == 2  # target share and reward, one algorithm
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["2", "4"]
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["p''_KA", "p'_AK", "p''_AK"]
