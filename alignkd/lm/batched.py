@@ -124,7 +124,11 @@ class BatchedLlama:
     def from_models(models: Sequence[torch.nn.Module], suppress_ids=()) -> "BatchedLlama":
         """Copies of the models' parameters, stacked (the models are left untouched; `load_into` writes back)."""
         config = models[0].config
-        if any(m.config.to_dict() != config.to_dict() for m in models):
+
+        def shape(model) -> dict:  # where a model was loaded from is not its shape
+            return {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+
+        if any(shape(m) != shape(models[0]) for m in models):
             raise ValueError("BatchedLlama needs models of one shape (identical configs)")
         params, buffers = stack_module_state(list(models))
         return BatchedLlama(params, config, buffers["model.rotary_emb.inv_freq"][0], suppress_ids)

@@ -136,7 +136,7 @@ def cached_budget_runs_together(store: ResultStore, refs: References, reference_
                 save_model(model, Path(scratch) / str(r) / _folder(step))
 
         with store.charged("lm_budget_run"):
-            runs = train_together(refs, reference_name, config, missing, on_eval)
+            runs = train_together([refs.models[reference_name]] * len(missing), refs.oracle, config, missing, on_eval)
         for r, (seed, (_, run)) in enumerate(zip(missing, runs)):
             def build(tmp: Path, r=r, run=run) -> None:
                 for step in budgets:

@@ -147,8 +147,8 @@ def train_dpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))
 
 
-def train_dpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
-                   config: DPOConfig, *, seeds: Sequence[int], progress: bool = True,
+def train_dpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel | Sequence[HFLanguageModel],
+                   oracle: RewardOracle, config: DPOConfig, *, seeds: Sequence[int], progress: bool = True,
                    on_eval=None) -> list[AlignmentRun]:
     """`train_dpo` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama`; run r equals
     `train_dpo(policies[r], ..., seed=seeds[r])` to float32 rounding (`train_grpo_runs` says how). Each run pairs its
@@ -156,7 +156,7 @@ def train_dpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
     an iteration whose pairs all tie, as it does alone (`batched.RunAdam`)."""
     if not isinstance(config, DPOConfig):
         raise TypeError(f"config must be a DPOConfig, got {type(config).__name__}")
-    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    device, models, runs, optimizer, references = start_runs(policies, reference, config, seeds)
     first, R, n, beta = policies[0], len(policies), config.batch_size // 2, config.beta
     shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
     rows: list[list[dict]] = [[] for _ in models]
@@ -167,7 +167,7 @@ def train_dpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
                              pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
         pairs = [tuple(index.to(device) for index in pair_indices(batch.nll[r])) for r in range(R)]
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = response_logprobs(reference.model, *batch.flat()).view(R, 2 * n)
+            ref_logprob = references.response_logprobs(batch.tokens, batch.attention, batch.response)
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
             with torch.no_grad(), autocast(device, config.bf16):

@@ -290,20 +290,30 @@ def cached_references(store: ResultStore, config: LLMConfig, *, progress: bool =
     low_recipe = distilled(high_recipe, config.low_recall)
     low = cached_student(store, low_recipe, high, p_star, progress=progress)
     target_topic = None
+    oracle_recipe = oracle_of(config)
+    target_recipe = oracle_recipe.target
     if config.exact:
-        target_topic = config.markov.target_topic % config.markov.n_topics
-        p_target, target_recipe = p_star.restrict([target_topic]), ExactTopic(source, target_topic)
+        target_topic = target_recipe.topic
+        p_target = p_star.restrict([target_topic])
     else:
-        target_recipe = distilled(high_recipe, config.target)
         p_target = cached_student(store, target_recipe, high, p_star, progress=progress)
     cap = config.metrics.max_new_tokens
-    oracle_recipe = Oracle(target_recipe, config.n_fold_samples, cap, config.metrics.seed + 1)
     fold_samples = p_target.sample(config.n_fold_samples, cap, 1.0, seed=oracle_recipe.seed)
     oracle = RewardOracle.from_language_model(p_target, fold_samples)
     recall_samples = p_star.sample(config.n_recall_samples, cap, 1.0, seed=config.metrics.seed + 2)
     return References(config, {"p*": p_star, "p'": high, "p''": low, "p_target": p_target},
                       {"p*": source, "p'": high_recipe, "p''": low_recipe, "p_target": target_recipe},
                       oracle, oracle_recipe, recall_samples, target_topic)
+
+
+def oracle_of(config: LLMConfig) -> Oracle:
+    """The recipe of `config`'s reward oracle (what `cached_references` builds it from), without building it."""
+    source = GroundTruth.of(config)
+    if config.exact:
+        target = ExactTopic(source, config.markov.target_topic % config.markov.n_topics)
+    else:
+        target = distilled(distilled(source, config.high_recall), config.target)
+    return Oracle(target, config.n_fold_samples, config.metrics.max_new_tokens, config.metrics.seed + 1)
 
 
 def cached_evaluated(store: ResultStore, refs: References, recipe: Any, model: LanguageModel) -> dict[str, float]:
@@ -353,42 +363,48 @@ def _save_selected(folder: Path, model, run) -> None:
     run.trajectory.assign(selected_step=run.selected_step).to_parquet(folder / "trajectory.parquet")
 
 
-def train_together(refs: References, reference_name: str, alignment, seeds: Sequence[int], on_eval) -> list:
-    """One batched computation for several seeds (`Algorithm.train_runs`): copies of `refs.models[reference_name]`
-    aligned against a frozen copy, run r with `seeds[r]`; `on_eval(r, step, model)` at each run's evaluations.
-    Returns [(policy, AlignmentRun)] in the order of `seeds`."""
+def train_together(references: Sequence[HFLanguageModel], oracle, alignment, seeds: Sequence[int], on_eval) -> list:
+    """One batched computation (`Algorithm.train_runs`): run r a copy of `references[r]` aligned against a frozen
+    copy of it with `seeds[r]`; `on_eval(r, step, model)` at each run's evaluations. Runs of one reference share
+    one frozen copy (scored once for all of them); runs of several references of one shape are each anchored to
+    their own. Returns [(policy, AlignmentRun)] in the order of `seeds`."""
     entry = algorithm_of(alignment)
-    reference = refs.models[reference_name]
-    policies = [reference.with_model(copy.deepcopy(reference.model)) for _ in seeds]
-    frozen = reference.with_model(copy.deepcopy(reference.model))
+    policies = [reference.with_model(copy.deepcopy(reference.model)) for reference in references]
+    frozen: dict[int, HFLanguageModel] = {}
+    anchors = [frozen.setdefault(id(reference), reference.with_model(copy.deepcopy(reference.model)))
+               for reference in references]
     owner = {id(policy.model): r for r, policy in enumerate(policies)}
-    runs = entry.train_runs(policies, frozen, refs.oracle, alignment, seeds=list(seeds), progress=False,
+    runs = entry.train_runs(policies, anchors[0] if len(frozen) == 1 else anchors, oracle, alignment,
+                            seeds=list(seeds), progress=False,
                             on_eval=lambda step, model: on_eval(owner[id(model)], step, model))
     return list(zip(policies, runs))
 
 
-def batched(alignment, seeds: Sequence[int]) -> bool:
-    """Whether the seeds of `alignment` train as one computation: its algorithm has `train_runs` and there are
-    at least two of them."""
-    return algorithm_of(alignment).train_runs is not None and len(seeds) > 1
+def batched(alignment, runs: Sequence) -> bool:
+    """Whether `runs` (seeds, or members of a `RunGroup`) of `alignment` train as one computation: its algorithm
+    has `train_runs` and there are at least two of them."""
+    return algorithm_of(alignment).train_runs is not None and len(runs) > 1
 
 
-def cached_align_seeds(store: ResultStore, refs: References, reference_name: str, alignment,
-                       seeds: Sequence[int]) -> None:
-    """Build the `cached_align` entries of `seeds` not yet in the store as one computation (`train_together`) when
-    the algorithm trains seeds together; otherwise nothing (`cached_align` builds each alone). Each seed is saved
-    under its own recipe, as `cached_align` would save it: run r equals its one-at-a-time run to float32 rounding."""
+def cached_align_runs(store: ResultStore, alignment, members: Sequence[tuple[References, str, int]]) -> None:
+    """Build the `cached_align` entries of `members` ((references, reference name, seed)) not yet in the store as
+    one computation (`train_together`) when there are two or more and the algorithm trains runs together;
+    otherwise nothing (`cached_align` builds each alone). Each run is saved under its own recipe, as `cached_align`
+    would save it: run r equals its one-at-a-time run to float32 rounding. The members share an oracle."""
     entry = algorithm_of(alignment)
-    recipes = {seed: Aligned(refs.recipes[reference_name], entry.name, alignment, seed, refs.oracle_recipe)
-               for seed in seeds}
-    missing = [seed for seed in seeds if not store.has("lm_aligned", recipes[seed])]
+    missing = [(refs, name, seed, Aligned(refs.recipes[name], entry.name, alignment, seed, refs.oracle_recipe))
+               for refs, name, seed in members]
+    missing = [member for member in missing if not store.has("lm_aligned", member[3])]
     if not batched(alignment, missing):
         return
+    if len({config_hash(member[3].oracle) for member in missing}) > 1:
+        raise ValueError("cached_align_runs: the runs of one computation must share their reward oracle")
     with tempfile.TemporaryDirectory() as scratch, store.charged("lm_aligned"):
-        runs = train_together(refs, reference_name, alignment, missing,
+        runs = train_together([refs.models[name] for refs, name, _, _ in missing], missing[0][0].oracle, alignment,
+                              [seed for _, _, seed, _ in missing],
                               lambda r, step, model: _save_checkpoint(Path(scratch) / f"{r}_{step:06d}.pt", model))
-        for seed, (policy, run) in zip(missing, runs):
-            store.directory("lm_aligned", recipes[seed], lambda tmp, p=policy, r=run: _save_selected(tmp, p.model, r))
+        for (_, _, _, recipe), (policy, run) in zip(missing, runs):
+            store.directory("lm_aligned", recipe, lambda tmp, p=policy, r=run: _save_selected(tmp, p.model, r))
 
 
 def cached_a_k_final(store: ResultStore, refs: References, ak: Alignment, tau: float, seed: int, *,
@@ -461,23 +477,36 @@ def reference_recipe(config: LLMConfig, name: str):
 
 
 @dataclass(frozen=True)
-class SeedGroup:
-    """The alignments of several seeds that train as one computation: `alignment` of `reference_name` of `config`."""
+class RunGroup:
+    """Alignment runs that train as one computation: `alignment` of each member's reference, `members` being
+    (config, reference name, seed) whose references share a shape and whose configs share an oracle: the seeds of
+    one reference, and across references the K-A references of the τ_topic sweep or of the 2 × 2's cells."""
 
-    config: LLMConfig
     alignment: Any
-    reference_name: str
-    seeds: tuple[int, ...]
+    members: tuple[tuple[LLMConfig, str, int], ...]
 
 
-def seed_groups(cells: Sequence[PipelineCell]) -> list[SeedGroup]:
-    """The alignments of `cells` that train together (`batched`), one group per reference and alignment (A-K's
-    p' is the same model under every τ_topic, so its group appears once)."""
-    keyed = [((reference_recipe(cell.config, name), cell.alignment), SeedGroup(cell.config, cell.alignment, name, ()),
-              cell.seed)
-             for cell in cells if algorithm_of(cell.alignment).train_runs is not None  # refuses a non-config by name
-             for pipeline, name in PIPELINES if not (cell.ka_only and pipeline == "A-K")]
-    return [group for group in _with_seeds(keyed) if batched(group.alignment, group.seeds)]
+def run_groups(cells: Sequence[PipelineCell]) -> list[RunGroup]:
+    """The alignments of `cells` that train together (`batched`): one group per alignment, oracle and reference
+    shape (ground truth and student size), each run once (A-K's p' is the same model under every τ_topic)."""
+    groups: dict[str, list] = {}
+    alignments: dict[str, Any] = {}
+    seen: set[str] = set()
+    for cell in cells:
+        if algorithm_of(cell.alignment).train_runs is None:  # refuses a non-config by name
+            continue
+        for pipeline, name in PIPELINES:
+            run = config_hash((reference_recipe(cell.config, name), cell.alignment, cell.seed, oracle_of(cell.config)))
+            if (cell.ka_only and pipeline == "A-K") or run in seen:
+                continue
+            seen.add(run)
+            stage = cell.config.high_recall if name == "p'" else cell.config.low_recall
+            key = config_hash((cell.alignment, oracle_of(cell.config), GroundTruth.of(cell.config), stage.train.size,
+                               stage.train.max_positions))
+            alignments[key] = cell.alignment
+            groups.setdefault(key, []).append((cell.config, name, cell.seed))
+    return [RunGroup(alignments[key], tuple(members)) for key, members in groups.items()
+            if batched(alignments[key], members)]
 
 
 def _with_seeds(keyed) -> list:
@@ -490,10 +519,15 @@ def _with_seeds(keyed) -> list:
     return list(groups.values())
 
 
-def _align_group_in_worker(profile: str, root: str, group: SeedGroup) -> None:
+def _references_in_worker(profile: str, root: str, config: LLMConfig) -> None:
     store = ResultStore(profile, root=root)
-    cached_align_seeds(store, cached_references_in_worker(store, group.config), group.reference_name, group.alignment,
-                       group.seeds)
+    cached_references_in_worker(store, config)
+
+
+def _align_group_in_worker(profile: str, root: str, group: RunGroup) -> None:
+    store = ResultStore(profile, root=root)
+    cached_align_runs(store, group.alignment, [(cached_references_in_worker(store, config), name, seed)
+                                               for config, name, seed in group.members])
 
 
 @dataclass(frozen=True)
@@ -525,14 +559,18 @@ def _finals_group_in_worker(profile: str, root: str, group: FinalGroup) -> None:
 def cached_cells(store: ResultStore, cells: list[PipelineCell], *, jobs: int | None = 1) -> None:
     """Build every cell's models and evaluations into `store` (those already there are found), up to `jobs`
     cells at a time in spawned processes (`parallel.in_workers`; None: one per core, but 1 on a GPU; 1: the cells
-    are left to the caller, which builds as it reads). First, the alignments whose seeds train as one computation
-    (`seed_groups`), then A-K's final KDs of several seeds (`final_groups`, `cached_students_together`) are built,
-    a group per process. Cells whose references are not built yet should come first
+    are left to the caller, which builds as it reads). First the references of every config, side by side; then
+    the alignments that train as one computation (`run_groups`: the seeds of a reference, and references of one
+    shape), then A-K's final KDs of several seeds (`final_groups`, `cached_students_together`), a group per
+    process. Cells whose references are not built yet should come first
     in an order that spreads different configs over the first `jobs` cells (`parallel.interleaved`): two
     cells that need the same missing model wait for each other on its lock."""
     jobs = resolve_jobs(jobs, [cell.config.device for cell in cells])
     where = (store.profile, str(store.root))
-    in_turn(_align_group_in_worker, [(*where, group) for group in seed_groups(cells)], jobs)
+    configs = {config_hash(cell.config): cell.config for cell in cells}
+    if jobs > 1 and len(configs) > 1:  # a group spans configs: their references first, side by side
+        in_workers(_references_in_worker, [(*where, config) for config in configs.values()], jobs=jobs)
+    in_turn(_align_group_in_worker, [(*where, group) for group in run_groups(cells)], jobs)
     in_turn(_finals_group_in_worker, [(*where, group) for group in final_groups(cells)], jobs)
     if jobs > 1 and len(cells) > 1:
         in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in cells], jobs=jobs)

@@ -225,8 +225,8 @@ def train_grpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewa
 # Several seeds at once: the same loop with a leading run dimension (`alignkd.lm.batched`).
 
 
-def train_grpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
-                    config: GRPOConfig, *, seeds: Sequence[int], progress: bool = True,
+def train_grpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel | Sequence[HFLanguageModel],
+                    oracle: RewardOracle, config: GRPOConfig, *, seeds: Sequence[int], progress: bool = True,
                     on_eval=None) -> list[AlignmentRun]:
     """`train_grpo` for R same-shaped policies at once, policy r with `seeds[r]`, all anchored to `reference`:
     the R runs are one `BatchedLlama`, so each iteration samples, scores and updates them in one computation.
@@ -239,7 +239,7 @@ def train_grpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMo
     each policy's model holds its final weights on return. Backend "ours" only."""
     if not isinstance(config, GRPOConfig) or config.backend != "ours":
         raise ValueError("train_grpo_runs needs a GRPOConfig with backend = 'ours' (the batched loop)")
-    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    device, models, runs, optimizer, references = start_runs(policies, reference, config, seeds)
     first = policies[0]
     R, B = len(models), config.batch_size
     rows: list[list[dict]] = [[] for _ in models]
@@ -249,9 +249,8 @@ def train_grpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMo
         batch = rollout_runs(runs, oracle, B, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
                              pad_id=first.pad_id, seeds=seeds, iteration=step, device=device)
         score, mask = batch.reward.to(device), batch.response
-        tokens, attention, _ = batch.flat()
-        with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = token_logprobs(reference.model, tokens, attention).float().view(R, B, -1)
+        with autocast(device, config.bf16):
+            ref_logprob = references.token_logprobs(batch.tokens, batch.attention)
         with autocast(device, config.bf16):
             logprob = runs.token_logprobs(batch.tokens, batch.attention).float()
         old_logprob = logprob.detach()

@@ -198,8 +198,8 @@ def train_kto(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))
 
 
-def train_kto_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
-                   config: KTOConfig, *, seeds: Sequence[int], progress: bool = True,
+def train_kto_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel | Sequence[HFLanguageModel],
+                   oracle: RewardOracle, config: KTOConfig, *, seeds: Sequence[int], progress: bool = True,
                    on_eval=None) -> list[AlignmentRun]:
     """`train_kto` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama`, as
     `dpo.train_dpo_runs` batches DPO; run r equals `train_kto(policies[r], ..., seed=seeds[r])` to float32 rounding:
@@ -207,7 +207,7 @@ def train_kto_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
     no labelled response as it does alone."""
     if not isinstance(config, KTOConfig):
         raise TypeError(f"config must be a KTOConfig, got {type(config).__name__}")
-    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    device, models, runs, optimizer, references = start_runs(policies, reference, config, seeds)
     first, R = policies[0], len(policies)
     shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
     rows: list[list[dict]] = [[] for _ in models]
@@ -218,7 +218,7 @@ def train_kto_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
                              pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
         labels = [label_by_median(batch.reward[r]) for r in range(R)]  # (desirable, labelled) per run, CPU
         with torch.no_grad(), autocast(device, config.bf16):
-            ref_logprob = response_logprobs(reference.model, *batch.flat()).view(R, config.batch_size)
+            ref_logprob = references.response_logprobs(batch.tokens, batch.attention, batch.response)
             logprob = runs.response_logprobs(batch.tokens, batch.attention, batch.response)
         z_ref = objectives.kto_reference_point(logprob, ref_logprob, dim=-1)  # [R]
 

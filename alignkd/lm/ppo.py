@@ -250,8 +250,8 @@ def train_ppo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rewar
     return AlignmentRun(trajectory, checkpoints, select_ppo(trajectory))
 
 
-def train_ppo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
-                   config: PPOConfig, *, seeds: Sequence[int], progress: bool = True,
+def train_ppo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel | Sequence[HFLanguageModel],
+                   oracle: RewardOracle, config: PPOConfig, *, seeds: Sequence[int], progress: bool = True,
                    on_eval=None) -> list[AlignmentRun]:
     """`train_ppo` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama` with R value
     heads stacked beside it; run r equals `train_ppo(policies[r], ..., seed=seeds[r])` to float32 rounding
@@ -262,7 +262,7 @@ def train_ppo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
 
     if not isinstance(config, PPOConfig):
         raise TypeError(f"config must be a PPOConfig, got {type(config).__name__}")
-    device, models, runs, _ = start_runs(policies, reference, config, seeds)
+    device, models, runs, _, references = start_runs(policies, reference, config, seeds)
     first, R, B = policies[0], len(policies), config.batch_size
     hidden = models[0].config.hidden_size
     value_weight = torch.zeros(R, 1, hidden, device=device, requires_grad=True)  # ValueHead: zero-initialised
@@ -282,11 +282,10 @@ def train_ppo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageMod
         batch = rollout_runs(runs, oracle, B, config, prompt_ids=first.prompt_ids, eos_id=first.eos_id,
                              pad_id=first.pad_id, seeds=seeds, iteration=iteration, device=device)
         score, mask = batch.reward.to(device), batch.response
-        tokens, attention, _ = batch.flat()
         with torch.no_grad():
             old_logprob, old_values = logprobs_and_values(batch.tokens, batch.attention)
             with autocast(device, config.bf16):
-                ref_logprob = token_logprobs(reference.model, tokens, attention).float().view(R, B, -1)
+                ref_logprob = references.token_logprobs(batch.tokens, batch.attention)
 
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
             for r in range(R):

@@ -159,15 +159,15 @@ def train_simpo(policy: HFLanguageModel, reference: HFLanguageModel, oracle: Rew
     return AlignmentRun(trajectory, checkpoints, select_dpo(trajectory))
 
 
-def train_simpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel, oracle: RewardOracle,
-                     config: SimPOConfig, *, seeds: Sequence[int], progress: bool = True,
+def train_simpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageModel | Sequence[HFLanguageModel],
+                     oracle: RewardOracle, config: SimPOConfig, *, seeds: Sequence[int], progress: bool = True,
                      on_eval=None) -> list[AlignmentRun]:
     """`train_simpo` for R same-shaped policies at once (policy r with `seeds[r]`) as one `BatchedLlama`, as
     `dpo.train_dpo_runs` batches DPO; run r equals `train_simpo(policies[r], ..., seed=seeds[r])` to float32
     rounding. The reference is still only measured (the `kl` column)."""
     if not isinstance(config, SimPOConfig):
         raise TypeError(f"config must be a SimPOConfig, got {type(config).__name__}")
-    device, models, runs, optimizer = start_runs(policies, reference, config, seeds)
+    device, models, runs, optimizer, references = start_runs(policies, reference, config, seeds)
     first, R, n = policies[0], len(policies), config.batch_size // 2
     shuffles = [torch.Generator().manual_seed(seed) for seed in seeds]
     rows: list[list[dict]] = [[] for _ in models]
@@ -182,7 +182,7 @@ def train_simpo_runs(policies: Sequence[HFLanguageModel], reference: HFLanguageM
         if iteration % config.eval_every == 0 or iteration == config.n_iterations:
             with torch.no_grad(), autocast(device, config.bf16):
                 logprob = runs.response_logprobs(batch.tokens, batch.attention, batch.response)
-                ref_logprob = response_logprobs(reference.model, *batch.flat()).view(R, 2 * n)  # measured only
+                ref_logprob = references.response_logprobs(batch.tokens, batch.attention, batch.response)  # measured only
             average = logprob / lengths
             for r, (chosen, rejected) in enumerate(pairs):
                 rows[r].append(pair_row(iteration, batch.run(r), logprob[r], ref_logprob[r],

@@ -30,7 +30,7 @@ import torch
 
 from ..validation import require_int, require_positive
 from .device import autocast, check_device, resolve_device
-from .generation import sample
+from .generation import sample, token_logprobs
 
 
 @dataclass
@@ -230,16 +230,53 @@ def rollout_runs(runs, oracle, n: int, config: RunConfig, *, prompt_ids, eos_id:
 
 def start_runs(policies, reference, config: RunConfig, seeds) -> tuple:
     """What every `train_*_runs` starts from: (device, the policies' models on it, their `BatchedLlama`, its
-    `RunAdam` at the config's learning rate); the reference frozen on the device."""
+    `RunAdam` at the config's learning rate, the runs' `RunReferences`). `reference`: one frozen model every run
+    is anchored to, or one per run (the same shape), e.g. the K-A references of a coverage sweep."""
     from .batched import BatchedLlama, RunAdam
 
     if len(policies) != len(seeds) or not policies:
         raise ValueError(f"{len(policies)} policies for {len(seeds)} seeds: one seed per policy, at least one")
     device = resolve_device(config.device)
     models = [policy.model.to(device) for policy in policies]
-    reference.model.to(device).eval().requires_grad_(False)
     runs = BatchedLlama.from_models(models, suppress_ids=policies[0].suppress_ids)
-    return device, models, runs, RunAdam(runs.parameters(), lr=config.learning_rate)
+    return device, models, runs, RunAdam(runs.parameters(), lr=config.learning_rate), \
+        RunReferences(reference, len(policies), device)
+
+
+class RunReferences:
+    """Each run's frozen reference, scored for R runs at once: one model that every run shares (through
+    transformers, the runs' responses as rows of one batch), or one model per run, stacked as one frozen
+    `BatchedLlama` so that run r is scored by its own reference (equal to it alone, to float32 rounding)."""
+
+    def __init__(self, reference, runs: int, device):
+        from .batched import BatchedLlama
+
+        references = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+        if len(references) not in (1, runs):
+            raise ValueError(f"{len(references)} references for {runs} runs: give one, or one per run")
+        for model in {id(r.model): r.model for r in references}.values():
+            model.to(device).eval().requires_grad_(False)
+        self.runs = runs
+        self.shared = references[0].model if all(r.model is references[0].model for r in references) else None
+        self.stacked = None
+        if self.shared is None:
+            self.stacked = BatchedLlama.from_models([r.model for r in references],
+                                                    suppress_ids=references[0].suppress_ids)
+            for tensor in self.stacked.parameters():
+                tensor.requires_grad_(False)
+
+    @torch.no_grad()
+    def token_logprobs(self, tokens: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+        """[R, B, T-1] float32 log-probs of tokens [R, B, T] under each run's reference (`token_logprobs`)."""
+        if self.stacked is not None:
+            return self.stacked.token_logprobs(tokens, attention).float()
+        R, B = tokens.shape[:2]
+        return token_logprobs(self.shared, tokens.flatten(0, 1), attention.flatten(0, 1)).float().view(R, B, -1)
+
+    def response_logprobs(self, tokens: torch.Tensor, attention: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+        """[R, B] summed log-prob of each response under its run's reference (`dpo.response_logprobs`)."""
+        logprob = self.token_logprobs(tokens, attention)
+        return torch.where(response.bool(), logprob, torch.zeros((), device=logprob.device)).sum(-1)
 
 
 def keep_runs(step: int, runs, models, checkpoints: list[dict], on_eval) -> None:
