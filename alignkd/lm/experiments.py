@@ -487,8 +487,10 @@ class RunGroup:
 
 
 def run_groups(cells: Sequence[PipelineCell]) -> list[RunGroup]:
-    """The alignments of `cells` that train together (`batched`): one group per alignment, oracle and reference
-    shape (ground truth and student size), each run once (A-K's p' is the same model under every τ_topic)."""
+    """The alignments of `cells` that train together (`batched`): one group per alignment, oracle, pipeline
+    (p' or p'') and reference shape (ground truth and student size), each run once (A-K's p' is the same model
+    under every τ_topic). K-A's references across τ_topic or the 2 × 2's cells group; K-A and A-K do not, so a
+    single seed trains alone."""
     groups: dict[str, list] = {}
     alignments: dict[str, Any] = {}
     seen: set[str] = set()
@@ -501,8 +503,8 @@ def run_groups(cells: Sequence[PipelineCell]) -> list[RunGroup]:
                 continue
             seen.add(run)
             stage = cell.config.high_recall if name == "p'" else cell.config.low_recall
-            key = config_hash((cell.alignment, oracle_of(cell.config), GroundTruth.of(cell.config), stage.train.size,
-                               stage.train.max_positions))
+            key = config_hash((cell.alignment, oracle_of(cell.config), name, GroundTruth.of(cell.config),
+                               stage.train.size, stage.train.max_positions))
             alignments[key] = cell.alignment
             groups.setdefault(key, []).append((cell.config, name, cell.seed))
     return [RunGroup(alignments[key], tuple(members)) for key, members in groups.items()
