@@ -374,8 +374,7 @@ def train_together(references: Sequence[HFLanguageModel], oracle, alignment, see
     anchors = [frozen.setdefault(id(reference), reference.with_model(copy.deepcopy(reference.model)))
                for reference in references]
     owner = {id(policy.model): r for r, policy in enumerate(policies)}
-    runs = entry.train_runs(policies, anchors[0] if len(frozen) == 1 else anchors, oracle, alignment,
-                            seeds=list(seeds), progress=False,
+    runs = entry.train_runs(policies, anchors, oracle, alignment, seeds=list(seeds), progress=False,
                             on_eval=lambda step, model: on_eval(owner[id(model)], step, model))
     return list(zip(policies, runs))
 
