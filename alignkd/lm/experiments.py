@@ -3,6 +3,7 @@
     refs = cached_references(store, config)                       # References: p*, p', p'', p_target, oracle
     run = cached_align(store, refs, "p'", ppo_config, seed=0)     # Alignment: selected model and trajectory
     result = cached_run_pipelines(store, refs, ppo_config, [0, 1, 2], jobs=2)   # PipelineResult: metrics, trajectories
+    both = cached_pipelines(store, refs, {"ppo": ppo_config, "dpo": dpo_config}, [0, 1, 2], jobs=2)  # side by side
 
     p*        ground truth (`markov_mixture`, `hf:<id or path>`, `gguf:smollm2`)
     p'        high-recall student: KD from p* at τ = 1.0 (paper: SmolLM2-360M from scratch)
@@ -30,7 +31,7 @@ import copy
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -577,6 +578,40 @@ def cached_cells(store: ResultStore, cells: list[PipelineCell], *, jobs: int | N
         in_workers(_build_in_worker, [(store.profile, str(store.root), cell) for cell in cells], jobs=jobs)
 
 
+def _pipelines_of(refs: References, alignment, seeds: Sequence[int], label: str | None,
+                  final_taus: Sequence[float] | None) -> tuple[str, Pipelines, list[PipelineCell]]:
+    """The label, the cache key of the pipelines' tables and the cells of one alignment config."""
+    name = algorithm_of(alignment).name
+    config = refs.config
+    if final_taus is not None:  # replace() re-runs LLMConfig's checks on the override
+        config = dataclasses.replace(config, final_taus=tuple(final_taus))
+    label = label or name
+    cells = [PipelineCell(refs.config, alignment, seed, config.final_taus) for seed in seeds]
+    return label, Pipelines(config, name, label, alignment, tuple(seeds)), cells
+
+
+def cached_pipelines(store: ResultStore, refs: References, alignments: Mapping[str, Any], seeds: list[int], *,
+                     final_taus: Mapping[str, Sequence[float]] | None = None, progress: bool = True,
+                     jobs: int | None = 1) -> PipelineResult:
+    """`cached_run_pipelines` of every label of `alignments` ({label: config}), its tables concatenated in that
+    order. `final_taus`: per label (a label it does not name keeps the config's). With `jobs` > 1 the cells of
+    *every* label not yet tabled build first, as one `cached_cells` call: one algorithm's seeds make two alignment
+    groups and one final-KD group, too few to keep several processes busy, while all algorithms' groups do.
+    Which groups exist does not depend on what is built with them, so no number depends on it."""
+    taus = dict(final_taus or {})
+    every = {label: _pipelines_of(refs, alignment, seeds, label, taus.get(label))
+             for label, alignment in alignments.items()}
+    missing = [cell for _, key, cells in every.values()
+               if not store.has("lm_pipeline_metrics", {"pipelines": key, "columns": COLUMNS_VERSION})
+               for cell in cells]
+    if missing and resolve_jobs(jobs, [refs.config.device]) > 1:
+        cached_cells(store, missing, jobs=jobs)
+    results = [cached_run_pipelines(store, refs, alignment, seeds, label=label, final_taus=taus.get(label),
+                                    progress=progress) for label, alignment in alignments.items()]  # read back
+    return PipelineResult(pd.concat([r.metrics for r in results], ignore_index=True),
+                          pd.concat([r.trajectories for r in results], ignore_index=True))
+
+
 def cached_run_pipelines(store: ResultStore, refs: References, alignment, seeds: list[int], *, label: str | None = None,
                          final_taus: list[float] | None = None, progress: bool = True,
                          jobs: int | None = 1) -> PipelineResult:
@@ -585,15 +620,9 @@ def cached_run_pipelines(store: ResultStore, refs: References, alignment, seeds:
     A-K's final KD runs once per temperature in `final_taus` (default: the config's); App. D sweeps
     it for PPO and DPO only, so a chapter can pass a shorter list for the other algorithms. `jobs` > 1
     (None: one per core, 1 on a GPU) builds the seeds' runs in that many processes first (`cached_cells`);
-    no number depends on it.
+    no number depends on it. Several algorithms: `cached_pipelines` builds all their runs side by side.
     """
-    name = algorithm_of(alignment).name
-    label = label or name
-    config = refs.config
-    if final_taus is not None:  # replace() re-runs LLMConfig's checks on the override
-        config = dataclasses.replace(config, final_taus=tuple(final_taus))
-    key = Pipelines(config, name, label, alignment, tuple(seeds))
-    cells = [PipelineCell(refs.config, alignment, seed, config.final_taus) for seed in seeds]
+    label, key, cells = _pipelines_of(refs, alignment, seeds, label, final_taus)
     runs: dict[tuple[int, str], Alignment] = {}
 
     def run(seed: int, reference_name: str) -> Alignment:  # each alignment is built or read once per call
