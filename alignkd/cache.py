@@ -53,7 +53,8 @@ CACHE_LOG_ENV = "ALIGNKD_CACHE_LOG"  # the book points it at a file to tell, per
 def _log_use(target: Path, reused: bool, rebuilt: str | None = None, cpu_seconds: float | None = None,
              charged: bool = False) -> None:
     if os.environ.get(CACHE_LOG_ENV):
-        entry = {"result": target.parent.name, "file": target.name, "reused": reused}
+        entry = {"result": target.parent.name, "file": target.name, "reused": reused,
+                 "at": round(time.time(), 1), "pid": os.getpid()}  # when and where: a chapter's timeline
         if charged:  # CPU spent for several results at once, before each is stored (no result of its own)
             entry["charged"] = True
         if rebuilt:
