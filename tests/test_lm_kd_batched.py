@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alignkd.lm.groundtruth import markov_mixture
-from alignkd.lm.kd import TrainConfig, response_nll, split_heldout, train_student
+from alignkd.lm.kd import TrainConfig, response_nll, shuffled_passes, split_heldout, train_student
 from alignkd.lm.kd_batched import shuffled_order, train_students
 from alignkd.lm.students import make_student
 
@@ -90,13 +90,15 @@ def test_students_on_the_fixed_schedule_with_weight_decay_equal_each_alone(langu
     assert_runs_equal(alone, batched)
 
 
-def test_a_batch_taken_short_at_the_end_of_the_order_equals_alone(language):
-    """40 training sequences, batches of 32, 2 epochs and no decay: 4 steps of 32 rows from 3 passes (120 rows),
-    so the last batch has 24 rows alone; batched, its other rows carry no response and change nothing."""
-    config = TrainConfig(size="tiny", epochs=2, learning_rate=5e-3, batch_size=32, validation_size=10, decay=0.0,
+def test_few_sequences_over_many_epochs_never_run_out_of_their_order(language):
+    """40 training sequences, batches of 32, 12 epochs: a step takes a whole batch, so an epoch of ⌈40/32⌉ = 2 steps
+    takes 64 rows, and the 24 steps take 768 rows, more than the 13 passes (520 rows) that the epochs alone ask
+    for; `shuffled_passes` draws enough of them (train_student used to fail on an empty batch here)."""
+    config = TrainConfig(size="tiny", epochs=12, learning_rate=5e-3, batch_size=32, validation_size=10, decay=0.0,
                          weight_decay=0.1)
+    assert shuffled_passes(config, 40, 24, 32) * 40 >= 24 * 32 > (12 + 1) * 40
     alone, batched = train_both(datasets(language, 50), config)
-    assert len(alone[0][1]) == 4
+    assert len(alone[0][1]) == 24
     assert_runs_equal(alone, batched)
 
 

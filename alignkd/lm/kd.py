@@ -194,6 +194,16 @@ class WarmupStableDecay:
         return "decay" if self.decay_start is not None and step >= self.decay_start else "stable"
 
 
+def shuffled_passes(config: "TrainConfig", train_size: int, max_steps: int, global_batch: int) -> int:
+    """Shuffled passes over `train_size` sequences enough for the longest run of `max_steps` steps of `global_batch`:
+    an early-stopped decay phase adds up to decay / (1 − decay) of the steps, and a step takes a whole global batch,
+    so an epoch of ⌈N/G⌉ steps takes more than N sequences (a small dataset over many epochs ran out of them).
+    Passes only ever append to the order (one generator, drawn in turn), so their count changes no step's batch."""
+    steps = math.ceil(max_steps / (1 - config.decay)) + 1 if config.early_stopping_patience else max_steps
+    return max(math.ceil(config.epochs * (1 + config.decay / (1 - config.decay))),
+               math.ceil(steps * global_batch / max(1, train_size))) + 1
+
+
 def wsd_lambda(total_steps: int, warmup: float = 0.01, decay: float = 0.2) -> WarmupStableDecay:
     """Warmup-stable-decay over a known number of steps: `warmup`·total steps of warmup, the last `decay`·total of decay."""
     decay_steps = max(1, round(decay * total_steps))
@@ -416,8 +426,7 @@ def train_student(data: Samples, config: TrainConfig, *, vocab_size: int, bos_id
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    # enough shuffled passes for the longest run: an early-stopped decay phase adds up to decay / (1 − decay)
-    passes = math.ceil(config.epochs * (1 + config.decay / (1 - config.decay))) + 1
+    passes = shuffled_passes(config, len(train), max_steps, global_batch)
     order = torch.cat([torch.randperm(len(train), generator=g) for _ in range(passes)])
     response_tokens = train.response_lengths  # every process counts each global batch's tokens without talking
     log = []

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from .batched import BatchedLlama, RunAdam, optimizer_step, stack_samples
 from .generation import Samples
-from .kd import LOG_COLUMNS, TrainConfig, WarmupStableDecay, launched, split_heldout, wsd_lambda
+from .kd import LOG_COLUMNS, TrainConfig, WarmupStableDecay, launched, shuffled_passes, split_heldout, wsd_lambda
 from .students import make_student
 
 ADAMW_EPS = 1e-8  # torch.optim.AdamW's default, which train_student uses
@@ -91,14 +91,13 @@ class Plan:
     max_steps: int
     eval_steps: int
     passes: int
-    """Shuffled passes over the training split, as many as `train_student` draws (sized for an early-stopped decay
-    phase of up to decay / (1 − decay) of the steps; a run on few sequences can still reach their end: `blank_rows`)."""
+    """Shuffled passes over the training split, as many as `train_student` draws (`kd.shuffled_passes`)."""
 
     @staticmethod
     def of(config: TrainConfig, train_size: int) -> "Plan":
         steps_per_epoch = math.ceil(train_size / config.batch_size)
         max_steps = max(1, round(config.epochs * steps_per_epoch))
-        passes = math.ceil(config.epochs * (1 + config.decay / (1 - config.decay))) + 1
+        passes = shuffled_passes(config, train_size, max_steps, config.batch_size)
         return Plan(config.batch_size, steps_per_epoch, max_steps, config.eval_steps or steps_per_epoch, passes)
 
 
@@ -155,20 +154,12 @@ def micro_batch(trains: Sequence[Samples], runs: Sequence[RunState], step: int, 
     parts, normaliser = [], []
     for train, run in zip(trains, runs):
         index = run.order[step * batch_size:(step + 1) * batch_size]
-        if not len(index):  # every run's order has one length: all are used up, the active ones included
-            raise RuntimeError(f"step {step} starts past the {len(run.order)} sequences of the shuffled order "
-                               f"(passes over {len(train)}), where train_student fails on an empty batch too")
-        parts.append(Samples.cat([train[index].trim(), blank_rows(train, batch_size - len(index))], pad_id))
+        if len(index) < batch_size:  # `shuffled_passes` sizes every order for the longest run
+            raise RuntimeError(f"step {step} runs past the {len(run.order)} sequences of the shuffled order "
+                               f"(passes over {len(train)})")
+        parts.append(train[index].trim())
         normaliser.append(train.response_lengths[index].sum().clamp_min(1).float())
     return stack_samples(parts, pad_id), torch.stack(normaliser)
-
-
-def blank_rows(train: Samples, n: int) -> Samples:
-    """`n` rows holding a prompt and no response: no loss and an exactly zero gradient. They fill a batch that
-    `train_student` takes short: a run on few sequences (steps of B rows take ⌈N/B⌉·B rows per epoch of N) can
-    reach the end of its shuffled passes, and alone its last batch is then short."""
-    prompt = train.tokens[:1, :train.prompt_length].expand(n, -1)
-    return Samples(prompt, torch.ones_like(prompt, dtype=torch.bool), train.prompt_length)
 
 
 def summed_nll(students: BatchedLlama, batch: Samples, runs: int) -> torch.Tensor:
