@@ -130,6 +130,7 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
                         print(f"{chapter.name}: {line}", flush=True)
         seconds = time.perf_counter() - start
         result = nbformat.read(executed, as_version=4)
+        cells = provenance.cell_costs(result, cache_log)  # before `present` drops papermill's parameters cell
         present(result, values)
         use = provenance.cache_use(cache_log)
         record = {
@@ -138,11 +139,12 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
             "commit": provenance.git_commit(), "library": library or _library_digest(),
             "machine": {**provenance.machine(), **({"threads": threads} if threads else {})}, "executed_at": executed_at.strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": seconds, "cache": {kind: dict(counter) for kind, counter in use.items()},
-            "build_cpu_seconds": provenance.build_seconds(cache_log),
+            "build_cpu_seconds": provenance.build_seconds(cache_log), "cells": cells,
         }
         if live is None:  # `alignkd run`: where the chapter's CPU went (the book keeps it in the page's metadata)
             print(f"{chapter.name}: {seconds:,.0f} s; CPU seconds building results: "
-                  f"{provenance.build_text(record['build_cpu_seconds'])}", flush=True)
+                  f"{provenance.build_text(record['build_cpu_seconds'])}; per cell of at least a second:\n"
+                  f"{provenance.cells_text(cells)}", flush=True)
         result.cells.append(nbformat.v4.new_markdown_cell(
             provenance.footer(record, chapter.path.name, chapter.path.read_bytes())))
         result.metadata[_STAMP_KEY] = stamp

@@ -89,6 +89,39 @@ def cache_use(log: Path) -> dict[str, Counter]:
     return use
 
 
+def cell_costs(notebook, log: Path, least: float = 1.0) -> list[dict[str, Any]]:
+    """Where an executed chapter's time went, per code cell that ran at least `least` seconds: its number among the
+    page's code cells (papermill's injected one not counted), its first line, wall seconds (papermill's) and the CPU seconds of the results built while it ran,
+    its worker processes' included (cache log entries, each stamped when its build ended, falling in the cell's
+    window). CPU over wall is how many cores the cell kept busy."""
+    import datetime
+
+    def moment(text: str) -> float:
+        return datetime.datetime.fromisoformat(text).timestamp()
+
+    entries = [json.loads(line) for line in Path(log).read_text().splitlines()] if Path(log).exists() else []
+    built = [(e["at"], e["cpu_seconds"]) for e in entries if "at" in e and "cpu_seconds" in e]
+    rows = []
+    code = [c for c in notebook.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]  # the page's cells
+    for number, cell in enumerate(code, 1):
+        timing = cell.metadata.get("papermill", {})
+        if not timing.get("start_time") or not timing.get("end_time") or (timing.get("duration") or 0) < least:
+            continue
+        start, end = moment(timing["start_time"]), moment(timing["end_time"])
+        first = next((line for line in cell.source.splitlines() if line.strip() and not line.startswith(("#", "%"))),
+                     "")
+        rows.append({"cell": number, "first_line": first[:80], "wall_seconds": round(timing["duration"], 1),
+                     "cpu_seconds": round(sum(cpu for at, cpu in built if start <= at <= end + 1), 1)})
+    return rows
+
+
+def cells_text(rows: list[dict[str, Any]]) -> str:
+    """`cell_costs` as lines: wall and CPU seconds, the cores kept busy, and the cell's first line."""
+    return "\n".join(f"  cell {r['cell']:>2}: {r['wall_seconds']:>7.0f} s wall, {r['cpu_seconds']:>7.0f} CPU s "
+                     f"({r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.1f} cores)  {r['first_line']}" for r in rows)
+
+
 def build_seconds(log: Path) -> dict[str, float]:
     """From a cache log: process CPU seconds spent building each kind of result while the chapter ran, its worker
     processes included, each second counted once (by the result whose build spent it, not by a study's table

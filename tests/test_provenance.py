@@ -181,3 +181,30 @@ def test_a_one_off_run_prints_no_kernel_noise(tmp_path):
     executed = nbformat.read(tmp_path / "01.ipynb", as_version=4)
     assert json.dumps(executed.metadata[book.PROVENANCE_KEY]["parameters"]) == '{"profile": "quick"}'
     assert executed.cells[-1].source.startswith("## Provenance")
+
+
+def test_cell_costs_charge_each_build_to_the_cell_that_ran_when_it_ended(tmp_path):
+    import nbformat
+
+    def cell(source, start, seconds, tags=()):
+        c = nbformat.v4.new_code_cell(source)
+        c.metadata["papermill"] = {"start_time": f"2026-12-03T10:00:{start:02d}+00:00", "duration": seconds,
+                                   "end_time": f"2026-12-03T10:00:{start + seconds:02d}+00:00"}
+        c.metadata["tags"] = list(tags)
+        return c
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        cell("profile = 'x'", 0, 0, tags=["injected-parameters"]), nbformat.v4.new_markdown_cell("prose"),
+        cell("# a comment first\nrefs = build()", 0, 10), cell("tiny = 1", 10, 0), cell("runs = align(refs)", 10, 20)])
+    t0 = 1796292000.0  # 2026-12-03 10:00:00 UTC
+    log = tmp_path / "cache.jsonl"
+    log.write_text("\n".join(json.dumps(e) for e in [
+        {"result": "lm_student", "file": "a", "reused": False, "at": t0 + 4, "cpu_seconds": 3.0},
+        {"result": "lm_student", "file": "b", "reused": False, "at": t0 + 9, "cpu_seconds": 5.0},
+        {"result": "lm_aligned", "file": "c", "reused": False, "at": t0 + 25, "cpu_seconds": 30.0},
+        {"result": "lm_aligned", "file": "c", "reused": True, "at": t0 + 26},  # a read: no CPU
+        {"result": "lm_kd_data", "file": "d", "reused": False, "cpu_seconds": 7.0}]))  # an older log: no time
+    rows = provenance.cell_costs(notebook, log)
+    assert rows == [{"cell": 1, "first_line": "refs = build()", "wall_seconds": 10, "cpu_seconds": 8.0},
+                    {"cell": 3, "first_line": "runs = align(refs)", "wall_seconds": 20, "cpu_seconds": 30.0}]
+    assert "1.5 cores" in provenance.cells_text(rows) and "0.8 cores" in provenance.cells_text(rows)
