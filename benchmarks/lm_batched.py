@@ -14,7 +14,8 @@ arms' results: the largest difference of any final weight, and in how many runs 
 1e-4 (they are the same runs to float32 rounding; a sampled token can differ only at a tie within rounding, after
 which that run learns from other samples: `lm/batched.py`).
 
-`--chapter` then runs `alignkd run 06 --profile <profile>` into an empty results folder and prints its wall time
+`--chapter` then runs `alignkd run 06 --profile <profile>` into an empty results folder and prints its wall time,
+the wall and CPU seconds of each code cell (references, pipelines, dose, 2 × 2, sweep: `provenance.cell_costs`)
 and the CPU seconds its builds took by kind of result (the run's own cache log: `alignkd.provenance.build_seconds`):
 `lm_kd_data` is KD data, `lm_student` KD training (references, final KDs, the sweep's p''), `lm_aligned` and
 `lm_budget_run` alignment, `lm_evaluation` and `lm_topic_share` evaluation.
@@ -85,8 +86,10 @@ def chapter(args) -> None:
                               capture_output=True, text=True, env={**os.environ, "ALIGNKD_RESULTS": results})
         wall = time.perf_counter() - start
     lines = [line for line in done.stdout.splitlines() if "CPU seconds building results" in line]
+    cells = [line for line in done.stdout.splitlines() if line.startswith("  cell ")]  # per code cell
     print(f"chapter 06 under {args.profile}, empty results: {wall:,.0f} s wall (load average at the end "
           f"{os.getloadavg()[0]:.2f}); " + (lines[-1] if lines else f"no build line (exit {done.returncode})"))
+    print("\n".join(cells))
 
 
 def main() -> None:
