@@ -193,6 +193,10 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+LONG_CELL = 10.0
+"""Code cells that ran at least this many seconds are listed in a page's provenance (wall and build CPU seconds)."""
+
+
 def footer(record: dict[str, Any], source_name: str, source: bytes) -> str:
     """The markdown that ends a chapter page: the provenance table and the downloads."""
     parameters = ", ".join(f"`{name} = {value!r}`" for name, value in record["parameters"].items()) or "none"
@@ -206,6 +210,11 @@ def footer(record: dict[str, Any], source_name: str, source: bytes) -> str:
         ("executed", f"{record['executed_at']}, in {record['seconds']:.1f} s"),
         ("results", cache_text({k: Counter(v) for k, v in record["cache"].items()})),
     ]
+    long = [c for c in record.get("cells", []) if c["wall_seconds"] >= LONG_CELL]
+    if long:  # where the time went: a reader re-running the chapter knows which sections to shrink
+        rows.append((f"cells of {LONG_CELL:.0f} s or more", "; ".join(
+            f"{c['cell']} (`{c['first_line'][:40].strip()}`…): {c['wall_seconds']:,.0f} s, {c['cpu_seconds']:,.0f} CPU s"
+            for c in long)))
     table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
     commit = record["commit"]
     myst = data_link(source, source_name, f"MyST source ({source_name})", "text/markdown")
