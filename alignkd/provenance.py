@@ -91,28 +91,32 @@ def cache_use(log: Path) -> dict[str, Counter]:
 
 def cell_costs(notebook, log: Path, least: float = 1.0) -> list[dict[str, Any]]:
     """Where an executed chapter's time went, per code cell that ran at least `least` seconds: its number among the
-    page's code cells (papermill's injected one not counted), its first line, wall seconds (papermill's) and the CPU seconds of the results built while it ran,
-    its worker processes' included (cache log entries, each stamped when its build ended, falling in the cell's
-    window). CPU over wall is how many cores the cell kept busy."""
+    page's code cells (papermill's injected one not counted), its first line, wall seconds (papermill's) and the
+    CPU seconds of the results built while it ran, its worker processes' included. Each cache log entry is stamped
+    when its build ended and charged once, to the last cell that had started by then. CPU over wall is how many
+    cores the cell kept busy."""
     import datetime
 
-    def moment(text: str) -> float:
-        return datetime.datetime.fromisoformat(text).timestamp()
-
     entries = [json.loads(line) for line in Path(log).read_text().splitlines()] if Path(log).exists() else []
-    built = [(e["at"], e["cpu_seconds"]) for e in entries if "at" in e and "cpu_seconds" in e]
-    rows = []
     code = [c for c in notebook.cells
             if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]  # the page's cells
-    for number, cell in enumerate(code, 1):
-        timing = cell.metadata.get("papermill", {})
-        if not timing.get("start_time") or not timing.get("end_time") or (timing.get("duration") or 0) < least:
+    starts = [datetime.datetime.fromisoformat(c.metadata["papermill"]["start_time"]).timestamp()
+              if c.metadata.get("papermill", {}).get("start_time") else None for c in code]
+    charged = Counter()
+    for entry in entries:
+        if "at" in entry and "cpu_seconds" in entry:
+            running = [n for n, start in enumerate(starts) if start is not None and start <= entry["at"]]
+            if running:
+                charged[running[-1]] += entry["cpu_seconds"]
+    rows = []
+    for n, cell in enumerate(code):
+        duration = cell.metadata.get("papermill", {}).get("duration") or 0
+        if starts[n] is None or duration < least:
             continue
-        start, end = moment(timing["start_time"]), moment(timing["end_time"])
         first = next((line for line in cell.source.splitlines() if line.strip() and not line.startswith(("#", "%"))),
                      "")
-        rows.append({"cell": number, "first_line": first[:80], "wall_seconds": round(timing["duration"], 1),
-                     "cpu_seconds": round(sum(cpu for at, cpu in built if start <= at <= end + 1), 1)})
+        rows.append({"cell": n + 1, "first_line": first[:80], "wall_seconds": round(duration, 1),
+                     "cpu_seconds": round(charged[n], 1)})
     return rows
 
 
