@@ -121,8 +121,9 @@ def cell_costs(notebook, log: Path, least: float = 1.0) -> list[dict[str, Any]]:
 
 
 def cells_text(rows: list[dict[str, Any]]) -> str:
-    """`cell_costs` as lines: wall and CPU seconds, the cores kept busy, and the cell's first line."""
-    return "\n".join(f"  cell {r['cell']:>2}: {r['wall_seconds']:>7.0f} s wall, {r['cpu_seconds']:>7.0f} CPU s "
+    """`cell_costs` as lines: wall and build CPU seconds (work a cell does without storing a result is not
+    counted), the cores its builds kept busy, and the cell's first line."""
+    return "\n".join(f"  cell {r['cell']:>2}: {r['wall_seconds']:>7.0f} s wall, {r['cpu_seconds']:>7.0f} build CPU s "
                      f"({r['cpu_seconds'] / max(r['wall_seconds'], 1e-9):.1f} cores)  {r['first_line']}" for r in rows)
 
 
@@ -217,8 +218,8 @@ def footer(record: dict[str, Any], source_name: str, source: bytes) -> str:
     long = [c for c in record.get("cells", []) if c["wall_seconds"] >= LONG_CELL]
     if long:  # where the time went: a reader re-running the chapter knows which sections to shrink
         rows.append((f"cells of {LONG_CELL:.0f} s or more", "; ".join(
-            f"{c['cell']} (`{c['first_line'][:40].strip()}`…): {c['wall_seconds']:,.0f} s, {c['cpu_seconds']:,.0f} CPU s"
-            for c in long)))
+            f"{c['cell']} (`{c['first_line'][:40].strip()}`…): {c['wall_seconds']:,.0f} s, "
+            f"{c['cpu_seconds']:,.0f} build CPU s" for c in long)))
     table = "\n".join(f"| {name} | {_cell(value)} |" for name, value in rows)
     commit = record["commit"]
     myst = data_link(source, source_name, f"MyST source ({source_name})", "text/markdown")

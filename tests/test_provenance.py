@@ -130,7 +130,7 @@ def test_footer_names_every_fact_and_carries_the_source():
                         "cpu_seconds": 1142.0}, {"cell": 5, "first_line": "x = 1", "wall_seconds": 2.0,
                                                  "cpu_seconds": 0.0}]
     text = provenance.footer(record, "01_theory.md", b"# source")
-    assert "| cells of 10 s or more | 4 (`refs = cached_references(store, config)`…): 164 s, 1,142 CPU s |" in text
+    assert "| cells of 10 s or more | 4 (`refs = cached_references(store, config)`…): 164 s, 1,142 build CPU s |" in text
 
 
 def test_figure_data_offers_the_frame_as_csv():
