@@ -37,6 +37,12 @@ def test_length_gaps_read_the_pipelines_models(run):
     assert (row["algorithm"], row["seed"]) == ("ppo", 0)
     assert 1 <= row["mean_length_a"] <= 6 and 1 <= row["mean_length_b"] <= 6
     assert 0 < row["coverage_a"] <= 1 and abs(row["matched"]) < 10
+    tables = lambda: list((store.root / "lm_length_gaps").glob("*.parquet"))  # noqa: E731
+    assert len(tables()) == 1  # stored, as its name says
+    tables()[0].unlink()  # a cached table is read back; this one is recomputed, to the same numbers
+    again = cached_length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5)
+    pd.testing.assert_frame_equal(again, gaps)
+    assert cached_length_gaps(store, refs, {"ppo": PPO}, [0], final_tau=0.95, n_samples=300, min_count=5).equals(gaps)
 
 
 def test_capacity_grid_reuses_p_double_prime_and_its_k_a_run(run):

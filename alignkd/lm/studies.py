@@ -39,19 +39,27 @@ def cached_length_gaps(store: ResultStore, refs: References, alignments: Mapping
                 final_tau: float, n_samples: int = 2000, min_count: int = 20) -> pd.DataFrame:
     """Per algorithm label and seed: final reward of A-K (p''_AK at `final_tau`) minus K-A (p''_KA), raw and at
     matched response length (`length.length_matched_gap`), with both mean lengths. Reads the cached models
-    of `experiments.cached_run_pipelines` (it builds any that are missing)."""
-    rows = []
-    for label, alignment in alignments.items():
-        for seed in seeds:
-            ka = cached_align(store, refs, "p''", alignment, seed, progress=False)
-            ak = cached_align(store, refs, "p'", alignment, seed, progress=False)
-            _, final = cached_a_k_final(store, refs, ak, final_tau, seed, progress=False)
-            cap = refs.config.metrics.max_new_tokens
-            a = reward_samples(final, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
-            b = reward_samples(ka.model, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
-            gap = length_matched_gap(a, b, min_count=min_count)
-            rows.append({"algorithm": label, "seed": seed, **dataclasses.asdict(gap)})
-    return pd.DataFrame(rows)
+    of `experiments.cached_run_pipelines` (it builds any that are missing). The table is stored, keyed by the
+    models' recipes and the sampling settings."""
+    key = {"references": refs.recipes, "oracle": refs.oracle_recipe, "alignments": dict(alignments),
+           "seeds": list(seeds), "final_tau": final_tau, "n_samples": n_samples, "min_count": min_count,
+           "sample_seed": LENGTH_SEED}
+
+    def compute() -> pd.DataFrame:
+        rows = []
+        for label, alignment in alignments.items():
+            for seed in seeds:
+                ka = cached_align(store, refs, "p''", alignment, seed, progress=False)
+                ak = cached_align(store, refs, "p'", alignment, seed, progress=False)
+                _, final = cached_a_k_final(store, refs, ak, final_tau, seed, progress=False)
+                cap = refs.config.metrics.max_new_tokens
+                a = reward_samples(final, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
+                b = reward_samples(ka.model, refs.oracle, n_samples, cap, seed=LENGTH_SEED + seed)
+                gap = length_matched_gap(a, b, min_count=min_count)
+                rows.append({"algorithm": label, "seed": seed, **dataclasses.asdict(gap)})
+        return pd.DataFrame(rows)
+
+    return store.frame("lm_length_gaps", key, compute)
 
 
 def grid_stage(refs: References, size: str, tau_topic: float) -> StageConfig:
