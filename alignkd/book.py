@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 from . import claims, provenance
 from .cache import CACHE_LOG_ENV, REPO_ROOT, locked, results_root, write_atomic
 from .chapters.memory import check_memory
-from .parameters import Chapter, ParameterError, chapters, check_writable, preflight
+from .parameters import MILESTONE_TAG, Chapter, ParameterError, chapters, check_writable, preflight
 
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what jupyter-book reads besides the executed chapters
 _STAMP_KEY = "alignkd_stamp"
@@ -116,7 +116,8 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
         executed_at = datetime.datetime.now(datetime.timezone.utc)
         start = time.perf_counter()
         limits = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} if threads else {}
-        hooks = {"on_cell_start": _cell_counter(Path(live) / f"{chapter.name}.cell", notebook)} if live else {}
+        hooks = {"on_cell_start": _cell_counter(Path(live) / f"{chapter.name}.cell", notebook),
+                 "on_cell_executed": _milestone_marker(Path(live) / f"{chapter.name}.reached")} if live else {}
         with _environment({CACHE_LOG_ENV: str(cache_log), **limits}):
             try:
                 papermill.execute_notebook(
@@ -168,6 +169,38 @@ def _execute_in_book(chapter: Chapter, values: dict[str, Any], output: Path, *, 
         claims.clear(profile, chapter.name)  # the chapter records its claims afresh; none may survive from before
         execute_chapter(chapter, values, output, stamp=stamp, progress=False, **options)
         return True
+
+
+MILESTONE_POLL = 2.0  # seconds between looks at the running chapters' milestones
+
+
+def _passed(status: str, milestone: str | None, reached: Path) -> bool:
+    """Whether a chapter in `status` lets a chapter waiting on it (or on its `milestone`) start: it has run or was
+    unchanged, or it is running and has executed the cell of that milestone (`reached` lists them, a line each)."""
+    if status in ("cached", "ran"):
+        return True
+    if milestone is None or status != "running":
+        return False
+    try:
+        return milestone in reached.read_text().split()
+    except OSError:
+        return False
+
+
+def _milestone_marker(path: Path) -> Callable[..., None]:
+    """An nbclient `on_cell_executed` hook: a code cell tagged `milestone-<name>` that ran without an error adds
+    <name> to `path`, which the book reads to start the chapters waiting on it (`alignkd: after: [ch:name]`)."""
+    path.unlink(missing_ok=True)
+
+    def hook(cell=None, execute_reply=None, **_) -> None:
+        if cell is None or execute_reply is None or execute_reply.get("content", {}).get("status") != "ok":
+            return
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if tag.startswith(MILESTONE_TAG):
+                with open(path, "a") as handle:
+                    handle.write(tag[len(MILESTONE_TAG):] + "\n")
+
+    return hook
 
 
 def _cell_counter(path: Path, notebook) -> Callable[..., None]:
@@ -397,7 +430,7 @@ def _dependants(selected: dict[str, Chapter]) -> dict[str, int]:
     """How many selected chapters wait, directly or not, on each one."""
     waiting = {name: set() for name in selected}
     for name in reversed(list(selected)):  # `after` names only earlier chapters, so one backward pass suffices
-        for before in selected[name].after:
+        for before, _ in selected[name].waits_on:
             if before in waiting:
                 waiting[before] |= {name} | waiting[name]
     return {name: len(names) for name, names in waiting.items()}
@@ -448,8 +481,8 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
         pending.sort(key=lambda item: (-last[item[0]], -dependants[item[0]], numbers[item[0]]))
 
         def ready(name: str) -> bool:
-            return all(statuses.get(before, ("pending",))[0] in ("cached", "ran") for before in selected[name].after
-                       if before in selected)
+            return all(_passed(statuses.get(before, ("pending",))[0], milestone, live.folder / f"{before}.reached")
+                       for before, milestone in selected[name].waits_on if before in selected)
 
         def start(name: str, stamp: str, run):
             live.print(f"{where(name)}: executing (profile {profile}) ...")
@@ -490,7 +523,10 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
                         running[start(*item, pool.submit)] = item[0]
                     if not running:
                         break
-                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    # a pending chapter may wait on a running one's milestone, which no future reports: look again
+                    waiting = any(m for item in pending for _, m in selected[item[0]].waits_on)
+                    done, _ = concurrent.futures.wait(running, timeout=MILESTONE_POLL if waiting else None,
+                                                      return_when=concurrent.futures.FIRST_COMPLETED)
                     for future in done:
                         name = running.pop(future)
                         finish(name, future.exception(), future.exception() is not None or future.result())

@@ -161,6 +161,15 @@ class Chapter:
     title: str
     parameters: dict[str, Parameter] = field(default_factory=dict)
     after: tuple[str, ...] = ()  # chapters whose cached results this one reads: the book runs them first
+    """Each entry a chapter (`06_llm`: after it has run) or a chapter's milestone (`06_llm:pipelines`: once that
+    chapter has executed its cell tagged `milestone-pipelines`, so the results up to there are stored)."""
+    milestones: tuple[str, ...] = ()
+    """Names of this chapter's cells tagged `milestone-<name>`: a later chapter may start once such a cell ran."""
+
+    @property
+    def waits_on(self) -> list[tuple[str, str | None]]:
+        """(chapter, milestone or None) per `after` entry."""
+        return [after_entry(entry) for entry in self.after]
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -335,7 +344,18 @@ def load_chapter(path: Path) -> Chapter:
     after = (metadata.get("alignkd") or {}).get("after", [])
     if not isinstance(after, list) or not all(isinstance(name, str) for name in after):
         raise ValueError(f"{path}: front matter `alignkd: after:` must be a list of chapter names, got {after!r}")
-    return Chapter(path.stem, path, title, parse_parameters(parameters[0], str(path)), tuple(after))
+    milestones = tuple(tag[len(MILESTONE_TAG):] for kind, _, options in cells if kind == "code"
+                       for tag in options.get("tags") or [] if tag.startswith(MILESTONE_TAG))
+    return Chapter(path.stem, path, title, parse_parameters(parameters[0], str(path)), tuple(after), milestones)
+
+
+MILESTONE_TAG = "milestone-"
+
+
+def after_entry(entry: str) -> tuple[str, str | None]:
+    """`06_llm` -> ("06_llm", None); `06_llm:pipelines` -> ("06_llm", "pipelines")."""
+    chapter, _, milestone = entry.partition(":")
+    return chapter.strip(), milestone.strip() or None
 
 
 def chapters(directory: Path = NOTEBOOKS_DIR) -> dict[str, Chapter]:
@@ -343,10 +363,15 @@ def chapters(directory: Path = NOTEBOOKS_DIR) -> dict[str, Chapter]:
     found = {p.stem: load_chapter(p) for p in sorted(directory.glob("[0-9][0-9]_*.md"))}
     for name, chapter in found.items():
         earlier = [other for other in found if other < name]
-        wrong = [other for other in chapter.after if other not in earlier]
+        wrong = [other for other, _ in chapter.waits_on if other not in earlier]
         if wrong:
             raise ValueError(f"{chapter.path}: `alignkd: after:` names {wrong}; it may name only earlier chapters "
                              f"({', '.join(earlier) or 'none'})")
+        for other, milestone in chapter.waits_on:
+            if milestone is not None and milestone not in found[other].milestones:
+                raise ValueError(f"{chapter.path}: `alignkd: after:` names {other}:{milestone}, but {other} has no "
+                                 f"cell tagged '{MILESTONE_TAG}{milestone}' (its milestones: "
+                                 f"{', '.join(found[other].milestones) or 'none'})")
     return found
 
 

@@ -99,6 +99,38 @@ def test_after_may_name_only_earlier_chapters(tmp_path):
         chapters(tmp_path)
 
 
+def test_a_chapter_waiting_on_a_milestone_starts_once_that_cell_ran(tmp_path, monkeypatch):
+    """Chapter 07 reads chapter 06's results up to its pipelines only; it used to wait for the whole of 06 and then
+    ran alone on one core at the end of the book."""
+    sources = tmp_path / "notebooks"
+    sources.mkdir()
+    path = toy_chapter(sources, "91_a", "time.sleep(0.5)")
+    log = sources / "log.jsonl"
+    later = ("import json, time\ntime.sleep(6)\n"
+             f"with open({str(log)!r}, 'a') as f: f.write(json.dumps({{'chapter': '91_a', 'event': 'last', "
+             "'t': time.time()}) + '\\n')\n")
+    text = path.read_text().replace("```{code-cell} ipython3\nimport", "```{code-cell} ipython3\n:tags: [milestone-ready]\n\nimport")
+    path.write_text(text + f"\n```{{code-cell}} ipython3\n{later}```\n")
+    toy_chapter(sources, "92_b", "pass", ["'91_a:ready'"])
+    toys = {p.stem: load_chapter(p) for p in sorted(sources.glob("*.md"))}
+    assert toys["91_a"].milestones == ("ready",) and toys["92_b"].waits_on == [("91_a", "ready")]
+    monkeypatch.setenv("ALIGNKD_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setattr(book, "chapters", lambda: toys)
+    monkeypatch.setattr(book, "preflight", lambda profile, overrides=None: {name: {"profile": "quick"} for name in toys})
+    book.execute_profile("quick", book_root=tmp_path, jobs=2)
+    rows = events(tmp_path)
+    assert rows[("91_a", "end")]["t"] <= rows[("92_b", "start")]["t"] < rows[("91_a", "last")]["t"]
+
+
+def test_after_names_only_milestones_that_exist(tmp_path):
+    from alignkd.parameters import chapters
+
+    toy_chapter(tmp_path, "91_a", "pass")
+    toy_chapter(tmp_path, "92_b", "pass", ["'91_a:nowhere'"])
+    with pytest.raises(ValueError, match=r"91_a has no cell tagged 'milestone-nowhere'"):
+        chapters(tmp_path)
+
+
 @pytest.mark.parametrize("jobs", [0, -1])
 def test_jobs_must_be_positive(toy_book, jobs):
     root, _ = toy_book

@@ -135,7 +135,8 @@ def test_the_synthetic_language_counts_its_2x2_its_budget_dose_and_its_coverage_
     # the dose aligns once per seed and pipeline for the largest budget: its sampled tokens scale with it
     longer = cost.chapter_cost({**params, "budgets": [*params["budgets"][:-1], 2 * params["budgets"][-1]]})
     sampled = lambda t: _stage(t, "budget dose", "alignment", "sampled_tokens")  # noqa: E731
-    runs = len(params["algorithms"]) * len(params["seeds"]) * 2
+    runs = len(params["budget_algorithms"]) * len(params["seeds"]) * 2  # the dose runs its own algorithms
+    assert set(params["budget_algorithms"]) < set(params["algorithms"])
     assert sampled(table) == runs * (params["budgets"][-1] + 1) * params["batch_size"] * params["max_new_tokens"]
     assert sampled(longer) == runs * (2 * params["budgets"][-1] + 1) * params["batch_size"] * params["max_new_tokens"]
     # a real LM has no topics: neither study runs, whatever the profile asks (the notebook skips them too)

@@ -791,7 +791,7 @@ def chapter_work(params: Mapping[str, Any]) -> list[Work]:
     if config.exact:
         _capacity_grid(plan, [label for label in p["capacity_algorithms"] if label in plan.alignments])
         if p["budget_section"]:
-            _budget_dose(plan, labels)
+            _budget_dose(plan, [label for label in p["budget_algorithms"] if label in plan.alignments])
         if p["coverage_section"]:
             _coverage_sweep(plan, [label for label in p["coverage_algorithms"] if label in plan.alignments])
     if p["smollm2_section"]:
