@@ -156,11 +156,27 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
     return output
 
 
+YIELD_NICENESS = 10  # of the chapters beside the book's longest lane: they take the cores it leaves idle
+
+
+def _estimated_seconds(name: str, values: dict[str, Any], page: Path) -> float:
+    """How long a chapter will take: its last execution's time, else its cost model's prediction on this machine's
+    cores (`chapters.predicted_seconds`; chapter 06 has one), else 0 (unknown)."""
+    from .chapters import predicted_seconds
+
+    last = (_provenance_of(page) or {}).get("seconds")
+    return float(last) if last else predicted_seconds(name, values) or 0.0
+
+
 def _execute_in_book(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str, profile: str,
-                     force: bool, **options: Any) -> bool:
+                     force: bool, nice: int = 0, **options: Any) -> bool:
     """One chapter of a book build, alone among the builds of this profile: two `make book` on one results folder
     take turns per chapter (a lock the kernel releases if its holder dies), and the later one finds the page
-    already made with the same stamp and does not execute it again. Returns whether it executed the chapter."""
+    already made with the same stamp and does not execute it again. Returns whether it executed the chapter.
+
+    `nice`: raise this process's niceness first (its kernel and workers inherit it), in a process of its own."""
+    if nice:
+        os.nice(nice)
     folder = results_root() / profile / ".book-locks"
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder / f"{chapter.name}.lock"):
@@ -444,8 +460,10 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     Up to `jobs` chapters (default: one per core) execute at once, each in its own process with one thread
     per core it gets; a chapter starts only after the chapters its front matter names under `alignkd: after:`
     (their cached results are its inputs). Among the chapters ready to start, the one that took longest at its
-    last execution goes first (so the longest lane starts early), else the one most chapters wait on, else
-    book order. Prints one line as each chapter starts and one as it ends, with its time and the time since
+    last execution (or, never executed, is predicted longest by its cost model) goes first, so the longest lane
+    starts early, else the one most chapters wait on, else book order. That longest chapter runs at the
+    machine's priority and the others at niceness `YIELD_NICENESS`: they take the cores it leaves idle (its
+    serial stretches) instead of slowing it down. Prints one line as each chapter starts and one as it ends, with its time and the time since
     the start. If a chapter fails, no further chapter starts, the running ones finish, and the first error
     is raised.
     """
@@ -477,8 +495,10 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
                 live.print(f"{where(name)}: unchanged since its last execution, not re-executed")
             else:
                 pending.append((name, stamp))
-        last = {name: (_provenance_of(out_dir / f"{name}.ipynb") or {}).get("seconds", 0.0) for name, _ in pending}
+        last = {name: _estimated_seconds(name, values[name], out_dir / f"{name}.ipynb") for name, _ in pending}
         pending.sort(key=lambda item: (-last[item[0]], -dependants[item[0]], numbers[item[0]]))
+        # the longest lane runs at the machine's priority, the others yield to it and fill the cores it leaves idle
+        longest = max(pending, key=lambda item: last[item[0]])[0] if pending and max(last.values()) > 0 else None
 
         def ready(name: str) -> bool:
             return all(_passed(statuses.get(before, ("pending",))[0], milestone, live.folder / f"{before}.reached")
@@ -490,7 +510,7 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
             live.start(name)
             return run(_execute_in_book, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
                        profile=profile, force=force, library=library, threads=threads if jobs > 1 else None,
-                       live=live.folder)
+                       live=live.folder, nice=YIELD_NICENESS if jobs > 1 and longest not in (None, name) else 0)
 
         def finish(name: str, error: BaseException | None, ran: bool = True) -> None:
             elapsed = time.perf_counter() - statuses[name][1]

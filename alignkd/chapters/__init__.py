@@ -82,3 +82,19 @@ def profile_call(function: Callable, chapter: str, profile: str, **overrides: An
 
 
 __all__ = ["validate_chapter", "keyword_names", "named", "profile_values", "call_with", "profile_call"]
+
+
+def predicted_seconds(chapter_name: str, values: Mapping[str, Any]) -> float | None:
+    """A chapter's predicted time on this machine's CPU cores under `values` (its parameter values; the notebook's
+    defaults fill the rest), where the chapter has a cost model (chapter 06: `ch06_cost`), else None. The book
+    starts the longest lane first."""
+    if chapter_name != "06_llm":
+        return None
+    from .ch06_cost import chapter_cost, machines, total_minutes
+
+    full = find_chapter(chapter_name).defaults | dict(values)
+    try:
+        return 60 * total_minutes(chapter_cost(full, machines(workers=full["workers"])), "cpu")
+    except (ValueError, KeyError):  # a ground truth the model cannot size, or values it cannot read
+        return None
+
