@@ -87,7 +87,7 @@ def _stamp_of(path: Path) -> str | None:
 
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
                     progress: bool = True, library: str | None = None, threads: int | None = None,
-                    live: Path | None = None) -> Path:
+                    live: Path | None = None, kernel_arguments: list[str] = ()) -> Path:
     """Execute one chapter with checked parameter values into `output` (written only on success).
 
     `threads` caps the kernel's math threads (OpenMP, MKL: what torch's intra-op pool reads at start-up), so
@@ -123,7 +123,7 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
                 papermill.execute_notebook(
                     str(source), str(executed), parameters=values, kernel_name="python3",
                     cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
-                    extra_arguments=_KERNEL_QUIET, **hooks,
+                    extra_arguments=[*_KERNEL_QUIET, *kernel_arguments], **hooks,
                 )
             finally:  # the kernel's warnings never reach the terminal: say here what was rebuilt, and why
                 if live is None:  # (the book says it above its live lines)
@@ -159,6 +159,18 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
 YIELD_NICENESS = 10  # of the chapters beside the book's longest lane: they take the cores it leaves idle
 
 
+def lower_priority(niceness: int) -> None:
+    """Raise this process's niceness by `niceness`, and its autogroup's: Linux shares the CPU between sessions
+    (autogroups) before niceness counts inside one, and every Jupyter kernel starts a session of its own, so a
+    kernel's own niceness alone does not yield to another kernel. Its workers inherit both."""
+    os.nice(niceness)
+    try:
+        with open("/proc/self/autogroup", "w") as handle:
+            handle.write(str(niceness))
+    except OSError:  # no autogroups here (another OS, or a kernel built without them): niceness alone
+        pass
+
+
 def _estimated_seconds(name: str, values: dict[str, Any], page: Path) -> float:
     """How long a chapter will take: its last execution's time, else its cost model's prediction on this machine's
     cores (`chapters.predicted_seconds`; chapter 06 has one), else 0 (unknown)."""
@@ -174,9 +186,9 @@ def _execute_in_book(chapter: Chapter, values: dict[str, Any], output: Path, *, 
     take turns per chapter (a lock the kernel releases if its holder dies), and the later one finds the page
     already made with the same stamp and does not execute it again. Returns whether it executed the chapter.
 
-    `nice`: raise this process's niceness first (its kernel and workers inherit it), in a process of its own."""
+    `nice`: lower the chapter's priority by that much (`lower_priority`, in its kernel, which its workers inherit)."""
     if nice:
-        os.nice(nice)
+        options["kernel_arguments"] = [f"--IPKernelApp.exec_lines=__import__('alignkd.book').book.lower_priority({nice})"]
     folder = results_root() / profile / ".book-locks"
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder / f"{chapter.name}.lock"):
