@@ -87,7 +87,7 @@ def _stamp_of(path: Path) -> str | None:
 
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
                     progress: bool = True, library: str | None = None, threads: int | None = None,
-                    live: Path | None = None, kernel_arguments: list[str] = ()) -> Path:
+                    live: Path | None = None) -> Path:
     """Execute one chapter with checked parameter values into `output` (written only on success).
 
     `threads` caps the kernel's math threads (OpenMP, MKL: what torch's intra-op pool reads at start-up), so
@@ -123,7 +123,7 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
                 papermill.execute_notebook(
                     str(source), str(executed), parameters=values, kernel_name="python3",
                     cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
-                    extra_arguments=[*_KERNEL_QUIET, *kernel_arguments], **hooks,
+                    extra_arguments=_KERNEL_QUIET, **hooks,
                 )
             finally:  # the kernel's warnings never reach the terminal: say here what was rebuilt, and why
                 if live is None:  # (the book says it above its live lines)
@@ -156,21 +156,6 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
     return output
 
 
-YIELD_NICENESS = 10  # of the chapters beside the book's longest lane: they take the cores it leaves idle
-
-
-def lower_priority(niceness: int) -> None:
-    """Raise this process's niceness by `niceness`, and its autogroup's: Linux shares the CPU between sessions
-    (autogroups) before niceness counts inside one, and every Jupyter kernel starts a session of its own, so a
-    kernel's own niceness alone does not yield to another kernel. Its workers inherit both."""
-    os.nice(niceness)
-    try:
-        with open("/proc/self/autogroup", "w") as handle:
-            handle.write(str(niceness))
-    except OSError:  # no autogroups here (another OS, or a kernel built without them): niceness alone
-        pass
-
-
 def _estimated_seconds(name: str, values: dict[str, Any], page: Path) -> float:
     """How long a chapter will take: its last execution's time, else its cost model's prediction on this machine's
     cores (`chapters.predicted_seconds`; chapter 06 has one), else 0 (unknown)."""
@@ -181,14 +166,10 @@ def _estimated_seconds(name: str, values: dict[str, Any], page: Path) -> float:
 
 
 def _execute_in_book(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str, profile: str,
-                     force: bool, nice: int = 0, **options: Any) -> bool:
+                     force: bool, **options: Any) -> bool:
     """One chapter of a book build, alone among the builds of this profile: two `make book` on one results folder
     take turns per chapter (a lock the kernel releases if its holder dies), and the later one finds the page
-    already made with the same stamp and does not execute it again. Returns whether it executed the chapter.
-
-    `nice`: lower the chapter's priority by that much (`lower_priority`, in its kernel, which its workers inherit)."""
-    if nice:
-        options["kernel_arguments"] = [f"--IPKernelApp.exec_lines=__import__('alignkd.book').book.lower_priority({nice})"]
+    already made with the same stamp and does not execute it again. Returns whether it executed the chapter."""
     folder = results_root() / profile / ".book-locks"
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder / f"{chapter.name}.lock"):
@@ -473,9 +454,8 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     per core it gets; a chapter starts only after the chapters its front matter names under `alignkd: after:`
     (their cached results are its inputs). Among the chapters ready to start, the one that took longest at its
     last execution (or, never executed, is predicted longest by its cost model) goes first, so the longest lane
-    starts early, else the one most chapters wait on, else book order. That longest chapter runs at the
-    machine's priority and the others at niceness `YIELD_NICENESS`: they take the cores it leaves idle (its
-    serial stretches) instead of slowing it down. Prints one line as each chapter starts and one as it ends, with its time and the time since
+    starts early, else the one most chapters wait on, else book order. (All run at one priority: giving the
+    longest lane priority starved chapter 05, which chapter 07 waits on, and the default book took longer.) Prints one line as each chapter starts and one as it ends, with its time and the time since
     the start. If a chapter fails, no further chapter starts, the running ones finish, and the first error
     is raised.
     """
@@ -509,8 +489,6 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
                 pending.append((name, stamp))
         last = {name: _estimated_seconds(name, values[name], out_dir / f"{name}.ipynb") for name, _ in pending}
         pending.sort(key=lambda item: (-last[item[0]], -dependants[item[0]], numbers[item[0]]))
-        # the longest lane runs at the machine's priority, the others yield to it and fill the cores it leaves idle
-        longest = max(pending, key=lambda item: last[item[0]])[0] if pending and max(last.values()) > 0 else None
 
         def ready(name: str) -> bool:
             return all(_passed(statuses.get(before, ("pending",))[0], milestone, live.folder / f"{before}.reached")
@@ -522,7 +500,7 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
             live.start(name)
             return run(_execute_in_book, selected[name], values[name], out_dir / f"{name}.ipynb", stamp=stamp,
                        profile=profile, force=force, library=library, threads=threads if jobs > 1 else None,
-                       live=live.folder, nice=YIELD_NICENESS if jobs > 1 and longest not in (None, name) else 0)
+                       live=live.folder)
 
         def finish(name: str, error: BaseException | None, ran: bool = True) -> None:
             elapsed = time.perf_counter() - statuses[name][1]
