@@ -455,8 +455,8 @@ def execute_profile(profile: str, only: list[str] | None = None, force: bool = F
     (their cached results are its inputs). Among the chapters ready to start, the one that took longest at its
     last execution (or, never executed, is predicted longest by its cost model) goes first, so the longest lane
     starts early, else the one most chapters wait on, else book order. (All run at one priority: giving the
-    longest lane priority starved chapter 05, which chapter 07 waits on, and the default book took longer.) Prints one line as each chapter starts and one as it ends, with its time and the time since
-    the start. If a chapter fails, no further chapter starts, the running ones finish, and the first error
+    longest lane priority starved chapter 05, which chapter 07 waits on, and the default book took longer.)
+    Prints one line as each chapter starts and one as it ends, with its time and the time since the start. If a chapter fails, no further chapter starts, the running ones finish, and the first error
     is raised.
     """
     values = preflight(profile, overrides)  # every value and what it asks of this machine, before anything runs

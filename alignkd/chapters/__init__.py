@@ -81,9 +81,6 @@ def profile_call(function: Callable, chapter: str, profile: str, **overrides: An
     return call_with(function, profile_values(chapter, profile), **overrides)
 
 
-__all__ = ["validate_chapter", "keyword_names", "named", "profile_values", "call_with", "profile_call"]
-
-
 def predicted_seconds(chapter_name: str, values: Mapping[str, Any]) -> float | None:
     """A chapter's predicted time on this machine's CPU cores under `values` (its parameter values; the notebook's
     defaults fill the rest), where the chapter has a cost model (chapter 06: `ch06_cost`), else None. The book
@@ -97,4 +94,8 @@ def predicted_seconds(chapter_name: str, values: Mapping[str, Any]) -> float | N
         return 60 * total_minutes(chapter_cost(full, machines(workers=full["workers"])), "cpu")
     except (ValueError, KeyError):  # a ground truth the model cannot size, or values it cannot read
         return None
+
+
+__all__ = ["validate_chapter", "keyword_names", "named", "profile_values", "call_with", "profile_call",
+           "predicted_seconds"]
 
