@@ -109,10 +109,12 @@ def shuffled_order(seed: int, train_size: int, passes: int) -> torch.Tensor:
 
 @dataclass
 class RunState:
-    """One run's bookkeeping, `train_student`'s locals: its schedule and end, its best held-out evaluation, the
-    evaluations without improvement, its log rows."""
+    """One run's bookkeeping, `train_student`'s locals: its order and its sequences' response tokens, its schedule
+    and end, its best held-out evaluation, the evaluations without improvement, its log rows."""
 
     order: torch.Tensor
+    response_tokens: torch.Tensor
+    """[training sequences] response tokens of each, counted once: a step sums its batch's (the loss normaliser)."""
     schedule: WarmupStableDecay
     end: int
     best_loss: float = math.inf
@@ -121,11 +123,12 @@ class RunState:
     rows: list[dict] = field(default_factory=list)
 
     @staticmethod
-    def start(config: TrainConfig, seed: int, train_size: int, plan: Plan) -> "RunState":
+    def start(config: TrainConfig, seed: int, train: Samples, plan: Plan) -> "RunState":
         schedule = wsd_lambda(plan.max_steps, config.warmup, config.decay)
         if config.early_stopping_patience:  # the stable phase runs until the held-out loss stops improving
             schedule.decay_start = None
-        return RunState(shuffled_order(seed, train_size, plan.passes), schedule, plan.max_steps)
+        return RunState(shuffled_order(seed, len(train), plan.passes), train.response_lengths, schedule,
+                        plan.max_steps)
 
     def keep_if_best(self, loss: float, students: BatchedLlama, run: int) -> None:
         if loss < self.best_loss:
@@ -158,7 +161,7 @@ def micro_batch(trains: Sequence[Samples], runs: Sequence[RunState], step: int, 
             raise RuntimeError(f"step {step} runs past the {len(run.order)} sequences of the shuffled order "
                                f"(passes over {len(train)})")
         parts.append(train[index].trim())
-        normaliser.append(train.response_lengths[index].sum().clamp_min(1).float())
+        normaliser.append(run.response_tokens[index].sum().clamp_min(1).float())
     return stack_samples(parts, pad_id), torch.stack(normaliser)
 
 
@@ -203,7 +206,7 @@ def train_students(datas: Sequence[Samples], configs: Sequence[TrainConfig], *, 
     students = BatchedLlama.from_models(models)
     optimizer = RunAdam(students.parameters(), lr=config.learning_rate, betas=config.betas, eps=ADAMW_EPS,
                         weight_decay=config.weight_decay)
-    runs = [RunState.start(config, c.seed, len(trains[0]), plan) for c in configs]
+    runs = [RunState.start(config, c.seed, train, plan) for c, train in zip(configs, trains)]
     bar = tqdm(total=plan.max_steps, desc=f"KD train {config.size} ×{len(runs)}", disable=not progress, leave=False)
     step = 0
     while step < max(run.end for run in runs):
