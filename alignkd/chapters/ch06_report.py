@@ -372,8 +372,8 @@ def settled_sentence(dose: pd.DataFrame, iterations: int) -> str:
     """Whether the main runs' budget (`iterations`, also the 2 × 2's and the coverage sweep's) is one at which the
     answer has settled, by the dose's readings."""
     readings = budget_readings(dose)
-    where = (f"The main runs above, the 2 × 2 and the coverage sweep below align for iterations = {iterations}; "
-             f"the dose runs {readings['first'].min()} to {readings['last'].max()}.")
+    where = (f"The main runs above, the 2 × 2 (where it runs) and the coverage sweep below align for iterations = "
+             f"{iterations}; the dose runs {readings['first'].min()} to {readings['last'].max()}.")
     if settled(readings, iterations):
         return where + " Every algorithm reads trapped (or no gap) across it: the answer has settled by then."
     moving = readings[~readings["reading"].isin(("trapped", "no gap"))]
