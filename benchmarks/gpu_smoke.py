@@ -10,9 +10,9 @@ its limit still returns what it did. Stages, in order:
 - env          versions, device, memory, bf16 support, commit                             -> env.json (first)
 - params       chapter 06's parameters under the `gpu-smoke` profile: the plan of the pipeline stages
 - ceiling      a large bf16 matmul's TFLOP/s on this device: the MFU's denominator        -> throughput.csv/json
-- train:SIZE   KD training steps (`kd.causal_lm_loss`, AdamW (0.9, 0.95), bf16 autocast): tokens/s and
+- train:SIZE:bB KD training steps (`kd.causal_lm_loss`, AdamW (0.9, 0.95), bf16 autocast): tokens/s and
                MFU = (6·N + 12·L·d·T) FLOPs per token / the ceiling (PaLM's count; attention not halved)
-- sample:SIZE  `generation.sample` (our ancestral sampler, KV cache) under bf16 autocast: tokens/s
+- sample:SIZE:bB `generation.sample` (our ancestral sampler, KV cache) under bf16 autocast: tokens/s
 - p*           SmolLM2-135M-shaped: the real GGUF (`gguf:smollm2`) where it and the `gguf` package are here,
                else seeded random weights saved with the real SmolLM2 tokenizer (`hf:/folder`)
 - references, then per algorithm K-A, A-K (its final KD included) and evaluation (`cached_run_pipelines`, which
@@ -84,20 +84,20 @@ class Shapes:
     """What the throughput stages measure, and for how long at most."""
 
     matmul: int  # n of the n × n × n bf16 ceiling matmul
-    train_batch: int
+    train_batches: tuple[int, ...]  # a KD step of chapter 06's size (gpu-smoke: 64 × 33 positions), and a larger one
     train_seq: int
     train_steps: int
     sample_batches: tuple[int, ...]  # alignment's batch, and KD data generation's
-    sample_tokens: int
+    sample_tokens: int  # the pipeline's response length (gpu-smoke's max_new_tokens): a decode step's cost grows with it
     repeats: int  # timed sampling calls
     warmup: int
     seconds: float  # time box of one measurement's timed part
 
 
 SHAPES = {
-    False: Shapes(matmul=8192, train_batch=16, train_seq=512, train_steps=20, sample_batches=(64, 512),
-                  sample_tokens=128, repeats=2, warmup=3, seconds=10.0),
-    True: Shapes(matmul=512, train_batch=4, train_seq=16, train_steps=3, sample_batches=(8,), sample_tokens=4,
+    False: Shapes(matmul=8192, train_batches=(4, 16), train_seq=512, train_steps=20, sample_batches=(64, 512),
+                  sample_tokens=32, repeats=3, warmup=3, seconds=10.0),
+    True: Shapes(matmul=512, train_batches=(4,), train_seq=16, train_steps=3, sample_batches=(8,), sample_tokens=4,
                  repeats=1, warmup=1, seconds=5.0),
 }
 
@@ -355,9 +355,9 @@ def ceiling(device: torch.device, shapes: Shapes) -> dict:
             "mfu": float("nan"), "device": device.type, "dtype": "bf16"}
 
 
-def training_throughput(size: str, placement: Placement, shapes: Shapes, ceiling_tflops: float) -> dict:
+def training_throughput(size: str, batch: int, placement: Placement, shapes: Shapes, ceiling_tflops: float) -> dict:
     device = placement.device
-    batch, seq = shapes.train_batch, shapes.train_seq
+    seq = shapes.train_seq
     model = make_student(size, VOCAB, bos_id=1, eos_id=2, pad_id=2, max_positions=seq, seed=0).to(device)
     # the KD trainer's optimiser (App. C.2); foreach: the batched update train_student uses
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.95), foreach=True)
@@ -548,11 +548,13 @@ def main(argv=None) -> int:
         if matmul is not None:
             log(f"ceiling: {matmul['tflops']:.1f} TFLOP/s bf16 ({shapes.matmul}³ matmul)")
         for size in THROUGHPUT_SIZES[args.tiny]:
-            row = stages.run(f"train:{size}", "train", stages.estimate("train", shapes.seconds),
-                             lambda: training_throughput(size, placement, shapes, matmul["tflops"]), needs=("ceiling",))
-            record_throughput(row)
-            if row:
-                log(f"train {size}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}")
+            for batch in shapes.train_batches:
+                row = stages.run(f"train:{size}:b{batch}", "train", stages.estimate("train", shapes.seconds),
+                                 lambda: training_throughput(size, batch, placement, shapes, matmul["tflops"]),
+                                 needs=("ceiling",))
+                record_throughput(row)
+                if row:
+                    log(f"train {size} batch {batch}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}")
             for batch in shapes.sample_batches:
                 row = stages.run(f"sample:{size}:b{batch}", "sample", stages.estimate("sample", shapes.seconds),
                                  lambda: sampling_throughput(size, batch, placement, shapes, matmul["tflops"]),

@@ -153,12 +153,19 @@ def test_a_record_reads_back_as_the_book_shows_it(rehearsal, tmp_path):
     assert set(record.metrics["pipeline"]) >= {"K-A", "A-K"}
 
 
-def test_no_gpu_record_is_committed_and_the_pages_say_so():
-    from alignkd.lm.gpu_record import records
+def test_the_committed_h200_record_reads_back_with_every_forward_pass_where_it_was_asked():
+    from alignkd.lm.gpu_record import describe, records
 
-    assert records() == [], "a record is committed: show it on the reproduce page and in chapter 06"
-    assert "no GPU run has been recorded yet" in (REPO / "book" / "reproduce.md").read_text()
-    assert "gpu_record" in (REPO / "notebooks" / "06_llm.md").read_text()
+    (record,) = records()
+    assert record.summary["device"] == "cuda" and record.summary["precision"] == "bf16" and not record.summary["tiny"]
+    assert "NVIDIA H200" in record.machine and len(record.commit) == 40
+    assert record.summary["placement_problems"] == {} and record.stages["problems"].sum() == 0
+    assert set(record.stages["status"]) <= {"done", "skipped"}  # nothing failed or was cut off
+    text = describe(record)
+    assert "forward passes off the requested device or precision: 0" in text and "Not done" in text
+    assert "2026-12-04_h200" in (REPO / "book" / "reproduce.md").read_text()
+    assert "gpu_record.describe" in (REPO / "notebooks" / "06_llm.md").read_text()
+    assert sum(f.stat().st_size for f in record.path.iterdir()) < 1_000_000  # runs/gpu/README.md: at most 1 MB
 
 
 @pytest.mark.skipif(not os.environ.get("ALIGNKD_TRANSFORMERS_5_17"),

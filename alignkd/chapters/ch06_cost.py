@@ -260,7 +260,8 @@ class Machine:
         if (model.name, kind) in self.latency_floor:  # measured: the step of the largest size not above this call's
             size = rows if kind == "sample" else rows * length
             points = self.latency_floor[model.name, kind]
-            latency = max([seconds for at, seconds in points if at <= size] or [points[0][1]])
+            below = [seconds for at, seconds in points if at <= size]
+            latency = max(below) if below else points[0][1] * (size / points[0][0] if kind == "train" else 1.0)
         return max(compute, latency) if self.overlap else compute + latency
 
     def work_seconds(self, work: Work) -> float:
@@ -452,7 +453,11 @@ class GPURates:
       kind matmul / train / sample, size, batch, tokens_per_row, tokens_per_s, tflops).
 
     `steps[model, kind]`: (rows per decode step or positions per optimiser step, measured seconds) pairs, the
-    floor of a call of that size or larger (a bigger call is never faster); `mfu[model]`: the training FLOP rate
+    floor of a call of that size or larger (a bigger call is never faster). Below the smallest measured size a
+    decode step keeps that floor (it is launch-bound: the 2026-12-04 H200 took 26 ms a step at 64 rows, 24 ms at
+    512), while a training step shrinks in proportion to its positions: that H200 took 104 ms for 8,192 positions
+    of a 10m and 106 ms of a 30m student, so the step is not arithmetic, and the chapter's references (steps of
+    ~2,100 positions) ran in 56 s, as the proportional rule predicts (53 s; `against_record`); `mfu[model]`: the training FLOP rate
     as a fraction of the spec peak; `matmul_tflops`: the run's own bf16 matmul ceiling."""
 
     device: str
@@ -542,16 +547,18 @@ MACHINE_LABELS = {"cpu": "CPU 2 cores", "h200": "1 × H200", "h100x8": "8 × H10
 
 def machines(*, workers: int = 0, records: Sequence[GPURates] | None = None) -> dict[str, Machine]:
     """The three machines the cost table predicts for. `workers`: chapter 06's parameter (0: one process per core).
-    The newest record of an H200 (an H100) replaces the assumptions of the H200 (the H100s)."""
+    The newest record of an H200 replaces the assumptions of the H200 and, until an H100 is recorded, the H100s'."""
     records = gpu_records() if records is None else records
     found = {"h200": gpu_machine("1 × H200", H200_MATMUL_MEASURED, H200_BANDWIDTH_SPEC,
                                  source="bf16 matmul measured (790 TFLOP/s, SPEC §7), bandwidth spec"),
              "h100x8": gpu_machine("8 × H100", H100_MATMUL_ASSUMED, H100_BANDWIDTH_SPEC, kd_devices=8,
                                    source="matmul rate the H200's (same die), bandwidth spec, KD training "
                                           "data-parallel over 8, the rest on one")}
-    for record in records:  # oldest first: the newest wins
-        for key, device in (("h200", "H200"), ("h100x8", "H100")):
-            if device in record.device:
+    # oldest first, so the newest wins; an H200's record stands for the H100s too until one of theirs exists: the
+    # same die, and the record's step times are the host's and the software's more than the memory's
+    for record in sorted(records, key=lambda r: "H100" in r.device):
+        for key, devices in (("h200", ("H200",)), ("h100x8", ("H200", "H100"))):
+            if any(device in record.device for device in devices):
                 found[key] = record.applied(found[key])
     return {"cpu": cpu_machine(jobs=min(workers or CPU_CORES, CPU_CORES)), **found}
 
@@ -767,9 +774,10 @@ SECTIONS = ("references", "pipelines", "budget dose", "capacity 2 × 2", "covera
 STAGES = ("KD data", "KD training", "alignment", "evaluation")
 
 
-def chapter_work(params: Mapping[str, Any]) -> list[Work]:
+def chapter_work(params: Mapping[str, Any], *, length_study: bool = True) -> list[Work]:
     """Every pass chapter 06 makes under `params` (its parameters by name, e.g. `alignkd.chapters.profile_values`),
-    each cached result once, in the order the chapter builds them."""
+    each cached result once, in the order the chapter builds them. `length_study=False` leaves out the length-matched
+    gains (`studies.cached_length_gaps`), which `benchmarks/gpu_smoke.py` does not run."""
     plan = _Plan(params)
     p, config = plan.params, plan.config
     refs = plan.references("references", config)
@@ -783,7 +791,7 @@ def chapter_work(params: Mapping[str, Any]) -> list[Work]:
     cells = len(labels) * len(p["seeds"])
     runs = plan.pipelines("pipelines", config, labels, taus_of, cells)
     cap = config.metrics.max_new_tokens
-    for (label, seed), (ka, finals) in runs.items():  # studies.cached_length_gaps: A-K's first final KD and K-A
+    for (label, seed), (ka, finals) in runs.items() if length_study else ():  # A-K's first final KD and K-A
         for model in (finals[0], ka):
             plan.once(("length", model),
                       Work("pipelines", "evaluation", plan.shape(model), "sample", LENGTH_SAMPLES, cap, SCORE_BATCH),
@@ -908,6 +916,42 @@ def chapter_cost(params: Mapping[str, Any], found: Mapping[str, Machine] | None 
     return pd.concat([table, pd.DataFrame([{"section": "total", "stage": "", **total}])], ignore_index=True)
 
 
+def against_record(record) -> pd.DataFrame:
+    """The model against a recorded GPU run (`alignkd.lm.gpu_record.GPURecord` of `benchmarks/gpu_smoke.py`): per
+    group of its stages that finished, the seconds it measured beside the seconds this model predicts for the same
+    work on the machine its own throughput rows describe. Groups: `references` (p' and p'', p_target and their
+    evaluation), then each algorithm whose K-A, A-K and evaluation all finished (its pipelines for every seed).
+    Columns: group, measured_s, predicted_s, ratio (predicted / measured). Empty for a run without GPU rates."""
+    rates = rates_of_run(record)
+    columns = ["group", "measured_s", "predicted_s", "ratio"]
+    if rates is None:
+        return pd.DataFrame(columns=columns)
+    machine = machines(records=[rates])["h200" if "H200" in rates.device else "h100x8"]
+    params = dict(record.summary["params"])
+    stages = {s["stage"]: s for s in record.summary.get("stages", [])}
+
+    def predicted(algorithms: list[str], section: str) -> float:
+        work = chapter_work({**params, "algorithms": algorithms}, length_study=False)
+        return sum(machine.work_seconds(w) for w in work if w.section == section)
+
+    rows = []
+    if stages.get("references", {}).get("status") == "done" and params["algorithms"]:
+        rows.append(("references", stages["references"]["seconds"], predicted(params["algorithms"][:1], "references")))
+    for label in params["algorithms"]:
+        group = [stages.get(f"{label}: {part}", {}) for part in ("K-A", "A-K", "evaluation")]
+        if all(s.get("status") == "done" for s in group):
+            rows.append((label, sum(s["seconds"] for s in group), predicted([label], "pipelines")))
+    table = pd.DataFrame(rows, columns=columns[:3])
+    return table.assign(ratio=table["predicted_s"] / table["measured_s"])
+
+
+def markdown_against_record(table: pd.DataFrame) -> str:
+    """`against_record`'s table as book/reproduce.md shows it."""
+    lines = ["| stages | measured s | predicted s | predicted / measured |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.group} | {r.measured_s:.0f} | {r.predicted_s:.0f} | {r.ratio:.2f} |" for r in table.itertuples()]
+    return "\n".join(lines)
+
+
 def profile_cost(profile: str) -> pd.DataFrame:
     """`chapter_cost` of chapter 06's parameters under `profile`."""
     from . import profile_values
@@ -992,9 +1036,11 @@ def markdown_summary(summary: pd.DataFrame) -> str:
 def prediction_comment(profile: str) -> str:
     """The first line of a GPU profile's file (`tests/test_lm_cost.py` checks it)."""
     total = profile_cost(profile).iloc[-1]
+    recorded = [Path(r.path).name for r in gpu_records() if "H200" in r.device]
+    gpus = f"GPU rates from runs/gpu/{recorded[-1]}" if recorded else "GPU rates assumed"
     return (f"# Predicted by `python -m alignkd check --profile {profile}`: chapter 06 takes "
             f"{duration(total['h200_minutes'])} on one H200, {duration(total['h100x8_minutes'])} on 8 × H100, "
-            f"{duration(total['cpu_minutes'])} on 2 CPU cores (GPU rates assumed until runs/gpu/ records a run).")
+            f"{duration(total['cpu_minutes'])} on 2 CPU cores ({gpus}).")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1006,6 +1052,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(main.__doc__.split(":", 1)[0].strip("`"))
         return
     print(markdown_summary(profiles_summary(profiles)))
+    from ..lm.gpu_record import records
+
+    for record in records():
+        table = against_record(record)
+        if len(table):
+            print(f"\n{record.path.name}: the model against the run's own stages")
+            print(markdown_against_record(table))
     for profile in profiles:
         print(prediction_comment(profile))
 

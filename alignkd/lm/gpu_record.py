@@ -99,10 +99,14 @@ def describe(record: GPURecord) -> str:
     p_star = record.summary.get("p_star", {})
     lines = [f"Recorded {record.date} on {record.machine} (commit {record.commit[:12]}), "
              f"{record.summary.get('device', '?')} {record.summary.get('precision', '?')}; "
-             f"profile `{record.summary.get('params', {}).get('profile', PROFILE)}`"
+             f"profile `{record.summary.get('params', {}).get('profile', PROFILE)}` as of that commit"
              f"{' shrunk for a CPU rehearsal' if record.summary.get('tiny') else ''}; "
              f"p* {p_star.get('ground_truth', '?')} ({p_star.get('weights', 'weights as named')}).",
              f"Stages: {done or 'none'}; forward passes off the requested device or precision: {problems}."]
+    stages = record.stages
+    missed = stages.loc[stages["status"] != "done", "stage"].tolist()
+    if missed:
+        lines.append(f"Not done (the budget's end skips a stage it cannot finish): {', '.join(missed)}.")
     table = throughput_table(record)
     ceiling = table[table["kind"] == "matmul"]
     if len(ceiling):
@@ -110,6 +114,16 @@ def describe(record: GPURecord) -> str:
     for row in table[table["kind"] != "matmul"].itertuples():
         lines.append(f"{row.kind} {row.size} (batch {row.batch}): {row.tokens_per_s:,.0f} tokens/s, "
                      f"MFU {100 * row.mfu:.1f} %.")
+    if record.throughput is not None and "median_s" in record.throughput:
+        steps = record.throughput.assign(ms=1e3 * record.throughput["median_s"]
+                                         / record.throughput["tokens_per_row"].where(
+                                             record.throughput["kind"] == "sample", 1))
+        spans = {kind: steps.loc[steps["kind"] == kind, "ms"] for kind in ("train", "sample")}
+        if all(len(v) for v in spans.values()):
+            lines.append(f"One step took {spans['train'].min():.0f}–{spans['train'].max():.0f} ms to train "
+                         f"(every size at one batch) and {spans['sample'].min():.0f}–{spans['sample'].max():.0f} ms "
+                         f"to decode (every size and batch): when the step time barely follows the model's size, "
+                         f"the GPU is waiting on the host.")
     return "\n".join(lines)
 
 
