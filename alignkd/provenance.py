@@ -93,8 +93,9 @@ def cell_costs(notebook, log: Path, least: float = 1.0) -> list[dict[str, Any]]:
     """Where an executed chapter's time went, per code cell that ran at least `least` seconds: its number among the
     page's code cells (papermill's injected one not counted), its first line, wall seconds (papermill's) and the
     CPU seconds of the results built while it ran, its worker processes' included. Each cache log entry is stamped
-    when its build ended and charged once, to the last cell that had started by then. CPU over wall is how many
-    cores the cell kept busy."""
+    when its build ended and charged once, to the last cell that had started by then, so work begun in the
+    background (chapter 06's SmolLM2 section) is charged to the cell that was running when it ended. CPU over wall
+    is how many cores the cell kept busy."""
     import datetime
 
     entries = [json.loads(line) for line in Path(log).read_text().splitlines()] if Path(log).exists() else []

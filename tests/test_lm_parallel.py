@@ -2,6 +2,9 @@
 in-process, bit for bit, and the pipelines read them back instead of training again."""
 
 import json
+import os
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,7 +14,7 @@ from alignkd.cache import CACHE_LOG_ENV, ResultStore
 from alignkd.lm.algorithms import alignment_config
 from alignkd.lm.experiments import (PipelineCell, PipelineResult, cached_cells, cached_pipelines, cached_references,
                                    cached_run_pipelines)
-from alignkd.lm.parallel import interleaved, resolve_jobs
+from alignkd.lm.parallel import in_workers, interleaved, resolve_jobs, started
 from tests.test_lm_studies import CONFIG, PPO
 
 DPO = alignment_config("dpo_online", n_iterations=2, batch_size=8, grad_steps=1, pairs_per_step=2, learning_rate=1e-3,
@@ -93,3 +96,36 @@ def test_grid_and_sweep_built_in_workers_equal_in_process(tmp_path):
     assert frames[2][0].equals(frames[1][0])
     assert frames[2][1].equals(frames[1][1])
     assert set(frames[2][1]["tau_topic"]) == {0.5, 0.8}
+
+
+def _write_pid(folder: str, n: int) -> None:
+    (Path(folder) / f"{n}.{os.getpid()}").touch()
+
+
+def _pid_and_square(x: int) -> tuple[int, int]:
+    if x < 0:
+        raise ValueError(f"x = {x}: a test failure")
+    return os.getpid(), x * x
+
+
+def test_workers_stay_for_the_next_call_until_the_environment_changes(tmp_path, monkeypatch):
+    def pids(name):
+        folder = tmp_path / name
+        folder.mkdir()
+        in_workers(_write_pid, [(str(folder), n) for n in range(6)], jobs=2)
+        assert len(list(folder.iterdir())) == 6
+        return {int(p.suffix[1:]) for p in folder.iterdir()}
+
+    first, second = pids("a"), pids("b")
+    assert len(first | second) <= 2 and os.getpid() not in first  # the same two workers, not this process
+    monkeypatch.setenv("ALIGNKD_TEST_POOL", "changed")  # a worker reads the environment when it starts
+    assert not pids("c") & (first | second)
+
+
+def test_started_runs_beside_the_caller_or_here_and_raises_its_failure():
+    collect = started(_pid_and_square, (7,), jobs=2)
+    pid, value = collect()
+    assert value == 49 and pid != os.getpid()
+    assert started(_pid_and_square, (7,), jobs=1)() == (os.getpid(), 49)  # jobs 1: run here, when collected
+    with pytest.raises(ValueError, match="a test failure"):
+        started(_pid_and_square, (-1,), jobs=2)()

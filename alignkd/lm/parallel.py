@@ -14,8 +14,10 @@ core (`tests/test_lm_parallel.py` compares a parallel build with an in-process o
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 import torch
@@ -39,19 +41,60 @@ def _worker_start(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+_POOLS: dict[tuple, ProcessPoolExecutor] = {}
+"""This process's worker pools by (workers, torch threads each, environment), kept between calls: a spawned worker
+spends 5-9 CPU s importing the library, and chapter 06 asks for workers about ten times (ten pools of two were 21
+processes). A worker reads the environment once, when it starts (the result store's cache log, say), so a pool is
+kept only while the environment it started in is this process's. A task leaves nothing a later one reads: each
+run is seeded by its recipe and returns nothing."""
+
+
+def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    environment = hash(frozenset(os.environ.items()))
+    for key in [key for key in _POOLS if key[2] != environment]:
+        _POOLS.pop(key).shutdown(wait=False)
+    key = (workers, threads, environment)
+    if key not in _POOLS:
+        context = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
+        _POOLS[key] = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                                          initargs=(threads,))
+    return _POOLS[key]
+
+
 def in_workers(task: Callable[..., Any], arguments: Sequence[tuple], *, jobs: int) -> None:
     """Call `task(*a)` for every `a` of `arguments`, up to `jobs` at a time in spawned processes (`task` and its
-    arguments must pickle). After a failure no further call starts, and the failure is raised once the running
-    calls finish."""
+    arguments must pickle), which stay for this process's next call. After a failure no further call of this
+    batch starts, and the failure is raised once the running calls finish."""
     workers = min(jobs, len(arguments))
     threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(threads,)) as pool:
+    pool = _pool(workers, threads)
+    try:
         futures = [pool.submit(task, *a) for a in arguments]
         for future in as_completed(futures):
             if future.exception() is not None:
-                pool.shutdown(cancel_futures=True)  # no new call starts; the running ones finish
+                for other in futures:
+                    other.cancel()  # no new call starts; the running ones finish
+                for other in futures:
+                    if not other.cancelled():
+                        other.exception()  # waits
                 raise future.exception()
+    except BrokenProcessPool:  # a worker died: the next call starts a fresh pool
+        for key in [key for key, value in _POOLS.items() if value is pool]:
+            del _POOLS[key]
+        raise
+
+
+def started(task: Callable[..., T], arguments: tuple, *, jobs: int) -> Callable[[], T]:
+    """`task(*arguments)` begun now in a spawned process of its own when `jobs` > 1, so that the caller goes on
+    with other work; else not begun. Returns the call that gives its result: it waits for the process (raising
+    its failure), or runs `task` here when nothing was begun."""
+    if jobs <= 1:
+        return lambda: task(*arguments)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                               initargs=(1,))
+    future = pool.submit(task, *arguments)
+    pool.shutdown(wait=False)  # the process ends once its one task does
+    return future.result
 
 
 def in_turn(task: Callable[..., Any], arguments: Sequence[tuple], jobs: int) -> None:

@@ -1,6 +1,8 @@
 """Chapter 06's SmolLM2 section: what students trained from scratch on a CPU's worth of real p* samples learn.
 
     table = cached_recall_study(store, config)   # one row per model (config: `chapters.ch06_llm.smollm2_config`)
+    collect = start_recall_study(store, config, jobs=2)   # begun now in a process of its own ...
+    table = collect()                                      # ... and collected later (the same table)
 
 p* is the offline SmolLM2-135M-Instruct (`gguf:smollm2`); p' is distilled from it and p'' from p' exactly
 as in the chapter's other ground truths (`experiments.cached_student`, cached under the same recipes). Recall is
@@ -14,6 +16,7 @@ on) and the tokens after it (context); chapter 06 words the verdict (`alignkd.ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -23,6 +26,7 @@ from .config import LLMConfig
 from .experiments import GroundTruth, cached_kd_data, cached_student, distilled, ground_truth
 from .generation import Samples
 from .kd import load_dataset
+from .parallel import resolve_jobs, started
 from .metrics import COLUMNS_VERSION, UnigramModel, uniform_recall
 from .models import LanguageModel
 
@@ -86,3 +90,17 @@ def cached_recall_study(store: ResultStore, config: LLMConfig, *, progress: bool
         return pd.DataFrame(rows, columns=COLUMNS)
 
     return store.frame("lm_smollm2_recall", RecallStudy(config), build)
+
+
+def _recall_study_in_worker(profile: str, root: str, config: LLMConfig) -> pd.DataFrame:
+    return cached_recall_study(ResultStore(profile, root=root), config)
+
+
+def start_recall_study(store: ResultStore, config: LLMConfig, *, jobs: int | None) -> Callable[[], pd.DataFrame]:
+    """`cached_recall_study`, begun now in a spawned process when `jobs` allows more than one (None: one per core;
+    1 on a GPU, `parallel.resolve_jobs`), so that it shares nothing with the chapter's other cells and runs beside
+    them; returns the call that collects its table (raising its failure). The study depends on nothing else the
+    chapter builds, and chapter 06 starts it first so that its ~150 CPU s on one core are not left to the end of
+    the book, where the other core idles."""
+    jobs = resolve_jobs(jobs, [config.device])
+    return started(_recall_study_in_worker, (store.profile, str(store.root), config), jobs=jobs)
