@@ -548,20 +548,15 @@ def main(argv=None) -> int:
         if matmul is not None:
             log(f"ceiling: {matmul['tflops']:.1f} TFLOP/s bf16 ({shapes.matmul}³ matmul)")
         for size in THROUGHPUT_SIZES[args.tiny]:
-            for batch in shapes.train_batches:
-                row = stages.run(f"train:{size}:b{batch}", "train", stages.estimate("train", shapes.seconds),
-                                 lambda: training_throughput(size, batch, placement, shapes, matmul["tflops"]),
-                                 needs=("ceiling",))
-                record_throughput(row)
-                if row:
-                    log(f"train {size} batch {batch}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}")
-            for batch in shapes.sample_batches:
-                row = stages.run(f"sample:{size}:b{batch}", "sample", stages.estimate("sample", shapes.seconds),
-                                 lambda: sampling_throughput(size, batch, placement, shapes, matmul["tflops"]),
-                                 needs=("ceiling",))
-                record_throughput(row)
-                if row:
-                    log(f"sample {size} batch {batch}: {row['tokens_per_s']:,.0f} tokens/s")
+            for kind, batches, measure in (("train", shapes.train_batches, training_throughput),
+                                           ("sample", shapes.sample_batches, sampling_throughput)):
+                for batch in batches:
+                    row = stages.run(f"{kind}:{size}:b{batch}", kind, stages.estimate(kind, shapes.seconds),
+                                     lambda: measure(size, batch, placement, shapes, matmul["tflops"]),
+                                     needs=("ceiling",))
+                    record_throughput(row)
+                    if row:
+                        log(f"{kind} {size} batch {batch}: {row['tokens_per_s']:,.0f} tokens/s, MFU {row['mfu']:.1%}")
             if placement.device.type == "cuda":
                 torch.cuda.empty_cache()
 
