@@ -3,6 +3,7 @@ in-process, bit for bit, and the pipelines read them back instead of training ag
 
 import json
 import os
+import signal
 
 from pathlib import Path
 
@@ -120,6 +121,21 @@ def test_workers_stay_for_the_next_call_until_the_environment_changes(tmp_path, 
     assert len(first | second) <= 2 and os.getpid() not in first  # the same two workers, not this process
     monkeypatch.setenv("ALIGNKD_TEST_POOL", "changed")  # a worker reads the environment when it starts
     assert not pids("c") & (first | second)
+
+
+def _ctrl_c_raises_here() -> bool:
+    return signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_kept_worker_ignores_ctrl_c_while_idle_and_not_while_it_works(tmp_path):
+    """A Jupyter kernel that shuts down sends SIGINT to its children: each idle kept worker printed a
+    KeyboardInterrupt traceback into the book's log. While a task runs, Ctrl-C still interrupts it."""
+    in_workers(_write_pid, [(str(tmp_path), n) for n in range(4)], jobs=2)
+    for pid in {int(p.suffix[1:]) for p in tmp_path.iterdir()}:  # workers that ran a task: started and now idle
+        ignored = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if line.startswith("SigIgn:")).split()[1], 16)
+        assert ignored & (1 << (signal.SIGINT - 1)), pid
+    assert started(_ctrl_c_raises_here, (), jobs=2)()
 
 
 def test_started_runs_beside_the_caller_or_here_and_raises_its_failure():

@@ -13,8 +13,10 @@ core (`tests/test_lm_parallel.py` compares a parallel build with an in-process o
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +41,18 @@ def resolve_jobs(jobs: int | None, devices: Sequence[str]) -> int:
 
 def _worker_start(threads: int) -> None:
     torch.set_num_threads(threads)
+    # idle, a kept worker ignores Ctrl-C: a Jupyter kernel that shuts down sends SIGINT to its children before
+    # SIGTERM, and each idle worker printed a KeyboardInterrupt traceback into the book's log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interruptible(task: Callable[..., T], *arguments) -> T:
+    """`task(*arguments)` with Ctrl-C raising KeyboardInterrupt inside it, as in the caller."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return task(*arguments)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 _POOLS: dict[tuple, ProcessPoolExecutor] = {}
@@ -47,6 +61,14 @@ spends 5-9 CPU s importing the library, and chapter 06 asks for workers about te
 processes). A worker reads the environment once, when it starts (the result store's cache log, say), so a pool is
 kept only while the environment it started in is this process's. A task leaves nothing a later one reads: each
 run is seeded by its recipe and returns nothing."""
+
+
+@atexit.register
+def _shut_down_pools() -> None:
+    """Pools dropped while the interpreter still has its modules: left to its teardown, each printed an
+    `Exception ignored in ... weakref_cb` from concurrent.futures."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True)
 
 
 def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
@@ -69,7 +91,7 @@ def in_workers(task: Callable[..., Any], arguments: Sequence[tuple], *, jobs: in
     threads = max(1, torch.get_num_threads() // workers)
     pool = _pool(workers, threads)
     try:
-        futures = [pool.submit(task, *a) for a in arguments]
+        futures = [pool.submit(_interruptible, task, *a) for a in arguments]
         for future in as_completed(futures):
             if future.exception() is not None:
                 for other in futures:
@@ -82,6 +104,10 @@ def in_workers(task: Callable[..., Any], arguments: Sequence[tuple], *, jobs: in
         for key in [key for key, value in _POOLS.items() if value is pool]:
             del _POOLS[key]
         raise
+    except KeyboardInterrupt:  # none of this batch starts after Ctrl-C (the running calls got it too)
+        for future in futures:
+            future.cancel()
+        raise
 
 
 def started(task: Callable[..., T], arguments: tuple, *, jobs: int) -> Callable[[], T]:
@@ -92,7 +118,7 @@ def started(task: Callable[..., T], arguments: tuple, *, jobs: int) -> Callable[
         return lambda: task(*arguments)
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
                                initargs=(1,))
-    future = pool.submit(task, *arguments)
+    future = pool.submit(_interruptible, task, *arguments)
     pool.shutdown(wait=False)  # the process ends once its one task does
     return future.result
 
