@@ -90,8 +90,10 @@ def in_workers(task: Callable[..., Any], arguments: Sequence[tuple], *, jobs: in
     workers = min(jobs, len(arguments))
     threads = max(1, torch.get_num_threads() // workers)
     pool = _pool(workers, threads)
+    futures = []
     try:
-        futures = [pool.submit(_interruptible, task, *a) for a in arguments]
+        for a in arguments:
+            futures.append(pool.submit(_interruptible, task, *a))
         for future in as_completed(futures):
             if future.exception() is not None:
                 for other in futures:

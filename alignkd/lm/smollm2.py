@@ -26,9 +26,9 @@ from .config import LLMConfig
 from .experiments import GroundTruth, cached_kd_data, cached_student, distilled, ground_truth
 from .generation import Samples
 from .kd import load_dataset
-from .parallel import resolve_jobs, started
 from .metrics import COLUMNS_VERSION, UnigramModel, uniform_recall
 from .models import LanguageModel
+from .parallel import resolve_jobs, started
 
 COLUMNS = ["model", "trained_on", "overall_recall", "first_token", "later_tokens", "sample"]
 
