@@ -88,7 +88,7 @@ class Shapes:
     train_seq: int
     train_steps: int
     sample_batches: tuple[int, ...]  # alignment's batch, and KD data generation's
-    sample_tokens: int  # the pipeline's response length (gpu-smoke's max_new_tokens): a decode step's cost grows with it
+    sample_tokens: int  # the pipeline's response length (gpu-smoke's max_new_tokens): a decode step grows with it
     repeats: int  # timed sampling calls
     warmup: int
     seconds: float  # time box of one measurement's timed part

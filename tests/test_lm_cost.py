@@ -223,7 +223,8 @@ def test_the_model_predicts_the_recorded_h200_runs_own_stages_within_2x():
     assert table["ratio"].between(0.5, 2.0).all(), table
     page = (ROOT / "book" / "reproduce.md").read_text()
     assert cost.markdown_against_record(table) in page, (
-        "book/reproduce.md's table of the model against the record is stale: run `python -m alignkd.chapters.ch06_cost`")
+        "book/reproduce.md's table of the model against the record is stale: "
+        "run `python -m alignkd.chapters.ch06_cost`")
 
 
 def test_gpu_smoke_fits_its_prepared_runs_budget_by_the_recorded_stage_times():

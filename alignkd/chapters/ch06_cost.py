@@ -457,8 +457,8 @@ class GPURates:
     decode step keeps that floor (it is launch-bound: the 2026-12-04 H200 took 26 ms a step at 64 rows, 24 ms at
     512), while a training step shrinks in proportion to its positions: that H200 took 104 ms for 8,192 positions
     of a 10m and 106 ms of a 30m student, so the step is not arithmetic, and the chapter's references (steps of
-    ~2,100 positions) ran in 56 s, as the proportional rule predicts (53 s; `against_record`); `mfu[model]`: the training FLOP rate
-    as a fraction of the spec peak; `matmul_tflops`: the run's own bf16 matmul ceiling."""
+    ~2,100 positions) ran in 56 s, as the proportional rule predicts (53 s; `against_record`). `mfu[model]`: the
+    training FLOP rate as a fraction of the spec peak; `matmul_tflops`: the run's own bf16 matmul ceiling."""
 
     device: str
     steps: Mapping[tuple[str, str], tuple[tuple[float, float], ...]]

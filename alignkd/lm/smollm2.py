@@ -1,8 +1,8 @@
 """Chapter 06's SmolLM2 section: what students trained from scratch on a CPU's worth of real p* samples learn.
 
     table = cached_recall_study(store, config)   # one row per model (config: `chapters.ch06_llm.smollm2_config`)
-    collect = start_recall_study(store, config, jobs=2)   # begun now in a process of its own ...
-    table = collect()                                      # ... and collected later (the same table)
+    collect = cached_recall_study_in_background(store, config, jobs=2)  # begun now in a process of its own,
+    table = collect()                                                    # collected later: the same table
 
 p* is the offline SmolLM2-135M-Instruct (`gguf:smollm2`); p' is distilled from it and p'' from p' exactly
 as in the chapter's other ground truths (`experiments.cached_student`, cached under the same recipes). Recall is
@@ -96,7 +96,8 @@ def _recall_study_in_worker(profile: str, root: str, config: LLMConfig) -> pd.Da
     return cached_recall_study(ResultStore(profile, root=root), config)
 
 
-def start_recall_study(store: ResultStore, config: LLMConfig, *, jobs: int | None) -> Callable[[], pd.DataFrame]:
+def cached_recall_study_in_background(store: ResultStore, config: LLMConfig, *,
+                                      jobs: int | None) -> Callable[[], pd.DataFrame]:
     """`cached_recall_study`, begun now in a spawned process when `jobs` allows more than one (None: one per core;
     1 on a GPU, `parallel.resolve_jobs`), so that it shares nothing with the chapter's other cells and runs beside
     them; returns the call that collects its table (raising its failure). The study depends on nothing else the
