@@ -85,6 +85,13 @@ def _stamp_of(path: Path) -> str | None:
         return None
 
 
+KERNEL_STARTS = 3
+KERNEL_DIED = "Kernel died before replying to kernel_info"
+"""How often a chapter's kernel is started before its failure to start is raised, and the failure that is retried:
+two kernels started at once by two processes can draw the same free port (jupyter_client picks one and binds it
+later), and one dies with `ZMQError: Address already in use` (seen once in CI, in `test_book_jobs.py`)."""
+
+
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
                     progress: bool = True, library: str | None = None, threads: int | None = None,
                     live: Path | None = None) -> Path:
@@ -120,11 +127,17 @@ def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, s
                  "on_cell_executed": _milestone_marker(Path(live) / f"{chapter.name}.reached")} if live else {}
         with _environment({CACHE_LOG_ENV: str(cache_log), **limits}):
             try:
-                papermill.execute_notebook(
-                    str(source), str(executed), parameters=values, kernel_name="python3",
-                    cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
-                    extra_arguments=_KERNEL_QUIET, **hooks,
-                )
+                for attempt in range(KERNEL_STARTS):
+                    try:
+                        papermill.execute_notebook(
+                            str(source), str(executed), parameters=values, kernel_name="python3",
+                            cwd=str(REPO_ROOT), progress_bar=progress, log_output=False,
+                            extra_arguments=_KERNEL_QUIET, **hooks,
+                        )
+                        break
+                    except RuntimeError as error:  # no cell has run: starting again changes nothing
+                        if KERNEL_DIED not in str(error) or attempt == KERNEL_STARTS - 1:
+                            raise
             finally:  # the kernel's warnings never reach the terminal: say here what was rebuilt, and why
                 if live is None:  # (the book says it above its live lines)
                     for line in provenance.rebuilt(cache_log):

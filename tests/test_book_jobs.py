@@ -247,3 +247,33 @@ def test_two_builds_at_once_equal_one(tmp_path, jobs):
         table = pd.read_csv(tmp_path / "results" / "quick" / "claims" / f"{name}.csv")
         assert list(table.claim_id) == ["c0", "c1", "c2", "c3"] and list(table.ours) == [0.0, 1.0, 2.0, 3.0]
         assert (tmp_path / "book" / "chapters" / f"{name}.ipynb").exists()
+
+
+def test_a_kernel_that_dies_as_it_starts_is_started_again(toy_book, monkeypatch):
+    """Two kernels started at once can draw the same port; one then dies before any cell runs (seen in CI:
+    `ZMQError: Address already in use`). Only that failure is retried."""
+    import papermill
+
+    root, sources = toy_book
+    chapter = load_chapter(sources / "91_a.md")
+    real, calls = papermill.execute_notebook, []
+
+    def dies_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError(book.KERNEL_DIED)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", dies_first)
+    book.execute_chapter(chapter, {"profile": "quick"}, root / "out" / "91_a.ipynb")
+    assert len(calls) == 2 and (root / "out" / "91_a.ipynb").exists()
+
+    def fails(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("a cell failed")
+
+    monkeypatch.setattr(papermill, "execute_notebook", fails)
+    calls.clear()
+    with pytest.raises(RuntimeError, match="a cell failed"):
+        book.execute_chapter(chapter, {"profile": "quick"}, root / "out" / "91_a.ipynb")
+    assert len(calls) == 1
