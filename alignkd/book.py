@@ -89,7 +89,8 @@ KERNEL_STARTS = 3
 KERNEL_DIED = "Kernel died before replying to kernel_info"
 """How often a chapter's kernel is started before its failure to start is raised, and the failure that is retried:
 two kernels started at once by two processes can draw the same free port (jupyter_client picks one and binds it
-later), and one dies with `ZMQError: Address already in use` (seen once in CI, in `test_book_jobs.py`)."""
+later), and one dies with `ZMQError: Address already in use` (seen once in CI, in `test_book_jobs.py`; a known
+race of kernel start-up: jupyter/jupyter_client#154, ipython/ipython#12372 with papermill)."""
 
 
 def execute_chapter(chapter: Chapter, values: dict[str, Any], output: Path, *, stamp: str | None = None,
