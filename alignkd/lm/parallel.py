@@ -77,10 +77,13 @@ def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
         _POOLS.pop(key).shutdown(wait=False)
     key = (workers, threads, environment)
     if key not in _POOLS:
-        context = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
-        _POOLS[key] = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                          initargs=(threads,))
+        _POOLS[key] = _spawned(workers, threads)
     return _POOLS[key]
+
+
+def _spawned(workers: int, threads: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")  # fork would copy this process's torch thread pools
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(threads,))
 
 
 def in_workers(task: Callable[..., Any], arguments: Sequence[tuple], *, jobs: int) -> None:
@@ -118,8 +121,7 @@ def started(task: Callable[..., T], arguments: tuple, *, jobs: int) -> Callable[
     its failure), or runs `task` here when nothing was begun."""
     if jobs <= 1:
         return lambda: task(*arguments)
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-                               initargs=(1,))
+    pool = _spawned(1, 1)
     future = pool.submit(_interruptible, task, *arguments)
     pool.shutdown(wait=False)  # the process ends once its one task does
     return future.result
