@@ -78,6 +78,21 @@ def test_early_stopped_students_equal_each_alone_though_they_stop_at_different_s
     assert_runs_equal(alone, batched)
 
 
+def test_a_run_that_has_stopped_leaves_the_stack_and_changes_no_number(language):
+    """`drop_finished` (the default) takes an early-stopped run out of the stacked computation; the runs that go on
+    get the same micro-batches, widths included, and so the same numbers, bit for bit, as when it rides along."""
+    datas = datasets(language, 400)
+    configs = [replace(TrainConfig(size="tiny", epochs=20, learning_rate=5e-3, batch_size=32, validation_size=64,
+                                   eval_steps=3, early_stopping_patience=1, early_stopping_threshold=0.02,
+                                   grad_clip=0.3, warmup=0.05, weight_decay=0.1), seed=seed) for seed in SEEDS]
+    dropped = train_students(datas, configs, **TOKENS)
+    carried = train_students(datas, configs, drop_finished=False, **TOKENS)
+    assert len({len(log) for _, log in dropped}) == len(SEEDS)  # they stop apart: two runs leave before the last
+    for (model, log), (model_c, log_c) in zip(dropped, carried):
+        assert log.equals(log_c)
+        assert all(torch.equal(value, model_c.state_dict()[name]) for name, value in model.state_dict().items())
+
+
 def test_students_on_the_fixed_schedule_with_weight_decay_equal_each_alone(language):
     """No early stopping: warmup-stable-decay over the epochs, held-out loss once per epoch, the best evaluation's
     weights kept; AdamW's weight decay on."""

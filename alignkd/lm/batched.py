@@ -150,6 +150,13 @@ class BatchedLlama:
         for name, tensor in self.params.items():
             tensor[run].copy_(state[name])
 
+    def select(self, runs: Sequence[int]) -> "BatchedLlama":
+        """The runs `runs` alone, in that order, as new leaf tensors (copies: this batch is left as it is)."""
+        index = torch.as_tensor(list(runs), dtype=torch.long)
+        params = {name: tensor.detach()[index].clone().requires_grad_(tensor.requires_grad)
+                  for name, tensor in self.params.items()}
+        return BatchedLlama(params, self.config, self.inv_freq, self.suppress_ids)
+
     @torch.no_grad()
     def load_into(self, models: Sequence[torch.nn.Module]) -> None:
         """Copy each run's parameters into its `LlamaForCausalLM` (e.g. after training batched)."""
@@ -314,6 +321,17 @@ class RunAdam:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
 
+    def select(self, runs: Sequence[int], params: Sequence[torch.Tensor]) -> "RunAdam":
+        """This optimiser's state of the runs `runs` alone, over `params` (those runs' parameters, e.g.
+        `BatchedLlama.select(runs).parameters()`): each kept run steps on as it would have in the whole batch."""
+        index = torch.as_tensor(list(runs), dtype=torch.long)
+        lr = torch.as_tensor(self.lr)
+        kept = RunAdam(params, lr[index] if lr.dim() else self.lr, self.betas, self.eps, self.weight_decay)
+        kept.steps = self.steps[index].clone()
+        kept.exp_avg = [m[index].clone() for m in self.exp_avg]
+        kept.exp_avg_sq = [v[index].clone() for v in self.exp_avg_sq]
+        return kept
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             p.grad = None
@@ -356,7 +374,10 @@ def optimizer_step(optimizer: RunAdam, loss: torch.Tensor, max_grad_norm: float,
     per_run.sum().backward()
     if max_grad_norm > 0:
         grads = [p.grad for p in optimizer.params if p.grad is not None]  # the policy's and e.g. a value head's
-        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # [R]
+        norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # [tensors, R]
+        # a zero column keeps dimension 0 strided for any R: a lone run's [tensors, 1] would be reduced as contiguous
+        # memory, in another order, and a run's numbers would depend on how many runs share its stack
+        norms = torch.cat([norms, torch.zeros_like(norms[:, :1])], 1).norm(dim=0)[:-1]  # [R]
         scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))

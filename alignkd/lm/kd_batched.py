@@ -151,9 +151,12 @@ class RunState:
 
 
 def micro_batch(trains: Sequence[Samples], runs: Sequence[RunState], step: int, batch_size: int,
-                pad_id: int) -> tuple[Samples, torch.Tensor]:
+                pad_id: int, live: Sequence[int] | None = None) -> tuple[Samples, torch.Tensor]:
     """Each run's rows of optimiser step `step`, each trimmed alone, stacked run-major and padded to the widest
-    (`stack_samples`), and each run's response tokens in them (the loss normaliser, at least 1) [R]."""
+    (`stack_samples`), and each run's response tokens in them (the loss normaliser, at least 1) [R].
+
+    `live`: only those runs' blocks, in that order, still padded to the widest of all runs, so that a run's batch
+    is the same tensor whichever other runs are still training (`train_students`' `drop_finished`)."""
     parts, normaliser = [], []
     for train, run in zip(trains, runs):
         index = run.order[step * batch_size:(step + 1) * batch_size]
@@ -162,7 +165,19 @@ def micro_batch(trains: Sequence[Samples], runs: Sequence[RunState], step: int, 
                                f"(passes over {len(train)})")
         parts.append(train[index].trim())
         normaliser.append(run.response_tokens[index].sum().clamp_min(1).float())
-    return stack_samples(parts, pad_id), torch.stack(normaliser)
+    return live_blocks(stack_samples(parts, pad_id), len(runs), live), torch.stack(normaliser)[_all(live, runs)]
+
+
+def _all(live: Sequence[int] | None, runs: Sequence) -> list[int]:
+    return list(range(len(runs))) if live is None else list(live)
+
+
+def live_blocks(batch: Samples, runs: int, live: Sequence[int] | None) -> Samples:
+    """The blocks of the runs in `live` (in that order) of a run-major batch of `runs` equal blocks."""
+    if live is None or list(live) == list(range(runs)):
+        return batch
+    rows = len(batch) // runs
+    return batch[torch.cat([torch.arange(r * rows, (r + 1) * rows) for r in live])]
 
 
 def summed_nll(students: BatchedLlama, batch: Samples, runs: int) -> torch.Tensor:
@@ -174,28 +189,35 @@ def summed_nll(students: BatchedLlama, batch: Samples, runs: int) -> torch.Tenso
 
 
 @torch.no_grad()
-def heldout_losses(students: BatchedLlama, heldouts: Sequence[Samples], pad_id: int) -> list[float]:
+def heldout_losses(students: BatchedLlama, heldouts: Sequence[Samples], pad_id: int,
+                   live: Sequence[int] | None = None) -> list[float]:
     """Each run's `kd.heldout_loss` on its held-out sequences: per chunk of 512 the float32 mean per response token,
-    weighted by the chunk's tokens in float64, as alone (so the early-stopping comparisons round alike)."""
-    R = len(heldouts)
-    totals, counts = [0.0] * R, [0] * R
+    weighted by the chunk's tokens in float64, as alone (so the early-stopping comparisons round alike).
+    `live`: the runs `students` holds, in its order (see `micro_batch`); their losses, in that order."""
+    live = _all(live, heldouts)
+    totals, counts = [0.0] * len(live), [0] * len(live)
     for start in range(0, len(heldouts[0]), HELDOUT_CHUNK):
         parts = [heldout[start:start + HELDOUT_CHUNK].trim() for heldout in heldouts]
-        nll = summed_nll(students, stack_samples(parts, pad_id), R)
-        for r, part in enumerate(parts):
-            n = int(part.response_mask.sum())
-            totals[r] += float(nll[r] / max(n, 1)) * n
-            counts[r] += n
+        nll = summed_nll(students, live_blocks(stack_samples(parts, pad_id), len(parts), live), len(live))
+        for i, r in enumerate(live):
+            n = int(parts[r].response_mask.sum())
+            totals[i] += float(nll[i] / max(n, 1)) * n
+            counts[i] += n
     return [total / max(count, 1) for total, count in zip(totals, counts)]
 
 
 def train_students(datas: Sequence[Samples], configs: Sequence[TrainConfig], *, vocab_size: int, bos_id: int,
-                   eos_id: int, pad_id: int, progress: bool = False) -> list[tuple[torch.nn.Module, pd.DataFrame]]:
+                   eos_id: int, pad_id: int, progress: bool = False, drop_finished: bool = True
+                   ) -> list[tuple[torch.nn.Module, pd.DataFrame]]:
     """R from-scratch students, run r on `datas[r]` with `configs[r]` (configs equal but for `seed`, datasets of
     one length), trained as one `BatchedLlama`: `[(model, log)]`, run r's equal to
     `kd.train_student(datas[r], configs[r], ...)`'s to float32 rounding (module docstring). The models come back
     on the CPU, in float32, in eval mode, each with its best held-out weights (its last ones without held-out
-    data), the logs with `kd.LOG_COLUMNS`."""
+    data), the logs with `kd.LOG_COLUMNS`.
+
+    `drop_finished`: a run that early stopping has ended leaves the stack, so the others no longer carry it
+    through their steps (its micro-batches still set the padded width, which keeps every number the same as with
+    `drop_finished=False`, bit for bit: `tests/test_lm_kd_batched.py`)."""
     config = check_batchable(datas, configs)
     splits = [split_heldout(data, config.validation_size) for data in datas]
     trains, heldouts = [train for train, _ in splits], [heldout for _, heldout in splits]
@@ -207,52 +229,69 @@ def train_students(datas: Sequence[Samples], configs: Sequence[TrainConfig], *, 
     optimizer = RunAdam(students.parameters(), lr=config.learning_rate, betas=config.betas, eps=ADAMW_EPS,
                         weight_decay=config.weight_decay)
     runs = [RunState.start(config, c.seed, train, plan) for c, train in zip(configs, trains)]
+    live = list(range(len(runs)))  # the runs `students` holds, in its order
+    final: dict[int, dict] = {}  # each run's weights to keep, from when it left the stack
     bar = tqdm(total=plan.max_steps, desc=f"KD train {config.size} ×{len(runs)}", disable=not progress, leave=False)
     step = 0
     while step < max(run.end for run in runs):
-        train_step(students, optimizer, trains, runs, step, config, plan, pad_id)
+        train_step(students, optimizer, trains, runs, step, config, plan, pad_id, live)
         step += 1
-        evaluate_due(students, heldouts, runs, step, config, plan, pad_id)
+        evaluate_due(students, heldouts, runs, step, config, plan, pad_id, live)
+        done = [i for i, r in enumerate(live) if step >= runs[r].end]
+        if drop_finished and done and len(done) < len(live):
+            for i in done:
+                final[live[i]] = runs[live[i]].best_state or _copy(students.state_dict(i))
+            keep = [i for i in range(len(live)) if i not in done]
+            students = students.select(keep)
+            optimizer = optimizer.select(keep, students.parameters())
+            live = [live[i] for i in keep]
         bar.total = max(run.end for run in runs)
         bar.update(1)
     bar.close()
-    for r, run in enumerate(runs):
-        if run.best_state is not None:
-            students.load_state_dict(r, run.best_state)
-    students.load_into(models)
-    for model in models:
+    for i, r in enumerate(live):
+        final[r] = runs[r].best_state or _copy(students.state_dict(i))
+    for r, model in enumerate(models):
+        model.load_state_dict(final[r])
         model.eval()
     return [(model, pd.DataFrame(run.rows, columns=LOG_COLUMNS)) for model, run in zip(models, runs)]
 
 
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in state.items()}
+
+
 def train_step(students: BatchedLlama, optimizer: RunAdam, trains: Sequence[Samples], runs: Sequence[RunState],
-               step: int, config: TrainConfig, plan: Plan, pad_id: int) -> None:
-    """Optimiser step `step` of every run that has not reached its end, and its log row; the finished runs are
-    fed their rows too (one shape for all) but their loss is zeroed and they sit the step out."""
-    active = torch.tensor([step < run.end for run in runs])
-    batch, normaliser = micro_batch(trains, runs, step, plan.batch_size, pad_id)
-    optimizer.lr = torch.tensor([config.learning_rate * run.schedule(step) for run in runs], dtype=torch.float64)
-    nll = summed_nll(students, batch, len(runs))
+               step: int, config: TrainConfig, plan: Plan, pad_id: int, live: Sequence[int]) -> None:
+    """Optimiser step `step` of every run in the stack (`live`: the runs `students` holds, in its order) that has
+    not reached its end, and its log row; a finished run still in the stack is fed its rows too (one shape for
+    all) but its loss is zeroed and it sits the step out."""
+    held = [runs[r] for r in live]
+    active = torch.tensor([step < run.end for run in held])
+    batch, normaliser = micro_batch(trains, runs, step, plan.batch_size, pad_id, live)
+    optimizer.lr = torch.tensor([config.learning_rate * run.schedule(step) for run in held], dtype=torch.float64)
+    nll = summed_nll(students, batch, len(held))
     loss = torch.where(active, nll / normaliser, torch.zeros(()))
     optimizer_step(optimizer, loss, config.grad_clip, active=active)
-    for r, run in enumerate(runs):
-        if active[r]:  # the row train_student logs: its lr is the next step's, as LambdaLR reports it
+    for i, run in enumerate(held):
+        if active[i]:  # the row train_student logs: its lr is the next step's, as LambdaLR reports it
             run.rows.append({"step": step, "epoch": (step + 1) / plan.steps_per_epoch,
-                             "phase": run.schedule.phase(step), "loss": float(loss[r].detach()),
+                             "phase": run.schedule.phase(step), "loss": float(loss[i].detach()),
                              "lr": config.learning_rate * run.schedule(step + 1), "eval_loss": math.nan})
 
 
 def evaluate_due(students: BatchedLlama, heldouts: Sequence[Samples | None], runs: Sequence[RunState], taken: int,
-                 config: TrainConfig, plan: Plan, pad_id: int) -> None:
-    """The held-out evaluation after `taken` steps of each run that evaluates there (every `eval_steps` and at
-    its end, as alone): one batched pass for all runs when any is due."""
+                 config: TrainConfig, plan: Plan, pad_id: int, live: Sequence[int]) -> None:
+    """The held-out evaluation after `taken` steps of each run in the stack that evaluates there (every
+    `eval_steps` and at its end, as alone): one batched pass for the stack when any is due."""
     if heldouts[0] is None:
         return
     # a run stepped at step taken − 1 iff taken <= its end (its end moves only below, at an evaluation)
-    due = [r for r, run in enumerate(runs) if taken <= run.end and (taken % plan.eval_steps == 0 or taken == run.end)]
+    due = [i for i, r in enumerate(live)
+           if taken <= runs[r].end and (taken % plan.eval_steps == 0 or taken == runs[r].end)]
     if not due:
         return
-    losses = heldout_losses(students, heldouts, pad_id)
-    for r in due:
-        runs[r].rows[-1]["eval_loss"] = losses[r]
-        runs[r].after_evaluation(losses[r], taken, config, plan, students, r)
+    losses = heldout_losses(students, heldouts, pad_id, live)
+    for i in due:
+        run = runs[live[i]]
+        run.rows[-1]["eval_loss"] = losses[i]
+        run.after_evaluation(losses[i], taken, config, plan, students, i)
