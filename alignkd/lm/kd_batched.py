@@ -8,8 +8,9 @@ Why: chapter 06 trains its KD students (a few thousand parameters) for thousands
 runs stacked on a leading dimension pay a step's Python and dispatch overhead once. The saving is modest:
 `benchmarks/kd_batched.py` (6 students at chapter 06's default sizes, one thread) measured 1.23x less CPU than one
 at a time. At 64 sequences of 25 tokens a step is already arithmetic- and memory-bound (the batched step costs
-about R times one run's, as `batched.py` found for scoring), and the runs that early stopping ends first still
-ride along in the stacked forward until the last one ends (there 18 % of the batched run-steps).
+about R times one run's, as `batched.py` found for scoring). A run that early stopping ends leaves the stack
+(`drop_finished`), so the others no longer carry it (in that benchmark 18 % of the batched run-steps had been
+such passengers).
 
 Why a module of its own and not `kd.py`: `kd.py` is the accelerate trainer (DDP, ZeRO-2, bf16 autocast, gradient
 accumulation, the command line) and the data generation; this trainer has none of those and is built on
@@ -25,8 +26,11 @@ What makes run r equal to its run alone, step by step:
 - its optimiser: `RunAdam` with AdamW's decoupled weight decay, eps 1e-8 and its own learning rate, `lr ·
   schedule_r(step)`, where the stable phase of schedule_r ends when run r's held-out loss stops improving;
 - its evaluations (`heldout_losses`, chunks of 512 as `kd.heldout_loss`), best weights and early-stopping
-  decision, kept per run (`RunState`); a run that has finished sits out (`RunAdam.step(active)`, its weights
-  untouched) while the others continue, and at the end each run keeps its best held-out weights.
+  decision, kept per run (`RunState`); a run that has finished leaves the stack with its best held-out weights
+  (`BatchedLlama.select`, `RunAdam.select`) while the others continue.
+Leaving changes nothing for the others, bit for bit: their micro-batches keep the width that every run's rows set,
+each run's slice of a batched matmul, attention or reduction does not depend on how many runs share it, and the
+gradient-norm clip reduces over a strided dimension whatever the number of runs (`batched.optimizer_step`).
 Where it cannot be equal: an early-stopping decision compares two held-out losses with a threshold, so if a
 difference lies within float32 rounding of the threshold the two computations may decide differently, and from
 there the run differs (another stable-phase end). At the chapter's sizes such a tie has not been seen: the six
