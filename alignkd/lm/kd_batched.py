@@ -155,7 +155,7 @@ class RunState:
 
 
 def micro_batch(trains: Sequence[Samples], runs: Sequence[RunState], step: int, batch_size: int,
-                pad_id: int, live: Sequence[int] | None = None) -> tuple[Samples, torch.Tensor]:
+                pad_id: int, live: Sequence[int]) -> tuple[Samples, torch.Tensor]:
     """Each run's rows of optimiser step `step`, each trimmed alone, stacked run-major and padded to the widest
     (`stack_samples`), and each run's response tokens in them (the loss normaliser, at least 1) [R].
 
@@ -169,16 +169,12 @@ def micro_batch(trains: Sequence[Samples], runs: Sequence[RunState], step: int, 
                                f"(passes over {len(train)})")
         parts.append(train[index].trim())
         normaliser.append(run.response_tokens[index].sum().clamp_min(1).float())
-    return live_blocks(stack_samples(parts, pad_id), len(runs), live), torch.stack(normaliser)[_all(live, runs)]
+    return live_blocks(stack_samples(parts, pad_id), len(runs), live), torch.stack(normaliser)[list(live)]
 
 
-def _all(live: Sequence[int] | None, runs: Sequence) -> list[int]:
-    return list(range(len(runs))) if live is None else list(live)
-
-
-def live_blocks(batch: Samples, runs: int, live: Sequence[int] | None) -> Samples:
+def live_blocks(batch: Samples, runs: int, live: Sequence[int]) -> Samples:
     """The blocks of the runs in `live` (in that order) of a run-major batch of `runs` equal blocks."""
-    if live is None or list(live) == list(range(runs)):
+    if list(live) == list(range(runs)):
         return batch
     rows = len(batch) // runs
     return batch[torch.cat([torch.arange(r * rows, (r + 1) * rows) for r in live])]
@@ -194,11 +190,10 @@ def summed_nll(students: BatchedLlama, batch: Samples, runs: int) -> torch.Tenso
 
 @torch.no_grad()
 def heldout_losses(students: BatchedLlama, heldouts: Sequence[Samples], pad_id: int,
-                   live: Sequence[int] | None = None) -> list[float]:
+                   live: Sequence[int]) -> list[float]:
     """Each run's `kd.heldout_loss` on its held-out sequences: per chunk of 512 the float32 mean per response token,
     weighted by the chunk's tokens in float64, as alone (so the early-stopping comparisons round alike).
     `live`: the runs `students` holds, in its order (see `micro_batch`); their losses, in that order."""
-    live = _all(live, heldouts)
     totals, counts = [0.0] * len(live), [0] * len(live)
     for start in range(0, len(heldouts[0]), HELDOUT_CHUNK):
         parts = [heldout[start:start + HELDOUT_CHUNK].trim() for heldout in heldouts]
@@ -235,6 +230,10 @@ def train_students(datas: Sequence[Samples], configs: Sequence[TrainConfig], *, 
     runs = [RunState.start(config, c.seed, train, plan) for c, train in zip(configs, trains)]
     live = list(range(len(runs)))  # the runs `students` holds, in its order
     final: dict[int, dict] = {}  # each run's weights to keep, from when it left the stack
+
+    def keep_final(i: int) -> None:  # run live[i]'s best held-out weights, else (no held-out data) its last
+        final[live[i]] = runs[live[i]].best_state or _copy(students.state_dict(i))
+
     bar = tqdm(total=plan.max_steps, desc=f"KD train {config.size} ×{len(runs)}", disable=not progress, leave=False)
     step = 0
     while step < max(run.end for run in runs):
@@ -244,7 +243,7 @@ def train_students(datas: Sequence[Samples], configs: Sequence[TrainConfig], *, 
         done = [i for i, r in enumerate(live) if step >= runs[r].end]
         if drop_finished and done and len(done) < len(live):
             for i in done:
-                final[live[i]] = runs[live[i]].best_state or _copy(students.state_dict(i))
+                keep_final(i)
             keep = [i for i in range(len(live)) if i not in done]
             students = students.select(keep)
             optimizer = optimizer.select(keep, students.parameters())
@@ -252,8 +251,8 @@ def train_students(datas: Sequence[Samples], configs: Sequence[TrainConfig], *, 
         bar.total = max(run.end for run in runs)
         bar.update(1)
     bar.close()
-    for i, r in enumerate(live):
-        final[r] = runs[r].best_state or _copy(students.state_dict(i))
+    for i in range(len(live)):
+        keep_final(i)
     for r, model in enumerate(models):
         model.load_state_dict(final[r])
         model.eval()
